@@ -1,0 +1,35 @@
+//! The runtime-free core of [limitpal](https://docs.rs/limitpal): clocks, rate-limit
+//! algorithms and the keyed limiter.
+//!
+//! Every rule here is a pure transition on a tiny state that takes `now` as an argument, so
+//! it is lock-free where it can be, and deterministic under [`ManualClock`]. Nothing here
+//! depends on an async runtime; the tower layers in `limitpal-tower` only adapt these types.
+//!
+//! ```
+//! use limitpal_core::{ManualClock, RateLimiter, TokenBucket};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let limiter = RateLimiter::builder(TokenBucket::new(3, 1.0)?).clock(clock.clone()).build()?;
+//! for _ in 0..3 {
+//!     limiter.check(&42_u64)?;
+//! }
+//! let denied = limiter.check(&42_u64).unwrap_err();
+//! assert_eq!(denied.retry_after, Duration::from_secs(1));
+//! clock.advance(denied.retry_after);
+//! limiter.check(&42_u64)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod clock;
+mod error;
+mod limiter_async;
+pub mod rate;
+
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use error::{CheckNError, CircuitOpen, ConfigError, RateLimited};
+pub use limiter_async::AsyncLimiter;
+pub use rate::{
+    Algorithm, All, DefaultHashBuilder, LeakyBucket, RateLimiter, RateLimiterBuilder,
+    SlidingWindow, TokenBucket,
+};

@@ -1,0 +1,395 @@
+//! The keyed rate limiter: an algorithm, a clock and a keyed store of per-key states.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::store::{DefaultHashBuilder, Store};
+use super::{Algorithm, TokenBucket};
+use crate::clock::{nanos, now_nanos};
+use crate::{CheckNError, Clock, ConfigError, MonotonicClock, RateLimited};
+
+/// A rate limiter with an independent quota per key. Clones share state.
+///
+/// - `K`: the key type (`u64`, `String`, `IpAddr`, …; `()` for one global quota, which
+///   skips hashing altogether). Checks take a borrowed form of the key, as `HashMap::get`
+///   does, and allocate only when a key is seen for the first time.
+/// - `A`: the [`Algorithm`]; `C`: the [`Clock`]; `S`: the key hasher.
+///
+/// ```
+/// use limitpal_core::{ManualClock, RateLimiter, TokenBucket};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let limiter = RateLimiter::builder(TokenBucket::new(2, 1.0)?) // burst 2, 1 per second
+///     .clock(clock.clone())
+///     .build()?;
+/// let user = String::from("alice");
+/// assert!(limiter.check(user.as_str()).is_ok());
+/// assert!(limiter.check("alice").is_ok());
+/// assert_eq!(limiter.check("alice").unwrap_err().retry_after, Duration::from_secs(1));
+/// assert!(limiter.check("bob").is_ok()); // keys do not share a quota
+/// # Ok::<(), limitpal_core::ConfigError>(())
+/// ```
+pub struct RateLimiter<K, A: Algorithm = TokenBucket, C = MonotonicClock, S = DefaultHashBuilder> {
+    inner: Arc<Inner<K, A, C, S>>,
+}
+
+struct Inner<K, A: Algorithm, C, S> {
+    algorithm: A,
+    clock: C,
+    idle_ttl: u64,
+    /// The only cell when `K` is zero-sized (unkeyed use): no hashing, no lock.
+    single: A::Cell,
+    store: Store<K, A, S>,
+}
+
+impl<K, A: Algorithm, C, S> Clone for RateLimiter<K, A, C, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, A: Algorithm> RateLimiter<K, A> {
+    /// Starts a limiter using `algorithm` for every key, with [`MonotonicClock`] and the
+    /// default hasher; the key type is inferred from use.
+    pub fn builder(algorithm: A) -> RateLimiterBuilder<K, A, MonotonicClock, DefaultHashBuilder> {
+        RateLimiterBuilder {
+            algorithm,
+            clock: MonotonicClock,
+            hasher: DefaultHashBuilder::default(),
+            idle_ttl: Duration::ZERO,
+            max_keys: None,
+            shards: None,
+            key: PhantomData,
+        }
+    }
+}
+
+impl<K, A, C, S> RateLimiter<K, A, C, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    A: Algorithm,
+    C: Clock,
+    S: BuildHasher,
+{
+    /// Admits one request for `key`, or says how long until it would be admitted.
+    ///
+    /// # Errors
+    /// [`RateLimited`] with the exact `retry_after`.
+    #[inline]
+    pub fn check<Q>(&self, key: &Q) -> Result<(), RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let now = now_nanos(&self.inner.clock);
+        self.decide(key, now, 1).map_err(denied)
+    }
+
+    /// [`check`](Self::check) as of `now`, a time read from this limiter's clock. Lets a
+    /// pipeline read the clock once and pass the same `now` to the limiter and the breaker.
+    ///
+    /// # Errors
+    /// [`RateLimited`] with the exact `retry_after`.
+    #[inline]
+    pub fn check_at<Q>(&self, key: &Q, now: Duration) -> Result<(), RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.decide(key, nanos(now), 1).map_err(denied)
+    }
+
+    /// Admits a batch costing `n` for `key` all at once, or nothing. `n == 0` always passes.
+    ///
+    /// ```
+    /// use limitpal_core::{CheckNError, ManualClock, RateLimiter, TokenBucket};
+    ///
+    /// let limiter = RateLimiter::builder(TokenBucket::new(10, 1.0)?)
+    ///     .clock(ManualClock::new())
+    ///     .build()?;
+    /// assert!(limiter.check_n(&1_u32, 7).is_ok());
+    /// assert!(matches!(limiter.check_n(&1_u32, 7), Err(CheckNError::RateLimited(_))));
+    /// assert_eq!(limiter.check_n(&1_u32, 11), Err(CheckNError::InsufficientCapacity { max: 10 }));
+    /// # Ok::<(), limitpal_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CheckNError::RateLimited`] when the batch will fit later,
+    /// [`CheckNError::InsufficientCapacity`] when it never can.
+    pub fn check_n<Q>(&self, key: &Q, n: u32) -> Result<(), CheckNError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if n == 0 {
+            return Ok(());
+        }
+        let max = self.inner.algorithm.capacity();
+        if n > max {
+            return Err(CheckNError::InsufficientCapacity { max });
+        }
+        let now = now_nanos(&self.inner.clock);
+        self.decide(key, now, n)
+            .map_err(|wait| CheckNError::RateLimited(denied(wait)))
+    }
+
+    /// Admits one request for `key`, waiting through the clock when the wait fits `timeout`.
+    ///
+    /// It sleeps only when the computed wait fits in what is left of `timeout`, then checks
+    /// again (another caller may have taken the slot). With [`ManualClock`](crate::ManualClock)
+    /// the sleep advances the clock, so the call returns at once with the clock moved by the
+    /// wait. If a sleep leaves the clock where it was (a paused clock), the denial is returned
+    /// instead of spinning.
+    ///
+    /// ```
+    /// use limitpal_core::{Clock, ManualClock, RateLimiter, TokenBucket};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0)?).clock(clock.clone()).build()?;
+    /// limiter.check(&())?;
+    /// assert!(limiter.acquire(&(), Duration::from_millis(999)).is_err()); // would not fit
+    /// assert_eq!(clock.now(), Duration::ZERO);
+    /// limiter.acquire(&(), Duration::from_secs(2))?; // waits exactly 1 s
+    /// assert_eq!(clock.now(), Duration::from_secs(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`RateLimited`] when the wait does not fit in the time left.
+    pub fn acquire<Q>(&self, key: &Q, timeout: Duration) -> Result<(), RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let clock = &self.inner.clock;
+        let mut now = now_nanos(clock);
+        let deadline = now.saturating_add(nanos(timeout));
+        loop {
+            let Err(wait) = self.decide(key, now, 1) else {
+                return Ok(());
+            };
+            if wait > deadline.saturating_sub(now) {
+                return Err(denied(wait));
+            }
+            clock.sleep(Duration::from_nanos(wait));
+            let after = now_nanos(clock);
+            if after == now {
+                return Err(denied(wait));
+            }
+            now = after;
+        }
+    }
+
+    /// The quota `key` has left now: (requests that would pass at once, time until its quota
+    /// is fully replenished). Reading it does not consume anything nor insert the key.
+    pub fn quota<Q>(&self, key: &Q) -> (u32, Duration)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        let now = now_nanos(&inner.clock);
+        let (remaining, reset) = if size_of::<K>() == 0 {
+            inner.algorithm.cell_quota(&inner.single, now)
+        } else {
+            inner
+                .store
+                .peek_cell(key, |cell| inner.algorithm.cell_quota(cell, now))
+                .unwrap_or((inner.algorithm.capacity(), 0))
+        };
+        (remaining, Duration::from_nanos(reset))
+    }
+
+    /// The number of keys held now. Idle keys (indistinguishable from fresh ones for at least
+    /// `idle_ttl`) are dropped first, so this walks every key: `O(keys)`.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let inner = &*self.inner;
+        let now = now_nanos(&inner.clock);
+        if size_of::<K>() == 0 {
+            return usize::from(
+                !inner
+                    .algorithm
+                    .cell_idle(&inner.single, now, inner.idle_ttl),
+            );
+        }
+        inner.store.len(&inner.algorithm, now, inner.idle_ttl)
+    }
+
+    /// Whether no key is held (see [`len`](Self::len)).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of key-table memory held now: slots and control bytes, not heap data owned by
+    /// the keys themselves (a `String` key's characters).
+    #[must_use]
+    pub fn table_bytes(&self) -> usize {
+        self.inner.store.allocation_size()
+    }
+
+    /// The clock this limiter reads.
+    #[must_use]
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+
+    /// The algorithm applied to every key.
+    #[must_use]
+    pub fn algorithm(&self) -> &A {
+        &self.inner.algorithm
+    }
+
+    #[inline]
+    fn decide<Q>(&self, key: &Q, now: u64, cost: u32) -> Result<(), u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        if size_of::<K>() == 0 {
+            return inner.algorithm.check_cell(&inner.single, now, cost);
+        }
+        inner
+            .store
+            .with_cell(&inner.algorithm, key, now, inner.idle_ttl, |cell| {
+                inner.algorithm.check_cell(cell, now, cost)
+            })
+    }
+}
+
+fn denied(wait: u64) -> RateLimited {
+    RateLimited::new(Duration::from_nanos(wait))
+}
+
+impl<K, A: Algorithm, C, S> fmt::Debug for RateLimiter<K, A, C, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("algorithm", &self.inner.algorithm)
+            .field("idle_ttl", &Duration::from_nanos(self.inner.idle_ttl))
+            .field("shards", &self.inner.store.shard_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RateLimiter`]; made by [`RateLimiter::builder`].
+pub struct RateLimiterBuilder<K, A, C, S> {
+    algorithm: A,
+    clock: C,
+    hasher: S,
+    idle_ttl: Duration,
+    max_keys: Option<usize>,
+    shards: Option<usize>,
+    key: PhantomData<fn() -> K>,
+}
+
+impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
+    /// The clock to read (default [`MonotonicClock`]).
+    pub fn clock<C2: Clock>(self, clock: C2) -> RateLimiterBuilder<K, A, C2, S> {
+        RateLimiterBuilder {
+            algorithm: self.algorithm,
+            clock,
+            hasher: self.hasher,
+            idle_ttl: self.idle_ttl,
+            max_keys: self.max_keys,
+            shards: self.shards,
+            key: PhantomData,
+        }
+    }
+
+    /// The hasher for keys (default [`DefaultHashBuilder`], flood-resistant).
+    pub fn hasher<S2: BuildHasher>(self, hasher: S2) -> RateLimiterBuilder<K, A, C, S2> {
+        RateLimiterBuilder {
+            algorithm: self.algorithm,
+            clock: self.clock,
+            hasher,
+            idle_ttl: self.idle_ttl,
+            max_keys: self.max_keys,
+            shards: self.shards,
+            key: PhantomData,
+        }
+    }
+
+    /// How long a key must have been indistinguishable from a fresh key before it may be
+    /// dropped (default zero: as soon as its quota is full again). Dropping such a key changes
+    /// no answer; a longer ttl only keeps memory for keys that come back soon.
+    #[must_use]
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// A hard bound on the keys held (default: none). The bound is split evenly across the
+    /// store's shards; a full shard drops an idle key if it finds one, else the least recently
+    /// used key among a sample of 16 — that key starts again with a full quota. nginx's
+    /// `limit_req_zone` does the same when its zone is full.
+    #[must_use]
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = Some(max);
+        self
+    }
+
+    /// The number of lock shards (default: four per core, rounded up to a power of two).
+    #[must_use]
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Builds the limiter.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `max_keys` or `shards` is zero.
+    pub fn build(self) -> Result<RateLimiter<K, A, C, S>, ConfigError>
+    where
+        K: Hash + Eq,
+        A: Algorithm,
+        C: Clock,
+        S: BuildHasher,
+    {
+        if self.max_keys == Some(0) {
+            return Err(ConfigError::Zero { field: "max_keys" });
+        }
+        if self.shards == Some(0) {
+            return Err(ConfigError::Zero { field: "shards" });
+        }
+        let shards = if size_of::<K>() == 0 {
+            1
+        } else {
+            self.shards.unwrap_or_else(default_shards).min(1 << 16)
+        };
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                single: self.algorithm.new_cell(),
+                algorithm: self.algorithm,
+                clock: self.clock,
+                idle_ttl: nanos(self.idle_ttl),
+                store: Store::new(self.hasher, shards, self.max_keys),
+            }),
+        })
+    }
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+}
+
+impl<K, A: fmt::Debug, C, S> fmt::Debug for RateLimiterBuilder<K, A, C, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiterBuilder")
+            .field("algorithm", &self.algorithm)
+            .field("idle_ttl", &self.idle_ttl)
+            .field("max_keys", &self.max_keys)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}

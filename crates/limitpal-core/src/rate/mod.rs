@@ -1,0 +1,139 @@
+//! Rate-limit algorithms and the keyed [`RateLimiter`].
+//!
+//! Each algorithm is a pure transition `(state, now, cost) -> state'` on a tiny per-key state:
+//!
+//! | algorithm | per-key state | concurrency |
+//! |---|---|---|
+//! | [`TokenBucket`], [`LeakyBucket`] | one `u64` (GCRA theoretical arrival time) | lock-free CAS |
+//! | [`SlidingWindow`] | the last `limit` admission times, `O(limit)` | per-key lock |
+//! | [`All`] (`a.and(b)`) | both parts' states | per-key lock |
+//!
+//! Time is integer nanoseconds since the clock's origin; nothing here reads a clock.
+
+mod all;
+mod gcra;
+mod limiter;
+mod sliding;
+mod store;
+
+pub use all::All;
+pub use gcra::{LeakyBucket, TokenBucket};
+pub use limiter::{RateLimiter, RateLimiterBuilder};
+pub use sliding::SlidingWindow;
+pub use store::DefaultHashBuilder;
+
+use std::fmt::Debug;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// A rate-limit algorithm: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], or a
+/// composite of them built with [`and`](Algorithm::and).
+///
+/// The trait is sealed: the algorithms' state transitions are internal so that they can stay
+/// lock-free and allocation-free.
+pub trait Algorithm: sealed::Sealed + Debug + Clone + Send + Sync + 'static {
+    /// Combines two algorithms into one that admits a request only when both do. A request
+    /// denied by either part consumes from neither, also under contention.
+    ///
+    /// ```
+    /// use limitpal_core::{Algorithm, ManualClock, RateLimiter, SlidingWindow, TokenBucket};
+    /// use std::time::Duration;
+    ///
+    /// // a burst of 10, but at most 3 per second over any sliding second
+    /// let both = TokenBucket::new(10, 10.0)?.and(SlidingWindow::new(3, Duration::from_secs(1))?);
+    /// let limiter = RateLimiter::builder(both).clock(ManualClock::new()).build()?;
+    /// for _ in 0..3 {
+    ///     assert!(limiter.check("k").is_ok());
+    /// }
+    /// assert!(limiter.check("k").is_err());
+    /// # Ok::<(), limitpal_core::ConfigError>(())
+    /// ```
+    fn and<B: Algorithm>(self, other: B) -> All<Self, B>
+    where
+        Self: Sized,
+    {
+        All::new(self, other)
+    }
+
+    /// The largest cost that can ever be admitted at once.
+    fn max_batch(&self) -> u32 {
+        sealed::Sealed::capacity(self)
+    }
+}
+
+pub(crate) mod sealed {
+    use std::fmt::Debug;
+
+    /// The internal face of an algorithm: a pure transition on a plain state, and the shared
+    /// (concurrent) cell that holds that state in the keyed store.
+    ///
+    /// All times are nanoseconds; a `Err(wait)` is the exact time until the cost would pass.
+    #[allow(unreachable_pub)] // sealed: public in a private module
+    pub trait Sealed {
+        /// The state as a plain value, used under a lock (composites, sliding window).
+        type Plain: Send + Debug;
+        /// The concurrent container held per key.
+        type Cell: Send + Sync + Debug;
+
+        /// The largest cost admissible at once.
+        fn capacity(&self) -> u32;
+
+        /// A fresh key's state.
+        fn new_plain(&self) -> Self::Plain;
+        /// Would `cost` pass at `now`? Never mutates.
+        fn peek(&self, s: &Self::Plain, now: u64, cost: u32) -> Result<(), u64>;
+        /// Admit `cost` at `now`, mutating only when admitted.
+        fn apply(&self, s: &mut Self::Plain, now: u64, cost: u32) -> Result<(), u64>;
+        /// Has the state been indistinguishable from a fresh key's for at least `idle`?
+        fn plain_idle(&self, s: &Self::Plain, now: u64, idle: u64) -> bool;
+        /// A recency mark: larger means used more recently (for approximate LRU eviction).
+        fn plain_recency(&self, s: &Self::Plain) -> u64;
+        /// What the key has left at `now`: (remaining cost, nanoseconds until fully replenished).
+        fn plain_quota(&self, s: &Self::Plain, now: u64) -> (u32, u64);
+
+        /// A fresh key's cell.
+        fn new_cell(&self) -> Self::Cell;
+        /// Admit `cost` at `now` atomically.
+        fn check_cell(&self, c: &Self::Cell, now: u64, cost: u32) -> Result<(), u64>;
+        /// [`plain_idle`](Self::plain_idle) on a cell.
+        fn cell_idle(&self, c: &Self::Cell, now: u64, idle: u64) -> bool;
+        /// [`plain_recency`](Self::plain_recency) on a cell.
+        fn cell_recency(&self, c: &Self::Cell) -> u64;
+        /// [`plain_quota`](Self::plain_quota) on a cell.
+        fn cell_quota(&self, c: &Self::Cell, now: u64) -> (u32, u64);
+    }
+}
+
+/// Locks a per-key mutex. The code run under these locks does not panic, but if a caller's
+/// panic ever poisoned one, the state inside is still a valid state: keep using it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Implements the cell half of [`sealed::Sealed`] for algorithms whose cell is a
+/// `Mutex<Plain>`, by delegating to the plain transitions under the lock.
+macro_rules! locked_cell {
+    () => {
+        type Cell = std::sync::Mutex<Self::Plain>;
+
+        fn new_cell(&self) -> Self::Cell {
+            std::sync::Mutex::new(self.new_plain())
+        }
+
+        fn check_cell(&self, c: &Self::Cell, now: u64, cost: u32) -> Result<(), u64> {
+            self.apply(&mut crate::rate::lock(c), now, cost)
+        }
+
+        fn cell_idle(&self, c: &Self::Cell, now: u64, idle: u64) -> bool {
+            self.plain_idle(&crate::rate::lock(c), now, idle)
+        }
+
+        fn cell_recency(&self, c: &Self::Cell) -> u64 {
+            self.plain_recency(&crate::rate::lock(c))
+        }
+
+        fn cell_quota(&self, c: &Self::Cell, now: u64) -> (u32, u64) {
+            self.plain_quota(&crate::rate::lock(c), now)
+        }
+    };
+}
+pub(crate) use locked_cell;

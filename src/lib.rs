@@ -1,0 +1,47 @@
+//! # limitpal
+//!
+//! Resilience for Rust services and clients: keyed rate limiting, circuit breaking and
+//! retries, each usable alone and composed in one fixed pipeline around any tower `Service`,
+//! with one deterministic clock for tests.
+//!
+//! ```
+//! use limitpal::{ManualClock, RateLimiter, TokenBucket};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let per_user = RateLimiter::builder(TokenBucket::new(2, 1.0)?) // burst 2, then 1/s
+//!     .clock(clock.clone())
+//!     .build()?;
+//! assert!(per_user.check("alice").is_ok());
+//! assert!(per_user.check("alice").is_ok());
+//! let denied = per_user.check("alice").unwrap_err();
+//! assert_eq!(denied.retry_after, Duration::from_secs(1));
+//! assert!(per_user.check("bob").is_ok()); // every key has its own quota
+//! # Ok::<(), limitpal::ConfigError>(())
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tower` | yes | module [`tower`]: layers, [`TokioClock`](crate::tower::TokioClock) |
+//! | `tracing` | yes | events for denials and transitions through `tracing` |
+//!
+//! ## Map
+//!
+//! - Time: [`Clock`], [`MonotonicClock`], [`ManualClock`].
+//! - Rate limiting: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], composites with
+//!   [`Algorithm::and`], the keyed [`RateLimiter`], [`AsyncLimiter`].
+//! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`].
+
+pub use limitpal_core::{
+    Algorithm, All, AsyncLimiter, CheckNError, CircuitOpen, Clock, ConfigError, DefaultHashBuilder,
+    LeakyBucket, ManualClock, MonotonicClock, RateLimited, RateLimiter, RateLimiterBuilder,
+    SlidingWindow, TokenBucket,
+};
+
+/// tower middleware and tokio integration (feature `tower`).
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use limitpal_tower::TokioClock;
+}
