@@ -32,16 +32,20 @@
 //! - Time: [`Clock`], [`MonotonicClock`], [`ManualClock`].
 //! - Rate limiting: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], composites with
 //!   [`Algorithm::and`], the keyed [`RateLimiter`], [`AsyncLimiter`].
+//! - Circuit breaking: [`CircuitBreaker`], [`CallPermit`], [`CircuitState`].
+//! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
 //! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`].
 
 pub use limitpal_core::{
-    Algorithm, All, AsyncLimiter, CheckNError, CircuitOpen, Clock, ConfigError, DefaultHashBuilder,
-    LeakyBucket, ManualClock, MonotonicClock, RateLimited, RateLimiter, RateLimiterBuilder,
-    SlidingWindow, TokenBucket,
+    Algorithm, All, AsyncLimiter, CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder,
+    CircuitOpen, CircuitState, Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder,
+    LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, RateLimited, RateLimiter,
+    RateLimiterBuilder, SlidingWindow, TokenBucket,
 };
 
 /// tower middleware and tokio integration (feature `tower`).
 #[cfg(feature = "tower")]
 pub mod tower {
-    pub use limitpal_tower::TokioClock;
+    pub use limitpal_tower::breaker;
+    pub use limitpal_tower::{CircuitBreakerLayer, TokioClock};
 }

@@ -21,11 +21,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod breaker;
+mod classify;
 pub mod clock;
 mod error;
 mod limiter_async;
 pub mod rate;
 
+pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
+pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{CheckNError, CircuitOpen, ConfigError, RateLimited};
 pub use limiter_async::AsyncLimiter;

@@ -1,9 +1,15 @@
 //! The tokio and tower face of [limitpal](https://docs.rs/limitpal).
 //!
 //! This crate adapts the rules of `limitpal-core` to tower services; it holds no rule of its
-//! own. For now it provides [`TokioClock`], the clock to use under
-//! `#[tokio::test(start_paused = true)]`.
+//! own. Every middleware follows tower's layout (`layer.rs`, `service.rs`, `future.rs`):
+//! `poll_ready` only forwards, admission happens in `call`, errors are [`tower::BoxError`]
+//! downcastable to limitpal's error structs.
+//!
+//! - [`CircuitBreakerLayer`]: a shared circuit breaker around a service.
+//! - [`TokioClock`]: the clock to use under `#[tokio::test(start_paused = true)]`.
 
+pub mod breaker;
 mod clock;
 
+pub use breaker::CircuitBreakerLayer;
 pub use clock::TokioClock;

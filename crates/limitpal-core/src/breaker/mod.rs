@@ -1,0 +1,699 @@
+//! The circuit breaker: stop calling a callee that keeps failing, probe it after a while,
+//! close again when it recovers.
+//!
+//! ```text
+//!            failure_threshold consecutive failures,
+//!            or failure rate ≥ ratio over the window (min_calls seen)
+//!   Closed ───────────────────────────────────────────────▶ Open
+//!     ▲                                                     │ recovery_timeout
+//!     │ half_open_success_threshold successes               ▼
+//!     └──────────────────────────────────────────────── HalfOpen ──▶ Open (any failure,
+//!                                                     ≤ half_open_max_calls     for a full
+//!                                                       probes in flight        recovery_timeout)
+//! ```
+//!
+//! The hot state is one atomic word (`[failures | epoch | state]`): admission in Closed is one
+//! load and recording an outcome in Closed one compare-and-swap. Transitions, half-open probe
+//! slots and the optional failure-rate window sit under a mutex, taken only on those rarer
+//! paths. Every permit carries the epoch it was issued in; outcomes of permits from before a
+//! transition or [`reset`](CircuitBreaker::reset) are dropped, so a slow call that started
+//! while Closed cannot reopen a breaker that has since recovered.
+
+mod window;
+mod word;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::{nanos, now_nanos};
+use crate::rate::lock;
+use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock, Outcome};
+use window::FailureWindow;
+use word::Word;
+
+/// The state of a [`CircuitBreaker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls flow; failures are counted.
+    Closed,
+    /// Calls are rejected with [`CircuitOpen`] until the recovery timeout passes.
+    Open,
+    /// A limited number of probe calls decide whether to close or reopen.
+    HalfOpen,
+}
+
+type Listener = Arc<dyn Fn(CircuitState, CircuitState) + Send + Sync>;
+
+/// A circuit breaker. Clones share state.
+///
+/// ```
+/// use limitpal_core::{CircuitBreaker, CircuitState, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let breaker = CircuitBreaker::builder()
+///     .failure_threshold(2)
+///     .recovery_timeout(Duration::from_secs(5))
+///     .clock(clock.clone())
+///     .build()?;
+/// breaker.try_acquire()?.failure();
+/// breaker.try_acquire()?.failure();
+/// assert_eq!(breaker.state(), CircuitState::Open);
+/// assert_eq!(breaker.try_acquire().unwrap_err().retry_after, Duration::from_secs(5));
+/// clock.advance(Duration::from_secs(5));
+/// assert_eq!(breaker.state(), CircuitState::HalfOpen);
+/// breaker.try_acquire()?.success();
+/// assert_eq!(breaker.state(), CircuitState::Closed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CircuitBreaker<C = MonotonicClock> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C> Clone for CircuitBreaker<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    failure_threshold: u32,
+    rate: Option<RateTrigger>,
+    slow_call: Option<u64>,
+    recovery: u64,
+    half_open_max_calls: u32,
+    half_open_success_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RateTrigger {
+    ratio: f64,
+    min_calls: u32,
+}
+
+struct Inner<C> {
+    word: AtomicU64,
+    /// When the current Open epoch began; written before the word publishes Open.
+    opened_at: AtomicU64,
+    config: Config,
+    slow: Mutex<SlowState>,
+    clock: C,
+    listener: Option<Listener>,
+}
+
+/// State touched only under the mutex.
+#[derive(Debug)]
+struct SlowState {
+    in_flight: u32,
+    successes: u32,
+    window: Option<FailureWindow>,
+}
+
+/// What happened to a permitted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Success,
+    Failure,
+    Cancelled,
+}
+
+/// What a permit remembers: the epoch it belongs to, when the call started, whether it holds
+/// a half-open probe slot.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    epoch: u32,
+    start: u64,
+    probe: bool,
+}
+
+impl CircuitBreaker {
+    /// Starts a breaker with the defaults: 5 consecutive failures open it, 30 s recovery,
+    /// 1 probe in flight, 1 success closes it.
+    #[must_use]
+    pub fn builder() -> CircuitBreakerBuilder<MonotonicClock> {
+        CircuitBreakerBuilder {
+            failure_threshold: 5,
+            failure_rate: None,
+            slow_call: None,
+            recovery_timeout: Duration::from_secs(30),
+            half_open_max_calls: 1,
+            half_open_success_threshold: 1,
+            listener: None,
+            clock: MonotonicClock,
+        }
+    }
+}
+
+impl<C: Clock> CircuitBreaker<C> {
+    /// The state now. An Open breaker whose recovery timeout has passed reads `HalfOpen`
+    /// (the next `try_acquire` makes it so).
+    #[must_use]
+    pub fn state(&self) -> CircuitState {
+        let inner = &*self.inner;
+        let w = inner.load();
+        if w.state() == CircuitState::Open && inner.recovery_left(now_nanos(&inner.clock)) == 0 {
+            CircuitState::HalfOpen
+        } else {
+            w.state()
+        }
+    }
+
+    /// Asks to make a call. The permit must be resolved with [`CallPermit::success`] or
+    /// [`CallPermit::failure`]; dropping it unresolved counts as cancelled (nothing recorded,
+    /// its half-open slot freed).
+    ///
+    /// # Errors
+    /// [`CircuitOpen`] with the time until a probe may go (zero when only the half-open probe
+    /// slots are taken).
+    #[inline]
+    pub fn try_acquire(&self) -> Result<CallPermit, CircuitOpen> {
+        self.try_acquire_at(self.inner.clock.now())
+    }
+
+    /// [`try_acquire`](Self::try_acquire) as of `now`, read from this breaker's clock: lets a
+    /// pipeline read the clock once for the limiter and the breaker.
+    ///
+    /// # Errors
+    /// [`CircuitOpen`], as for `try_acquire`.
+    #[inline]
+    pub fn try_acquire_at(&self, now: Duration) -> Result<CallPermit, CircuitOpen> {
+        let ticket = self.inner.admit(nanos(now))?;
+        Ok(CallPermit {
+            breaker: Some(Arc::clone(&self.inner) as Arc<dyn Sink>),
+            ticket,
+        })
+    }
+
+    /// Closes the breaker and forgets every count. Outcomes of permits issued before are
+    /// dropped.
+    pub fn reset(&self) {
+        self.inner.force(CircuitState::Closed);
+    }
+
+    /// Opens the breaker now, for a full recovery timeout (maintenance, a known outage).
+    pub fn force_open(&self) {
+        self.inner.force(CircuitState::Open);
+    }
+
+    /// The clock this breaker reads.
+    #[must_use]
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+}
+
+impl<C: Clock> Inner<C> {
+    #[inline]
+    fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    fn recovery_left(&self, now: u64) -> u64 {
+        let opened = self.opened_at.load(Ordering::Acquire);
+        opened
+            .saturating_add(self.config.recovery)
+            .saturating_sub(now)
+    }
+
+    #[inline]
+    fn admit(&self, now: u64) -> Result<Ticket, CircuitOpen> {
+        let w = self.load();
+        match w.state() {
+            CircuitState::Closed => Ok(Ticket {
+                epoch: w.epoch(),
+                start: now,
+                probe: false,
+            }),
+            CircuitState::Open => match self.recovery_left(now) {
+                0 => self.admit_slow(now),
+                left => Err(CircuitOpen::new(Duration::from_nanos(left))),
+            },
+            CircuitState::HalfOpen => self.admit_slow(now),
+        }
+    }
+
+    fn admit_slow(&self, now: u64) -> Result<Ticket, CircuitOpen> {
+        let mut changed = None;
+        let result = {
+            let mut slow = lock(&self.slow);
+            let mut w = self.load();
+            if w.state() == CircuitState::Open {
+                let left = self.recovery_left(now);
+                if left > 0 {
+                    return Err(CircuitOpen::new(Duration::from_nanos(left)));
+                }
+                changed = self.transition(&mut slow, w, CircuitState::HalfOpen, now);
+                w = self.load();
+            }
+            match w.state() {
+                CircuitState::Closed => Ok(Ticket {
+                    epoch: w.epoch(),
+                    start: now,
+                    probe: false,
+                }),
+                _ if slow.in_flight < self.config.half_open_max_calls => {
+                    slow.in_flight += 1;
+                    Ok(Ticket {
+                        epoch: w.epoch(),
+                        start: now,
+                        probe: true,
+                    })
+                }
+                _ => Err(CircuitOpen::new(Duration::ZERO)),
+            }
+        };
+        self.announce(changed);
+        result
+    }
+
+    fn record(&self, ticket: Ticket, verdict: Verdict) {
+        let w = self.load();
+        if w.epoch() != ticket.epoch {
+            return; // issued before a transition: says nothing about the present
+        }
+        if verdict == Verdict::Cancelled {
+            if ticket.probe {
+                let mut slow = lock(&self.slow);
+                if self.load().epoch() == ticket.epoch {
+                    slow.in_flight = slow.in_flight.saturating_sub(1);
+                }
+            }
+            return;
+        }
+        let needs_now = self.config.slow_call.is_some()
+            || self.config.rate.is_some()
+            || verdict == Verdict::Failure
+            || ticket.probe;
+        let now = if needs_now { now_nanos(&self.clock) } else { 0 };
+        let failed = verdict == Verdict::Failure
+            || self
+                .config
+                .slow_call
+                .is_some_and(|slow| now.saturating_sub(ticket.start) >= slow);
+        if ticket.probe {
+            self.record_probe(ticket, failed, now);
+        } else {
+            self.record_closed(ticket, failed, now);
+        }
+    }
+
+    fn record_probe(&self, ticket: Ticket, failed: bool, now: u64) {
+        let changed = {
+            let mut slow = lock(&self.slow);
+            let w = self.load();
+            if w.epoch() != ticket.epoch {
+                return;
+            }
+            slow.in_flight = slow.in_flight.saturating_sub(1);
+            if failed {
+                self.transition(&mut slow, w, CircuitState::Open, now)
+            } else {
+                slow.successes += 1;
+                if slow.successes >= self.config.half_open_success_threshold {
+                    self.transition(&mut slow, w, CircuitState::Closed, now)
+                } else {
+                    None
+                }
+            }
+        };
+        self.announce(changed);
+    }
+
+    fn record_closed(&self, ticket: Ticket, failed: bool, now: u64) {
+        // Consecutive failures: one CAS on the word, tied to the ticket's epoch.
+        let mut w = self.load();
+        let mut tripped = loop {
+            if w.epoch() != ticket.epoch || w.state() != CircuitState::Closed {
+                return;
+            }
+            let failures = if failed {
+                w.failures().saturating_add(1)
+            } else {
+                0
+            };
+            if failures == w.failures() {
+                break false;
+            }
+            let next = w.with_failures(failures);
+            match self
+                .word
+                .compare_exchange_weak(w.0, next.0, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break failures >= self.config.failure_threshold,
+                Err(actual) => w = Word(actual),
+            }
+        };
+        let Some(rate) = self.config.rate else {
+            if tripped {
+                self.trip(ticket, now);
+            }
+            return;
+        };
+        let changed = {
+            let mut slow = lock(&self.slow);
+            let w = self.load();
+            if w.epoch() != ticket.epoch {
+                return;
+            }
+            if let Some(window) = slow.window.as_mut() {
+                let (calls, failures) = window.record(now, failed);
+                tripped |= failed
+                    && calls >= rate.min_calls
+                    && f64::from(failures) >= rate.ratio * f64::from(calls);
+            }
+            if tripped {
+                self.transition(&mut slow, w, CircuitState::Open, now)
+            } else {
+                None
+            }
+        };
+        self.announce(changed);
+    }
+
+    fn trip(&self, ticket: Ticket, now: u64) {
+        let changed = {
+            let mut slow = lock(&self.slow);
+            let w = self.load();
+            if w.epoch() != ticket.epoch || w.state() != CircuitState::Closed {
+                return;
+            }
+            self.transition(&mut slow, w, CircuitState::Open, now)
+        };
+        self.announce(changed);
+    }
+
+    fn force(&self, to: CircuitState) {
+        let now = now_nanos(&self.clock);
+        let changed = {
+            let mut slow = lock(&self.slow);
+            let w = self.load();
+            self.transition(&mut slow, w, to, now)
+        };
+        self.announce(changed);
+    }
+
+    /// Moves from `from`'s epoch to a new epoch in `to`. Must hold the mutex: every change of
+    /// state or epoch happens under it, so only the failure count can race (and is retried).
+    fn transition(
+        &self,
+        slow: &mut SlowState,
+        from: Word,
+        to: CircuitState,
+        now: u64,
+    ) -> Option<(CircuitState, CircuitState)> {
+        if to == CircuitState::Open {
+            self.opened_at.store(now, Ordering::Release);
+        }
+        let mut current = from;
+        loop {
+            if current.epoch() != from.epoch() || current.state() != from.state() {
+                return None;
+            }
+            match self.word.compare_exchange_weak(
+                current.0,
+                current.next(to).0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = Word(actual),
+            }
+        }
+        slow.in_flight = 0;
+        slow.successes = 0;
+        if let Some(window) = slow.window.as_mut() {
+            window.clear();
+        }
+        Some((from.state(), to))
+    }
+
+    /// Tells listeners and tracing about a transition; called after the mutex is released so
+    /// a listener may use the breaker.
+    fn announce(&self, changed: Option<(CircuitState, CircuitState)>) {
+        let Some((from, to)) = changed else {
+            return;
+        };
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            target: "limitpal::breaker",
+            from = ?from,
+            to = ?to,
+            "circuit breaker state changed"
+        );
+        if let Some(listener) = &self.listener {
+            listener(from, to);
+        }
+    }
+}
+
+/// The breaker side of a permit, with the clock type erased so `CallPermit` has none.
+trait Sink: Send + Sync {
+    fn record(&self, ticket: Ticket, verdict: Verdict);
+}
+
+impl<C: Clock> Sink for Inner<C> {
+    fn record(&self, ticket: Ticket, verdict: Verdict) {
+        Inner::record(self, ticket, verdict);
+    }
+}
+
+/// Permission to make one call; resolve it with [`success`](Self::success) or
+/// [`failure`](Self::failure).
+///
+/// Dropped unresolved (a cancelled future, a panic), it records nothing and frees its
+/// half-open probe slot: no probe slot can leak.
+#[must_use = "resolve the permit with .success() or .failure(); dropping it records nothing"]
+pub struct CallPermit {
+    breaker: Option<Arc<dyn Sink>>,
+    ticket: Ticket,
+}
+
+impl CallPermit {
+    /// The call worked (unless slower than the breaker's `slow_call`, then it failed).
+    pub fn success(mut self) {
+        self.resolve(Verdict::Success);
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.resolve(Verdict::Failure);
+    }
+
+    /// Records what a classifier said: `Success`, `Failure`, or nothing for `Ignore`.
+    pub fn record(mut self, outcome: Outcome) {
+        let verdict = match outcome {
+            Outcome::Success => Verdict::Success,
+            Outcome::Failure { .. } => Verdict::Failure,
+            Outcome::Ignore => Verdict::Cancelled,
+        };
+        self.resolve(verdict);
+    }
+
+    fn resolve(&mut self, verdict: Verdict) {
+        if let Some(breaker) = self.breaker.take() {
+            breaker.record(self.ticket, verdict);
+        }
+    }
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        self.resolve(Verdict::Cancelled);
+    }
+}
+
+impl fmt::Debug for CallPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallPermit")
+            .field("epoch", &self.ticket.epoch)
+            .field("probe", &self.ticket.probe)
+            .field("resolved", &self.breaker.is_none())
+            .finish()
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreaker<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = Word(self.inner.word.load(Ordering::Acquire));
+        f.debug_struct("CircuitBreaker")
+            .field("state", &w.state())
+            .field("consecutive_failures", &w.failures())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`CircuitBreaker`]; made by [`CircuitBreaker::builder`].
+pub struct CircuitBreakerBuilder<C> {
+    failure_threshold: u32,
+    failure_rate: Option<(f64, u32, Duration)>,
+    slow_call: Option<Duration>,
+    recovery_timeout: Duration,
+    half_open_max_calls: u32,
+    half_open_success_threshold: u32,
+    listener: Option<Listener>,
+    clock: C,
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// Consecutive failures that open the breaker (default 5; always active).
+    #[must_use]
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// Also open when the failure ratio over the last `window` reaches `ratio` (in `(0, 1]`),
+    /// once at least `min_calls` calls were seen in it. The window slides in tenths.
+    #[must_use]
+    pub fn failure_rate(mut self, ratio: f64, min_calls: u32, window: Duration) -> Self {
+        self.failure_rate = Some((ratio, min_calls, window));
+        self
+    }
+
+    /// Count calls slower than `threshold` as failures, even when they succeed.
+    #[must_use]
+    pub fn slow_call(mut self, threshold: Duration) -> Self {
+        self.slow_call = Some(threshold);
+        self
+    }
+
+    /// How long the breaker stays Open before letting probes through (default 30 s).
+    #[must_use]
+    pub fn recovery_timeout(mut self, timeout: Duration) -> Self {
+        self.recovery_timeout = timeout;
+        self
+    }
+
+    /// Probes allowed in flight at once while half-open (default 1).
+    #[must_use]
+    pub fn half_open_max_calls(mut self, calls: u32) -> Self {
+        self.half_open_max_calls = calls;
+        self
+    }
+
+    /// Successful probes needed to close again (default 1).
+    #[must_use]
+    pub fn half_open_success_threshold(mut self, successes: u32) -> Self {
+        self.half_open_success_threshold = successes;
+        self
+    }
+
+    /// Called with `(from, to)` after every transition, outside the breaker's lock (so it may
+    /// use the breaker).
+    #[must_use]
+    pub fn on_state_change(
+        mut self,
+        listener: impl Fn(CircuitState, CircuitState) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// The clock to read (default [`MonotonicClock`]).
+    pub fn clock<C2: Clock>(self, clock: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            failure_threshold: self.failure_threshold,
+            failure_rate: self.failure_rate,
+            slow_call: self.slow_call,
+            recovery_timeout: self.recovery_timeout,
+            half_open_max_calls: self.half_open_max_calls,
+            half_open_success_threshold: self.half_open_success_threshold,
+            listener: self.listener,
+            clock,
+        }
+    }
+
+    /// Builds the breaker, Closed.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `failure_threshold`, `half_open_max_calls`,
+    /// `half_open_success_threshold`, `min_calls`, `failure_rate_window` or `slow_call`, or a
+    /// `failure_rate` ratio outside `(0, 1]`.
+    pub fn build(self) -> Result<CircuitBreaker<C>, ConfigError>
+    where
+        C: Clock,
+    {
+        let nonzero = |value: u32, field| {
+            if value == 0 {
+                Err(ConfigError::Zero { field })
+            } else {
+                Ok(value)
+            }
+        };
+        let failure_threshold = nonzero(self.failure_threshold, "failure_threshold")?;
+        let half_open_max_calls = nonzero(self.half_open_max_calls, "half_open_max_calls")?;
+        let half_open_success_threshold = nonzero(
+            self.half_open_success_threshold,
+            "half_open_success_threshold",
+        )?;
+        let mut window = None;
+        let rate = match self.failure_rate {
+            None => None,
+            Some((ratio, min_calls, span)) => {
+                if !(ratio > 0.0 && ratio <= 1.0) {
+                    return Err(ConfigError::out_of_range(
+                        "failure_rate",
+                        ratio,
+                        "a ratio in (0, 1]",
+                    ));
+                }
+                let min_calls = nonzero(min_calls, "min_calls")?;
+                let span = nanos(span);
+                if span == 0 {
+                    return Err(ConfigError::Zero {
+                        field: "failure_rate_window",
+                    });
+                }
+                window = Some(FailureWindow::new(span));
+                Some(RateTrigger { ratio, min_calls })
+            }
+        };
+        let slow_call = match self.slow_call.map(nanos) {
+            Some(0) => return Err(ConfigError::Zero { field: "slow_call" }),
+            other => other,
+        };
+        Ok(CircuitBreaker {
+            inner: Arc::new(Inner {
+                word: AtomicU64::new(Word::INITIAL.0),
+                opened_at: AtomicU64::new(0),
+                config: Config {
+                    failure_threshold,
+                    rate,
+                    slow_call,
+                    recovery: nanos(self.recovery_timeout),
+                    half_open_max_calls,
+                    half_open_success_threshold,
+                },
+                slow: Mutex::new(SlowState {
+                    in_flight: 0,
+                    successes: 0,
+                    window,
+                }),
+                clock: self.clock,
+                listener: self.listener,
+            }),
+        })
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("failure_threshold", &self.failure_threshold)
+            .field("failure_rate", &self.failure_rate)
+            .field("slow_call", &self.slow_call)
+            .field("recovery_timeout", &self.recovery_timeout)
+            .field("half_open_max_calls", &self.half_open_max_calls)
+            .field(
+                "half_open_success_threshold",
+                &self.half_open_success_threshold,
+            )
+            .finish_non_exhaustive()
+    }
+}

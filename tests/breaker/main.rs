@@ -1,0 +1,477 @@
+//! The circuit breaker through the facade: state sequences, permits, concurrency, the layer.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use limitpal::tower::{CircuitBreakerLayer, TokioClock};
+use limitpal::{
+    CircuitBreaker, CircuitOpen, CircuitState, ConfigError, ManualClock, Outcome, RateLimited,
+};
+use tower::{BoxError, Layer, Service, ServiceExt};
+use tower_test::mock;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn breaker(threshold: u32, recovery: Duration) -> (CircuitBreaker<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(threshold)
+        .recovery_timeout(recovery)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (breaker, clock)
+}
+
+#[test]
+fn opens_after_threshold_half_opens_after_recovery_and_closes_on_success() {
+    let (b, clock) = breaker(2, 5 * SEC);
+    assert_eq!(b.state(), CircuitState::Closed);
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Closed);
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+    assert_eq!(b.try_acquire().unwrap_err(), CircuitOpen::new(5 * SEC));
+    clock.advance(2 * SEC);
+    assert_eq!(b.try_acquire().unwrap_err().retry_after, 3 * SEC);
+    clock.advance(3 * SEC);
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[test]
+fn a_success_resets_the_consecutive_count() {
+    let (b, _) = breaker(2, 5 * SEC);
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().success();
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Closed);
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn half_open_admits_one_probe_and_a_dropped_probe_frees_its_slot() {
+    let (b, clock) = breaker(1, 5 * SEC);
+    b.try_acquire().unwrap().failure();
+    clock.advance(5 * SEC);
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(
+        b.try_acquire().unwrap_err(),
+        CircuitOpen::new(Duration::ZERO),
+        "the only probe slot is taken"
+    );
+    drop(probe); // cancelled: records nothing, frees the slot
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    let probe = b.try_acquire().expect("the slot was freed");
+    probe.failure();
+    assert_eq!(b.state(), CircuitState::Open);
+    assert_eq!(
+        b.try_acquire().unwrap_err().retry_after,
+        5 * SEC,
+        "a failed probe reopens for a full recovery timeout"
+    );
+    clock.advance(5 * SEC - Duration::from_nanos(1));
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn half_open_success_threshold_and_max_calls() {
+    let clock = ManualClock::new();
+    let b = CircuitBreaker::builder()
+        .failure_threshold(1)
+        .recovery_timeout(SEC)
+        .half_open_max_calls(2)
+        .half_open_success_threshold(3)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    clock.advance(SEC);
+    let p1 = b.try_acquire().unwrap();
+    let p2 = b.try_acquire().unwrap();
+    assert!(b.try_acquire().is_err());
+    p1.success();
+    p2.success();
+    assert_eq!(b.state(), CircuitState::HalfOpen, "two of three successes");
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[test]
+fn failure_rate_opens_only_past_min_calls_and_old_calls_slide_out() {
+    let clock = ManualClock::new();
+    let b = CircuitBreaker::builder()
+        .failure_threshold(u32::MAX)
+        .failure_rate(0.5, 10, 10 * SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // 4 failures in 9 calls: below min_calls
+    for i in 0..9 {
+        let p = b.try_acquire().unwrap();
+        if i % 2 == 0 && i < 8 {
+            p.failure();
+        } else {
+            p.success();
+        }
+    }
+    assert_eq!(b.state(), CircuitState::Closed);
+    // the 10th call fails: 5 of 10
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+
+    // old calls slide out: 9 failures long ago do not count 10 s later
+    let b = CircuitBreaker::builder()
+        .failure_threshold(u32::MAX)
+        .failure_rate(0.5, 10, 10 * SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for _ in 0..9 {
+        b.try_acquire().unwrap().failure();
+    }
+    clock.advance(10 * SEC);
+    for _ in 0..9 {
+        b.try_acquire().unwrap().success();
+    }
+    b.try_acquire().unwrap().failure();
+    assert_eq!(
+        b.state(),
+        CircuitState::Closed,
+        "1 failure in the last 10 calls"
+    );
+}
+
+#[test]
+fn concurrent_failures_lose_no_update() {
+    for _ in 0..20 {
+        let (b, _) = breaker(100, 5 * SEC);
+        std::thread::scope(|s| {
+            for _ in 0..20 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        b.try_acquire().unwrap().failure();
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            b.state(),
+            CircuitState::Open,
+            "exactly 100 failures must open it"
+        );
+    }
+    let (b, _) = breaker(10, 5 * SEC);
+    std::thread::scope(|s| {
+        for _ in 0..20 {
+            s.spawn(|| {
+                for _ in 0..5 {
+                    if let Ok(p) = b.try_acquire() {
+                        p.failure();
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn outcomes_of_permits_from_before_a_transition_are_dropped() {
+    let (b, clock) = breaker(1, SEC);
+    let stale = b.try_acquire().unwrap();
+    b.try_acquire().unwrap().failure(); // opens
+    clock.advance(SEC);
+    b.try_acquire().unwrap().success(); // half-open probe closes it
+    stale.failure(); // issued in the first Closed epoch: ignored
+    assert_eq!(b.state(), CircuitState::Closed);
+
+    let stale = b.try_acquire().unwrap();
+    b.reset();
+    stale.failure();
+    assert_eq!(b.state(), CircuitState::Closed, "reset starts a new epoch");
+}
+
+#[test]
+fn force_open_and_reset() {
+    let (b, clock) = breaker(5, 10 * SEC);
+    clock.advance(SEC);
+    b.force_open();
+    assert_eq!(b.try_acquire().unwrap_err().retry_after, 10 * SEC);
+    b.reset();
+    assert_eq!(b.state(), CircuitState::Closed);
+    assert!(b.try_acquire().is_ok());
+}
+
+#[test]
+fn slow_successes_count_as_failures() {
+    let clock = ManualClock::new();
+    let b = CircuitBreaker::builder()
+        .failure_threshold(2)
+        .slow_call(SEC)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let p = b.try_acquire().unwrap();
+        clock.advance(SEC);
+        p.success();
+    }
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn listener_sees_every_transition_and_may_use_the_breaker() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let clock = ManualClock::new();
+    let log = Arc::clone(&seen);
+    let b = CircuitBreaker::builder()
+        .failure_threshold(1)
+        .recovery_timeout(SEC)
+        .on_state_change(move |from, to| log.lock().unwrap().push((from, to)))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    clock.advance(SEC);
+    b.try_acquire().unwrap().success();
+    use CircuitState::{Closed, HalfOpen, Open};
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed)]
+    );
+}
+
+#[test]
+fn record_follows_the_classifier_outcome() {
+    let (b, _) = breaker(1, SEC);
+    b.try_acquire().unwrap().record(Outcome::Ignore);
+    b.try_acquire().unwrap().record(Outcome::Success);
+    assert_eq!(b.state(), CircuitState::Closed);
+    b.try_acquire().unwrap().record(Outcome::FATAL);
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn every_bad_argument_is_a_config_error() {
+    let cases = [
+        (
+            CircuitBreaker::builder()
+                .failure_threshold(0)
+                .build()
+                .map(drop),
+            "failure_threshold",
+        ),
+        (
+            CircuitBreaker::builder()
+                .half_open_max_calls(0)
+                .build()
+                .map(drop),
+            "half_open_max_calls",
+        ),
+        (
+            CircuitBreaker::builder()
+                .half_open_success_threshold(0)
+                .build()
+                .map(drop),
+            "half_open_success_threshold",
+        ),
+        (
+            CircuitBreaker::builder()
+                .failure_rate(0.0, 1, SEC)
+                .build()
+                .map(drop),
+            "failure_rate",
+        ),
+        (
+            CircuitBreaker::builder()
+                .failure_rate(1.5, 1, SEC)
+                .build()
+                .map(drop),
+            "failure_rate",
+        ),
+        (
+            CircuitBreaker::builder()
+                .failure_rate(f64::NAN, 1, SEC)
+                .build()
+                .map(drop),
+            "failure_rate",
+        ),
+        (
+            CircuitBreaker::builder()
+                .failure_rate(0.5, 0, SEC)
+                .build()
+                .map(drop),
+            "min_calls",
+        ),
+        (
+            CircuitBreaker::builder()
+                .failure_rate(0.5, 1, Duration::ZERO)
+                .build()
+                .map(drop),
+            "failure_rate_window",
+        ),
+        (
+            CircuitBreaker::builder()
+                .slow_call(Duration::ZERO)
+                .build()
+                .map(drop),
+            "slow_call",
+        ),
+    ];
+    for (result, field) in cases {
+        let err: ConfigError = result.expect_err(field);
+        assert_eq!(err.field(), field);
+    }
+    // huge durations saturate instead of panicking
+    let b = CircuitBreaker::builder()
+        .recovery_timeout(Duration::MAX)
+        .failure_threshold(1)
+        .build()
+        .unwrap();
+    b.try_acquire().unwrap().failure();
+    assert!(b.try_acquire().unwrap_err().retry_after > Duration::from_secs(500 * 365 * 86_400));
+}
+
+// ---- the layer ----
+
+type Mock = mock::Mock<&'static str, &'static str>;
+
+fn layered(
+    breaker: &CircuitBreaker<TokioClock>,
+) -> (
+    limitpal::tower::breaker::CircuitBreakerService<Mock, TokioClock, limitpal::DefaultClassifier>,
+    mock::Handle<&'static str, &'static str>,
+) {
+    let (service, handle) = mock::pair();
+    (
+        CircuitBreakerLayer::new(breaker.clone()).layer(service),
+        handle,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_opens_rejects_without_calling_half_opens_and_closes() {
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(2)
+        .recovery_timeout(5 * SEC)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = layered(&breaker);
+
+    for _ in 0..2 {
+        let call = svc.ready().await.unwrap().call("req");
+        let (_, respond) = handle.next_request().await.unwrap();
+        respond.send_error(std::io::Error::other("upstream down"));
+        assert!(call.await.is_err());
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+
+    let err = svc.ready().await.unwrap().call("req").await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>(),
+        Some(&CircuitOpen::new(5 * SEC))
+    );
+
+    tokio::time::advance(5 * SEC).await;
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
+    let call = svc.ready().await.unwrap().call("probe");
+    let (req, respond) = handle.next_request().await.unwrap();
+    assert_eq!(
+        req, "probe",
+        "the rejected request never reached the inner service"
+    );
+    respond.send_response("ok");
+    assert_eq!(call.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_frees_its_slot_through_the_layer() {
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(1)
+        .recovery_timeout(SEC)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = layered(&breaker);
+    breaker.force_open();
+    tokio::time::advance(SEC).await;
+    let probe = svc.ready().await.unwrap().call("probe");
+    let _ = handle.next_request().await.unwrap();
+    assert!(svc.ready().await.unwrap().call("second").await.is_err());
+    drop(probe);
+    let call = svc.ready().await.unwrap().call("third");
+    let (_, respond) = handle.next_request().await.unwrap();
+    respond.send_response("ok");
+    assert_eq!(call.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn our_own_errors_from_inner_layers_are_not_failures() {
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(1)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let svc =
+        CircuitBreakerLayer::new(breaker.clone()).layer(tower::service_fn(|kind: u8| async move {
+            match kind {
+                0 => Err::<(), BoxError>(Box::new(RateLimited::new(SEC))),
+                _ => Err(Box::new(CircuitOpen::new(SEC)) as BoxError),
+            }
+        }));
+    assert!(
+        svc.clone()
+            .oneshot(0)
+            .await
+            .unwrap_err()
+            .is::<RateLimited>()
+    );
+    assert!(
+        svc.clone()
+            .oneshot(1)
+            .await
+            .unwrap_err()
+            .is::<CircuitOpen>()
+    );
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_classifier_decides_failures_and_clones_share_the_breaker() {
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(2)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let layer = CircuitBreakerLayer::new(breaker.clone()).classifier(
+        |r: Result<&u16, &std::convert::Infallible>| match r {
+            Ok(status) if *status >= 500 => Outcome::RETRYABLE,
+            _ => Outcome::Success,
+        },
+    );
+    let status = |code: u16| {
+        tower::service_fn(move |_: ()| async move { Ok::<_, std::convert::Infallible>(code) })
+    };
+    let a = layer.clone().layer(status(503));
+    let b = layer.layer(status(503));
+    assert_eq!(
+        a.oneshot(()).await.unwrap(),
+        503,
+        "a 503 is returned unchanged"
+    );
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert_eq!(b.oneshot(()).await.unwrap(), 503);
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "both clones fed one breaker"
+    );
+}
