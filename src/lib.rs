@@ -33,19 +33,24 @@
 //! - Rate limiting: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], composites with
 //!   [`Algorithm::and`], the keyed [`RateLimiter`], [`AsyncLimiter`].
 //! - Circuit breaking: [`CircuitBreaker`], [`CallPermit`], [`CircuitState`].
+//! - Retries: [`RetryPolicy`] ([`Backoff`], [`Jitter`]), [`RetryBudget`], [`RetryState`].
 //! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
 //! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`].
 
 pub use limitpal_core::{
-    Algorithm, All, AsyncLimiter, CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder,
-    CircuitOpen, CircuitState, Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder,
-    LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, RateLimited, RateLimiter,
-    RateLimiterBuilder, SlidingWindow, TokenBucket,
+    Algorithm, All, AsyncLimiter, Backoff, CallPermit, CheckNError, CircuitBreaker,
+    CircuitBreakerBuilder, CircuitOpen, CircuitState, Classify, Clock, ConfigError,
+    DefaultClassifier, DefaultHashBuilder, Jitter, LeakyBucket, ManualClock, MonotonicClock,
+    Outcome, OwnRejection, RateLimited, RateLimiter, RateLimiterBuilder, RetryBudget, RetryPolicy,
+    RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
 };
+
+/// The `rand` version whose RNGs [`RetryPolicy::delay`] takes.
+pub use limitpal_core::rand;
 
 /// tower middleware and tokio integration (feature `tower`).
 #[cfg(feature = "tower")]
 pub mod tower {
-    pub use limitpal_tower::breaker;
-    pub use limitpal_tower::{CircuitBreakerLayer, TokioClock};
+    pub use limitpal_tower::{CircuitBreakerLayer, RetryExhausted, RetryLayer, TokioClock};
+    pub use limitpal_tower::{breaker, retry};
 }

@@ -27,6 +27,7 @@ pub mod clock;
 mod error;
 mod limiter_async;
 pub mod rate;
+pub mod retry;
 
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection};
@@ -37,3 +38,10 @@ pub use rate::{
     Algorithm, All, DefaultHashBuilder, LeakyBucket, RateLimiter, RateLimiterBuilder,
     SlidingWindow, TokenBucket,
 };
+pub use retry::{
+    Backoff, Jitter, RetryBudget, RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule,
+    RetryState, RetryStep,
+};
+
+/// The `rand` crate this crate's [`RetryPolicy::delay`] takes RNGs from.
+pub use rand;

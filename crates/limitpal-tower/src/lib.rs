@@ -6,10 +6,15 @@
 //! downcastable to limitpal's error structs.
 //!
 //! - [`CircuitBreakerLayer`]: a shared circuit breaker around a service.
+//! - [`RetryLayer`]: retries with backoff, jitter and a budget; [`RetryExhausted`].
 //! - [`TokioClock`]: the clock to use under `#[tokio::test(start_paused = true)]`.
 
 pub mod breaker;
 mod clock;
+mod error;
+pub mod retry;
 
 pub use breaker::CircuitBreakerLayer;
 pub use clock::TokioClock;
+pub use error::RetryExhausted;
+pub use retry::RetryLayer;

@@ -1,0 +1,62 @@
+//! The layers' own error structs; users downcast a `BoxError` to them.
+
+use std::fmt;
+
+use tower::BoxError;
+
+/// Every attempt a retrying layer was allowed failed (or the retry budget refused the next
+/// one). `source()` is the last attempt's error.
+///
+/// ```
+/// use limitpal_tower::RetryExhausted;
+/// use std::error::Error;
+///
+/// let err = RetryExhausted::new(3, "connection refused".into());
+/// assert_eq!(err.attempts, 3);
+/// assert_eq!(err.source().unwrap().to_string(), "connection refused");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RetryExhausted {
+    /// Attempts made, the first one included.
+    pub attempts: u32,
+    last: BoxError,
+}
+
+impl RetryExhausted {
+    /// `attempts` were made; `last` is the last one's error.
+    #[must_use]
+    pub fn new(attempts: u32, last: BoxError) -> Self {
+        Self { attempts, last }
+    }
+
+    /// The last attempt's error.
+    #[must_use]
+    pub fn last(&self) -> &BoxError {
+        &self.last
+    }
+
+    /// The last attempt's error, owned.
+    #[must_use]
+    pub fn into_last(self) -> BoxError {
+        self.last
+    }
+}
+
+impl fmt::Display for RetryExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gave up after {} attempt{}: {}",
+            self.attempts,
+            if self.attempts == 1 { "" } else { "s" },
+            self.last
+        )
+    }
+}
+
+impl std::error::Error for RetryExhausted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.last)
+    }
+}

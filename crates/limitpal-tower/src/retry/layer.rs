@@ -1,0 +1,103 @@
+use limitpal_core::{DefaultClassifier, RetryBudget, RetryPolicy};
+use tower_layer::Layer;
+
+use super::RetryService;
+
+/// Makes the copy of a request that a retry sends: `None` means "cannot be replayed".
+///
+/// Implemented by [`CloneRequest`] (any `Req: Clone`) and by closures
+/// `Fn(&Req) -> Option<Req>`.
+pub trait ReplayRequest<Req>: Clone {
+    /// A copy of `req` for a later attempt, if it can be made.
+    fn replay(&self, req: &Req) -> Option<Req>;
+}
+
+/// The default [`ReplayRequest`]: `Req::clone`. A `Copy` or `Arc` request retries with no
+/// allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneRequest;
+
+impl<Req: Clone> ReplayRequest<Req> for CloneRequest {
+    #[inline]
+    fn replay(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+impl<Req, F> ReplayRequest<Req> for F
+where
+    F: Fn(&Req) -> Option<Req> + Clone,
+{
+    #[inline]
+    fn replay(&self, req: &Req) -> Option<Req> {
+        self(req)
+    }
+}
+
+/// Retries failed calls according to a [`RetryPolicy`]; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct RetryLayer<Cl = DefaultClassifier, R = CloneRequest> {
+    policy: RetryPolicy,
+    classifier: Cl,
+    budget: Option<RetryBudget>,
+    replay: R,
+}
+
+impl RetryLayer {
+    /// Retries every `Err` per `policy`, cloning requests with `Req::clone`.
+    #[must_use]
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self {
+            policy,
+            classifier: DefaultClassifier,
+            budget: None,
+            replay: CloneRequest,
+        }
+    }
+}
+
+impl<Cl, R> RetryLayer<Cl, R> {
+    /// Decides what is retryable: any `Fn(Result<&Res, &Err>) -> Outcome`.
+    #[must_use]
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> RetryLayer<Cl2, R> {
+        RetryLayer {
+            policy: self.policy,
+            classifier,
+            budget: self.budget,
+            replay: self.replay,
+        }
+    }
+
+    /// Caps retries with a budget shared by every clone of this layer.
+    #[must_use]
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// How to copy a request for a retry, for requests that are not `Clone`: return `None`
+    /// when a request cannot be replayed (a streaming body), and it is not retried.
+    #[must_use]
+    pub fn clone_request<R2>(self, replay: R2) -> RetryLayer<Cl, R2> {
+        RetryLayer {
+            policy: self.policy,
+            classifier: self.classifier,
+            budget: self.budget,
+            replay,
+        }
+    }
+}
+
+impl<S, Cl: Clone, R: Clone> Layer<S> for RetryLayer<Cl, R> {
+    type Service = RetryService<S, Cl, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryService::new(
+            inner,
+            self.policy.clone(),
+            self.classifier.clone(),
+            self.budget.clone(),
+            self.replay.clone(),
+        )
+    }
+}
