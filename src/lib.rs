@@ -25,6 +25,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `tower` | yes | module [`tower`]: layers, [`TokioClock`](crate::tower::TokioClock) |
+//! | `http` | no | `tower::http`: HTTP key extractors, 429 responses with `Retry-After` and `RateLimit` fields |
 //! | `tracing` | yes | events for denials and transitions through `tracing` |
 //!
 //! ## Map
@@ -41,8 +42,9 @@ pub use limitpal_core::{
     Algorithm, All, AsyncLimiter, Backoff, CallPermit, CheckNError, CircuitBreaker,
     CircuitBreakerBuilder, CircuitOpen, CircuitState, Classify, Clock, ConfigError,
     DefaultClassifier, DefaultHashBuilder, Jitter, LeakyBucket, ManualClock, MonotonicClock,
-    Outcome, OwnRejection, RateLimited, RateLimiter, RateLimiterBuilder, RetryBudget, RetryPolicy,
-    RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
+    Outcome, OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, RetryBudget,
+    RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow,
+    TokenBucket,
 };
 
 /// The `rand` version whose RNGs [`RetryPolicy::delay`] takes.
@@ -51,6 +53,11 @@ pub use limitpal_core::rand;
 /// tower middleware and tokio integration (feature `tower`).
 #[cfg(feature = "tower")]
 pub mod tower {
-    pub use limitpal_tower::{CircuitBreakerLayer, RetryExhausted, RetryLayer, TokioClock};
-    pub use limitpal_tower::{breaker, retry};
+    #[cfg(feature = "http")]
+    pub use limitpal_tower::http;
+    pub use limitpal_tower::{
+        CircuitBreakerLayer, KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, RetryExhausted,
+        RetryLayer, TokioClock,
+    };
+    pub use limitpal_tower::{breaker, limit, retry};
 }

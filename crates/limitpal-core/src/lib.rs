@@ -35,7 +35,7 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{CheckNError, CircuitOpen, ConfigError, RateLimited};
 pub use limiter_async::AsyncLimiter;
 pub use rate::{
-    Algorithm, All, DefaultHashBuilder, LeakyBucket, RateLimiter, RateLimiterBuilder,
+    Algorithm, All, DefaultHashBuilder, LeakyBucket, Quota, RateLimiter, RateLimiterBuilder,
     SlidingWindow, TokenBucket,
 };
 pub use retry::{

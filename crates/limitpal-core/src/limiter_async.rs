@@ -32,6 +32,14 @@ pub trait AsyncLimiter<K> {
 
     /// Admits one request for `key`, or says how long until it would be admitted.
     fn check(&self, key: &K) -> Self::Future;
+
+    /// The answer right now, when the limiter can give it without waiting (a local limiter
+    /// always can; a remote one returns `None`). Lets a layer decide inside `call` with no
+    /// future to poll.
+    fn check_now(&self, key: &K) -> Option<Result<(), RateLimited>> {
+        let _ = key;
+        None
+    }
 }
 
 impl<K, A, C, S> AsyncLimiter<K> for RateLimiter<K, A, C, S>
@@ -46,5 +54,10 @@ where
     #[inline]
     fn check(&self, key: &K) -> Self::Future {
         ready(RateLimiter::check(self, key))
+    }
+
+    #[inline]
+    fn check_now(&self, key: &K) -> Option<Result<(), RateLimited>> {
+        Some(RateLimiter::check(self, key))
     }
 }

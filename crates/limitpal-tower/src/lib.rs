@@ -5,16 +5,24 @@
 //! `poll_ready` only forwards, admission happens in `call`, errors are [`tower::BoxError`]
 //! downcastable to limitpal's error structs.
 //!
+//! - [`RateLimitLayer`]: a keyed rate limit, shared by every clone; [`KeyExtractor`].
 //! - [`CircuitBreakerLayer`]: a shared circuit breaker around a service.
 //! - [`RetryLayer`]: retries with backoff, jitter and a budget; [`RetryExhausted`].
+//! - `http` (feature `http`): HTTP key extractors and `HttpRateLimitLayer` (429 responses).
 //! - [`TokioClock`]: the clock to use under `#[tokio::test(start_paused = true)]`.
 
 pub mod breaker;
 mod clock;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
+mod key;
+pub mod limit;
 pub mod retry;
 
 pub use breaker::CircuitBreakerLayer;
 pub use clock::TokioClock;
 pub use error::RetryExhausted;
+pub use key::{KeyExtractor, KeyMissing, MissingKey};
+pub use limit::RateLimitLayer;
 pub use retry::RetryLayer;

@@ -35,6 +35,10 @@ impl<A: Algorithm, B: Algorithm> Sealed for All<A, B> {
         self.a.capacity().min(self.b.capacity())
     }
 
+    fn window(&self) -> u64 {
+        self.a.window().max(self.b.window())
+    }
+
     fn new_plain(&self) -> Self::Plain {
         (self.a.new_plain(), self.b.new_plain())
     }

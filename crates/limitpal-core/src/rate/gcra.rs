@@ -115,6 +115,10 @@ macro_rules! gcra_algorithm {
                 self.gcra.capacity
             }
 
+            fn window(&self) -> u64 {
+                self.gcra.burst
+            }
+
             fn new_plain(&self) -> u64 {
                 0
             }

@@ -188,6 +188,41 @@ where
         }
     }
 
+    /// [`check`](Self::check), also reporting what the key has left after the decision (for
+    /// HTTP's `RateLimit` field). One lookup; the quota is read right after the decision.
+    ///
+    /// ```
+    /// use limitpal_core::{ManualClock, Quota, RateLimiter, TokenBucket};
+    /// use std::time::Duration;
+    ///
+    /// let limiter = RateLimiter::builder(TokenBucket::new(2, 1.0)?).clock(ManualClock::new()).build()?;
+    /// let (result, quota) = limiter.check_with_quota(&1_u8);
+    /// assert!(result.is_ok());
+    /// assert_eq!(quota, Quota { limit: 2, remaining: 1, reset: Duration::from_secs(1) });
+    /// # Ok::<(), limitpal_core::ConfigError>(())
+    /// ```
+    pub fn check_with_quota<Q>(&self, key: &Q) -> (Result<(), RateLimited>, Quota)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        let now = now_nanos(&inner.clock);
+        let alg = &inner.algorithm;
+        let decide = |cell: &A::Cell| (alg.check_cell(cell, now, 1), alg.cell_quota(cell, now));
+        let (result, (remaining, reset)) = if size_of::<K>() == 0 {
+            decide(&inner.single)
+        } else {
+            inner.store.with_cell(alg, key, now, inner.idle_ttl, decide)
+        };
+        let quota = Quota {
+            limit: alg.capacity(),
+            remaining,
+            reset: Duration::from_nanos(reset),
+        };
+        (result.map_err(denied), quota)
+    }
+
     /// The quota `key` has left now: (requests that would pass at once, time until its quota
     /// is fully replenished). Reading it does not consume anything nor insert the key.
     pub fn quota<Q>(&self, key: &Q) -> (u32, Duration)
@@ -237,18 +272,6 @@ where
         self.inner.store.allocation_size()
     }
 
-    /// The clock this limiter reads.
-    #[must_use]
-    pub fn clock(&self) -> &C {
-        &self.inner.clock
-    }
-
-    /// The algorithm applied to every key.
-    #[must_use]
-    pub fn algorithm(&self) -> &A {
-        &self.inner.algorithm
-    }
-
     #[inline]
     fn decide<Q>(&self, key: &Q, now: u64, cost: u32) -> Result<(), u64>
     where
@@ -264,6 +287,31 @@ where
             .with_cell(&inner.algorithm, key, now, inner.idle_ttl, |cell| {
                 inner.algorithm.check_cell(cell, now, cost)
             })
+    }
+}
+
+/// What a key has left: reported by [`RateLimiter::check_with_quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// The most that can pass at once (the algorithm's capacity).
+    pub limit: u32,
+    /// What would pass at once now.
+    pub remaining: u32,
+    /// Time until the quota is whole again.
+    pub reset: Duration,
+}
+
+impl<K, A: Algorithm, C, S> RateLimiter<K, A, C, S> {
+    /// The clock this limiter reads.
+    #[must_use]
+    pub fn clock(&self) -> &C {
+        &self.inner.clock
+    }
+
+    /// The algorithm applied to every key.
+    #[must_use]
+    pub fn algorithm(&self) -> &A {
+        &self.inner.algorithm
     }
 }
 

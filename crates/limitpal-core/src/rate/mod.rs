@@ -18,7 +18,7 @@ mod store;
 
 pub use all::All;
 pub use gcra::{LeakyBucket, TokenBucket};
-pub use limiter::{RateLimiter, RateLimiterBuilder};
+pub use limiter::{Quota, RateLimiter, RateLimiterBuilder};
 pub use sliding::SlidingWindow;
 pub use store::DefaultHashBuilder;
 
@@ -58,6 +58,16 @@ pub trait Algorithm: sealed::Sealed + Debug + Clone + Send + Sync + 'static {
     fn max_batch(&self) -> u32 {
         sealed::Sealed::capacity(self)
     }
+
+    /// The policy as (limit, window): at most `limit` at once, fully replenished within
+    /// `window`. What HTTP's `RateLimit-Policy` field advertises. For a composite: the
+    /// smaller limit and the longer window.
+    fn policy(&self) -> (u32, std::time::Duration) {
+        (
+            sealed::Sealed::capacity(self),
+            std::time::Duration::from_nanos(sealed::Sealed::window(self)),
+        )
+    }
 }
 
 pub(crate) mod sealed {
@@ -76,6 +86,8 @@ pub(crate) mod sealed {
 
         /// The largest cost admissible at once.
         fn capacity(&self) -> u32;
+        /// Nanoseconds for an emptied quota to be whole again (the policy's window).
+        fn window(&self) -> u64;
 
         /// A fresh key's state.
         fn new_plain(&self) -> Self::Plain;

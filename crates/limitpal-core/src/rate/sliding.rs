@@ -87,6 +87,10 @@ impl Sealed for SlidingWindow {
         self.limit
     }
 
+    fn window(&self) -> u64 {
+        self.window
+    }
+
     fn new_plain(&self) -> Admissions {
         Admissions::default()
     }

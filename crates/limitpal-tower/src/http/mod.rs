@@ -1,0 +1,60 @@
+//! HTTP (feature `http`): key extractors and a rate limit that answers
+//! `429 Too Many Requests` itself.
+//!
+//! [`HttpRateLimitLayer`] turns a denial into a response instead of an error:
+//!
+//! ```text
+//! HTTP/1.1 429 Too Many Requests
+//! retry-after: 1                                  whole seconds, rounded up, never 0
+//! ratelimit-policy: 2;w=1                         limit; window in seconds (precomputed)
+//! ratelimit: limit=2, remaining=0, reset=1        the key's quota now
+//! ```
+//!
+//! The `RateLimit-Policy` and `RateLimit` fields follow draft-ietf-httpapi-ratelimit-headers-07;
+//! with [`headers_on_success`](HttpRateLimitLayer::headers_on_success) allowed responses carry
+//! `RateLimit` too. The 429 path builds the response from precomputed values and small
+//! integers; it reads the clock once, like the 200 path.
+//!
+//! Extractors: [`PeerIp`] (a `SocketAddr` extension or axum's `ConnectInfo`, IPv6 by /64),
+//! [`HeaderKey`], [`ForwardedIp`] (trusted `X-Forwarded-For` / `Forwarded` position) and
+//! [`GlobalKey`]. A request without a key follows the layer's [`MissingKey`] policy:
+//! rejected with [`missing_key_status`](HttpRateLimitLayer::missing_key_status) (default 500),
+//! allowed, or counted against a fallback key.
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use limitpal_core::{ManualClock, RateLimiter, TokenBucket};
+//! use limitpal_tower::http::{HttpRateLimitLayer, PeerIp};
+//! use std::net::SocketAddr;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0)?).clock(ManualClock::new()).build()?;
+//! let app = HttpRateLimitLayer::new(limiter, PeerIp::new()).layer(service_fn(|_req| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
+//! }));
+//! let request = || {
+//!     let mut req = Request::new(());
+//!     req.extensions_mut().insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+//!     req
+//! };
+//! assert_eq!(app.clone().oneshot(request()).await?.status(), StatusCode::OK);
+//! let denied = app.oneshot(request()).await?;
+//! assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(denied.headers()["retry-after"], "1");
+//! assert_eq!(denied.headers()["ratelimit"], "limit=1, remaining=0, reset=1");
+//! # Ok(()) }
+//! ```
+
+mod extract;
+mod future;
+mod headers;
+mod layer;
+mod service;
+
+pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
+pub use future::ResponseFuture;
+pub use layer::HttpRateLimitLayer;
+pub use service::HttpRateLimitService;
+
+pub use crate::MissingKey;

@@ -1,0 +1,290 @@
+//! HTTP rate limiting over real loopback connections: an axum server, a hyper client, and
+//! exact status codes and header values.
+
+#![cfg(feature = "http")]
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use limitpal::tower::http::{GlobalKey, HeaderKey, HttpRateLimitLayer, MissingKey, PeerIp};
+use limitpal::{ManualClock, RateLimiter, TokenBucket};
+use tower::{Layer, ServiceExt, service_fn};
+
+/// The example's router, served as is.
+#[allow(dead_code)] // the example's `main` is not used here
+#[path = "../../examples/axum_server.rs"]
+mod example;
+
+/// Serves `app` on a free loopback port with connect info; the task ends with the test.
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// GET `http://server/path` from the loopback address `from`, with `headers`.
+async fn get_from(
+    from: &str,
+    server: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap) {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(from.parse::<IpAddr>().unwrap()));
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
+    let mut request = Request::get(format!("http://{server}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    (response.status(), response.headers().clone())
+}
+
+/// A per-IP limit of `capacity` refilling `per_sec`, on a frozen clock.
+fn per_ip_app(capacity: u32, per_sec: f64) -> Router {
+    let limiter = RateLimiter::builder(TokenBucket::new(capacity, per_sec).unwrap())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(HttpRateLimitLayer::new(
+            limiter,
+            PeerIp::from_extension(|info: &ConnectInfo<SocketAddr>| info.0),
+        ))
+}
+
+#[tokio::test]
+async fn two_clients_have_separate_budgets() {
+    let server = serve(per_ip_app(2, 1.0)).await;
+    let mut seen = Vec::new();
+    for client in [
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.1",
+        "127.0.0.2",
+        "127.0.0.1",
+        "127.0.0.2",
+    ] {
+        seen.push(get_from(client, server, "/", &[]).await.0.as_u16());
+    }
+    assert_eq!(seen, [200, 200, 200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn a_429_carries_rounded_up_retry_after_and_ratelimit_fields() {
+    // 2 tokens, one every 0.4 s: the third request waits 0.4 s
+    let server = serve(per_ip_app(2, 2.5)).await;
+    assert_eq!(get_from("127.0.0.3", server, "/", &[]).await.0, 200);
+    assert_eq!(get_from("127.0.0.3", server, "/", &[]).await.0, 200);
+    let (status, headers) = get_from("127.0.0.3", server, "/", &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1", "0.4 s rounds up to 1");
+    assert_eq!(headers["ratelimit-policy"], "2;w=1");
+    assert_eq!(headers["ratelimit"], "limit=2, remaining=0, reset=1");
+}
+
+#[tokio::test]
+async fn the_example_router_limits_per_key_and_per_ip() {
+    let server = serve(example_app()).await;
+    let key_a = [("x-api-key", "team-a")];
+    let mut statuses = Vec::new();
+    let mut last = HeaderMap::new();
+    for _ in 0..4 {
+        let (status, headers) = get_from("127.0.0.4", server, "/api", &key_a).await;
+        statuses.push(status.as_u16());
+        last = headers;
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    assert_eq!(last["ratelimit-policy"], "3;w=6");
+    let retry_after: u64 = last["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // another key from the same IP has its own key budget; the IP's burst of 5 then runs out
+    let (status, headers) = get_from("127.0.0.4", server, "/api", &[("x-api-key", "team-b")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["ratelimit"], "limit=3, remaining=2, reset=2");
+    let (status, _) = get_from("127.0.0.4", server, "/api", &[("x-api-key", "team-c")]).await;
+    assert_eq!(status, 429, "per-IP burst of 5 spent");
+    // a fresh IP without a key: 401 from the per-key layer
+    assert_eq!(get_from("127.0.0.5", server, "/api", &[]).await.0, 401);
+}
+
+fn example_app() -> Router {
+    example::app().unwrap()
+}
+
+// ---- tower level, no sockets ----
+
+fn frozen(capacity: u32) -> RateLimiter<String, TokenBucket, ManualClock> {
+    RateLimiter::builder(TokenBucket::new(capacity, 1.0).unwrap())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap()
+}
+
+type Body = String;
+
+fn ok_service() -> impl tower::Service<
+    Request<()>,
+    Response = http::Response<Body>,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
++ Send {
+    service_fn(|_req: Request<()>| async { Ok(http::Response::new(Body::from("ok"))) })
+}
+
+fn with_key(key: Option<&str>) -> Request<()> {
+    let mut req = Request::builder();
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    req.body(()).unwrap()
+}
+
+#[tokio::test]
+async fn missing_keys_follow_the_policy() {
+    let header = || HeaderKey::new("x-api-key").unwrap();
+    let reject = HttpRateLimitLayer::new(frozen(1), header())
+        .missing_key_status(StatusCode::BAD_REQUEST)
+        .layer(ok_service());
+    assert_eq!(reject.oneshot(with_key(None)).await.unwrap().status(), 400);
+
+    let default_reject = HttpRateLimitLayer::new(frozen(1), header()).layer(ok_service());
+    assert_eq!(
+        default_reject
+            .oneshot(with_key(None))
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+
+    let allow = HttpRateLimitLayer::new(frozen(1), header())
+        .missing_key(MissingKey::Allow)
+        .layer(ok_service());
+    for _ in 0..3 {
+        assert_eq!(
+            allow
+                .clone()
+                .oneshot(with_key(None))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
+    let fallback = HttpRateLimitLayer::new(frozen(1), header())
+        .missing_key(MissingKey::Fallback("anonymous".to_owned()))
+        .layer(ok_service());
+    assert_eq!(
+        fallback
+            .clone()
+            .oneshot(with_key(None))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        fallback
+            .clone()
+            .oneshot(with_key(None))
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    assert_eq!(
+        fallback
+            .oneshot(with_key(Some("anonymous")))
+            .await
+            .unwrap()
+            .status(),
+        429,
+        "keyless requests share the fallback key's quota"
+    );
+}
+
+#[tokio::test]
+async fn allowed_responses_carry_ratelimit_when_enabled() {
+    let svc = HttpRateLimitLayer::new(frozen(3), HeaderKey::new("x-api-key").unwrap())
+        .headers_on_success(true)
+        .layer(ok_service());
+    let response = svc.clone().oneshot(with_key(Some("k"))).await.unwrap();
+    assert_eq!(
+        response.headers()["ratelimit"],
+        "limit=3, remaining=2, reset=1"
+    );
+    let quiet = HttpRateLimitLayer::new(frozen(3), HeaderKey::new("x-api-key").unwrap())
+        .layer(ok_service());
+    let response = quiet.oneshot(with_key(Some("k"))).await.unwrap();
+    assert!(response.headers().get("ratelimit").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_cloned_into_four_tasks_shares_one_budget() {
+    let limiter = RateLimiter::builder(TokenBucket::new(25, 1.0).unwrap())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let layer = HttpRateLimitLayer::new(limiter, GlobalKey);
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let svc = layer.clone().layer(ok_service());
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in 0..50 {
+                    let status = svc
+                        .clone()
+                        .oneshot(Request::new(()))
+                        .await
+                        .unwrap()
+                        .status();
+                    ok += u32::from(status == StatusCode::OK);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.unwrap();
+    }
+    assert_eq!(admitted, 25);
+}
+
+#[tokio::test]
+async fn retry_after_is_never_zero_while_denied() {
+    // 1000 per second: the wait is 1 ms, still "1" second for HTTP
+    let limiter = RateLimiter::builder(TokenBucket::new(1, 1000.0).unwrap())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let svc = HttpRateLimitLayer::new(limiter, GlobalKey).layer(ok_service());
+    let _ = svc.clone().oneshot(Request::new(())).await.unwrap();
+    let denied = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(denied.status(), 429);
+    assert_eq!(denied.headers()["retry-after"], "1");
+}
