@@ -41,10 +41,10 @@
 pub use limitpal_core::{
     Algorithm, All, AsyncLimiter, Backoff, CallPermit, CheckNError, CircuitBreaker,
     CircuitBreakerBuilder, CircuitOpen, CircuitState, Classify, Clock, ConfigError,
-    DefaultClassifier, DefaultHashBuilder, Jitter, LeakyBucket, ManualClock, MonotonicClock,
-    Outcome, OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, RetryBudget,
-    RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow,
-    TokenBucket,
+    DefaultClassifier, DefaultHashBuilder, Error, Jitter, LeakyBucket, ManualClock, MonotonicClock,
+    Outcome, OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, ResilientExecutor,
+    ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng,
+    RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
 };
 
 /// The `rand` version whose RNGs [`RetryPolicy::delay`] takes.

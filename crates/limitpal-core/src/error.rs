@@ -120,3 +120,67 @@ impl From<RateLimited> for CheckNError {
         Self::RateLimited(e)
     }
 }
+
+/// What a resilient executor returns when a run does not succeed.
+///
+/// Only `Err` is wrapped: a final `Ok` response that the classifier called a failure (an
+/// HTTP 503 after the last retry) comes back unchanged as `Ok`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The executor's own limiter denied an attempt.
+    RateLimited(RateLimited),
+    /// The executor's own breaker is open.
+    CircuitOpen(CircuitOpen),
+    /// Every allowed attempt failed, or the retry budget refused the next one.
+    RetryExhausted {
+        /// Attempts made, the first one included.
+        attempts: u32,
+        /// The last attempt's error.
+        last: E,
+    },
+    /// The call failed and is not retryable (or no retry is configured).
+    Failed(E),
+    /// The total deadline passed (or the last attempt timed out).
+    TimedOut {
+        /// Attempts started.
+        attempts: u32,
+    },
+}
+
+impl<E> Error<E> {
+    /// The callee's error, if this is one: `Failed` or `RetryExhausted`'s `last`.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            Self::Failed(e) | Self::RetryExhausted { last: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RateLimited(e) => e.fmt(f),
+            Self::CircuitOpen(e) => e.fmt(f),
+            Self::RetryExhausted { attempts, last } => {
+                write!(f, "gave up after {attempts} attempts: {last}")
+            }
+            Self::Failed(e) => e.fmt(f),
+            Self::TimedOut { attempts } => {
+                write!(f, "deadline passed after {attempts} attempts")
+            }
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::RateLimited(e) => Some(e),
+            Self::CircuitOpen(e) => Some(e),
+            Self::RetryExhausted { last, .. } | Self::Failed(last) => Some(last),
+            Self::TimedOut { .. } => None,
+        }
+    }
+}

@@ -25,14 +25,20 @@ pub mod breaker;
 mod classify;
 pub mod clock;
 mod error;
+mod executor;
 mod limiter_async;
+pub mod pipeline;
 pub mod rate;
 pub mod retry;
 
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection};
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use error::{CheckNError, CircuitOpen, ConfigError, RateLimited};
+pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
+pub use executor::{
+    BuildTarget, ExecutorParts, LimiterFn, ResilientExecutor, ResilientExecutorBuilder, RetryIf,
+    SyncTarget,
+};
 pub use limiter_async::AsyncLimiter;
 pub use rate::{
     Algorithm, All, DefaultHashBuilder, LeakyBucket, Quota, RateLimiter, RateLimiterBuilder,

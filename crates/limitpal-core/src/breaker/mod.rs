@@ -189,6 +189,20 @@ impl<C: Clock> CircuitBreaker<C> {
         })
     }
 
+    /// How long the breaker stays open from now: `None` unless it is Open with recovery
+    /// time left. A pipeline asks this before sleeping for a retry.
+    #[must_use]
+    pub fn open_for(&self) -> Option<Duration> {
+        let inner = &*self.inner;
+        if inner.load().state() != CircuitState::Open {
+            return None;
+        }
+        match inner.recovery_left(now_nanos(&inner.clock)) {
+            0 => None,
+            left => Some(Duration::from_nanos(left)),
+        }
+    }
+
     /// Closes the breaker and forgets every count. Outcomes of permits issued before are
     /// dropped.
     pub fn reset(&self) {

@@ -1,0 +1,365 @@
+//! The sync resilient executor and the builder it shares with the async one.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::pipeline::{AnyBreaker, Attempt, Pipeline, Settled};
+use crate::rate::Algorithm;
+use crate::{
+    CircuitBreaker, Classify, Clock, ConfigError, DefaultClassifier, Error, MonotonicClock,
+    Outcome, RateLimited, RateLimiter, RetryBudget, RetryPolicy,
+};
+
+/// A rate limiter with its algorithm, clock and hasher erased; checks one key.
+pub type LimiterFn<K> = Arc<dyn Fn(&K) -> Result<(), RateLimited> + Send + Sync>;
+
+/// Classifies with a predicate on errors: `Ok` is a success, an `Err` a failure, retryable
+/// when the predicate says so. Made by [`ResilientExecutorBuilder::retry_if`].
+pub struct RetryIf<F>(Arc<F>);
+
+impl<F> Clone for RetryIf<F> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<F> fmt::Debug for RetryIf<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RetryIf(..)")
+    }
+}
+
+impl<T, E, F> Classify<T, E> for RetryIf<F>
+where
+    F: Fn(&E) -> bool + Send + Sync + 'static,
+{
+    fn classify(&self, result: Result<&T, &E>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => Outcome::Failure {
+                retryable: (self.0)(e),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// What a builder hands to the executor it builds (sync here, async in `limitpal-tower`).
+pub struct ExecutorParts<K, Cl> {
+    /// The limiter, if any.
+    pub limiter: Option<LimiterFn<K>>,
+    /// Everything else, configured.
+    pub pipeline: Pipeline<Cl>,
+    /// Whether `.clock(..)` was called; the async executor defaults to tokio's clock.
+    pub clock_set: bool,
+}
+
+impl<K, Cl> fmt::Debug for ExecutorParts<K, Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorParts")
+            .field("limiter", &self.limiter.is_some())
+            .field("pipeline", &self.pipeline)
+            .field("clock_set", &self.clock_set)
+            .finish()
+    }
+}
+
+/// Turns a builder's parts into an executor; lets the sync and the async executor share
+/// one builder.
+pub trait BuildTarget<K, Cl> {
+    /// The executor built.
+    type Output;
+    /// Builds it from validated parts.
+    fn build(parts: ExecutorParts<K, Cl>) -> Self::Output;
+}
+
+/// Builds a [`ResilientExecutor`] (or, through `limitpal-tower`, an async one). Every part is
+/// optional and the calls may come in any order: the pipeline order is always the same.
+pub struct ResilientExecutorBuilder<K, Cl, T> {
+    limiter: Option<LimiterFn<K>>,
+    breaker: Option<AnyBreaker>,
+    retry: Option<RetryPolicy>,
+    budget: Option<RetryBudget>,
+    classifier: Cl,
+    charge_retries: bool,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    clock: Option<Arc<dyn Clock>>,
+    target: PhantomData<fn() -> T>,
+}
+
+impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
+    /// A builder for the executor `T` builds; `ResilientExecutor::builder()` is the usual way in.
+    #[must_use]
+    pub fn new() -> ResilientExecutorBuilder<K, DefaultClassifier, T> {
+        ResilientExecutorBuilder {
+            limiter: None,
+            breaker: None,
+            retry: None,
+            budget: None,
+            classifier: DefaultClassifier,
+            charge_retries: true,
+            attempt_timeout: None,
+            deadline: None,
+            clock: None,
+            target: PhantomData,
+        }
+    }
+
+    /// Checks every attempt against `limiter` (step 3), keyed by the `key` given to `run`.
+    #[must_use]
+    pub fn limiter<A, C, S>(mut self, limiter: RateLimiter<K, A, C, S>) -> Self
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        A: Algorithm,
+        C: Clock,
+        S: BuildHasher + Send + Sync + 'static,
+    {
+        self.limiter = Some(Arc::new(move |key: &K| limiter.check(key)));
+        self
+    }
+
+    /// Admits attempts through `breaker` (step 2) and records their outcomes (step 5).
+    #[must_use]
+    pub fn breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
+        self.breaker = Some(breaker.into());
+        self
+    }
+
+    /// Retries retryable failures per `policy` (step 6).
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Caps retries with a shared budget.
+    #[must_use]
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Classifies with a predicate: an `Err` is retried only when `retryable(&err)`.
+    #[must_use]
+    pub fn retry_if<F, E>(self, retryable: F) -> ResilientExecutorBuilder<K, RetryIf<F>, T>
+    where
+        F: Fn(&E) -> bool + Send + Sync + 'static,
+    {
+        self.classifier(RetryIf(Arc::new(retryable)))
+    }
+
+    /// Classifies results: `Fn(Result<&T, &E>) -> Outcome` (see [`Outcome`]).
+    #[must_use]
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilientExecutorBuilder<K, Cl2, T> {
+        ResilientExecutorBuilder {
+            limiter: self.limiter,
+            breaker: self.breaker,
+            retry: self.retry,
+            budget: self.budget,
+            classifier,
+            charge_retries: self.charge_retries,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            clock: self.clock,
+            target: PhantomData,
+        }
+    }
+
+    /// Whether attempts after the first are checked and charged by the limiter (default
+    /// true: a retry is a real call upstream).
+    #[must_use]
+    pub fn charge_retries(mut self, charge: bool) -> Self {
+        self.charge_retries = charge;
+        self
+    }
+
+    /// Bounds each attempt. Async executors abandon a call at the timeout; the sync one counts
+    /// a call that returns later than this as timed out. A timeout is a retryable failure.
+    #[must_use]
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Bounds the whole run; past it the run ends with [`Error::TimedOut`].
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The clock that measures timeouts and sleeps between attempts (sync executor:
+    /// [`ManualClock`](crate::ManualClock) advances instead of sleeping).
+    #[must_use]
+    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Builds the executor.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
+    pub fn build(self) -> Result<T::Output, ConfigError>
+    where
+        T: BuildTarget<K, Cl>,
+    {
+        if self.attempt_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero {
+                field: "attempt_timeout",
+            });
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero { field: "deadline" });
+        }
+        let clock_set = self.clock.is_some();
+        let pipeline = Pipeline::new(
+            self.classifier,
+            self.clock.unwrap_or_else(|| Arc::new(MonotonicClock)),
+        )
+        .with_retry(self.retry, self.budget)
+        .with_charge_retries(self.charge_retries)
+        .with_timeouts(self.attempt_timeout, self.deadline)
+        .with_breaker(self.breaker);
+        Ok(T::build(ExecutorParts {
+            limiter: self.limiter,
+            pipeline,
+            clock_set,
+        }))
+    }
+}
+
+impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResilientExecutorBuilder")
+            .field("limiter", &self.limiter.is_some())
+            .field("breaker", &self.breaker)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("charge_retries", &self.charge_retries)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sync pipeline: runs a closure through limiter, breaker and retries, sleeping between
+/// attempts through its clock (so with [`ManualClock`](crate::ManualClock) a run of minutes
+/// of backoff completes at once). Clones share every part's state.
+///
+/// ```
+/// use limitpal_core::{CircuitBreaker, Error, Jitter, ManualClock, ResilientExecutor, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let exec = ResilientExecutor::builder()
+///     .retry(RetryPolicy::builder().max_attempts(3).base_delay(Duration::from_secs(1)).jitter(Jitter::None).build()?)
+///     .breaker(CircuitBreaker::builder().clock(clock.clone()).build()?)
+///     .clock(clock.clone())
+///     .build()?;
+/// let mut calls = 0;
+/// let answer = exec.run(&"user-1", || {
+///     calls += 1;
+///     if calls < 3 { Err("flaky") } else { Ok(calls) }
+/// });
+/// assert_eq!(answer, Ok(3));
+/// assert_eq!(limitpal_core::Clock::now(&clock), Duration::from_secs(3)); // 1 s + 2 s, no real wait
+/// # Ok::<(), limitpal_core::ConfigError>(())
+/// ```
+pub struct ResilientExecutor<K, Cl = DefaultClassifier> {
+    limiter: Option<LimiterFn<K>>,
+    pipeline: Pipeline<Cl>,
+}
+
+impl<K, Cl: Clone> Clone for ResilientExecutor<K, Cl> {
+    fn clone(&self) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            pipeline: self.pipeline.clone(),
+        }
+    }
+}
+
+/// Builds the sync [`ResilientExecutor`].
+#[derive(Debug, Clone, Copy)]
+pub struct SyncTarget;
+
+impl<K, Cl> BuildTarget<K, Cl> for SyncTarget {
+    type Output = ResilientExecutor<K, Cl>;
+
+    fn build(parts: ExecutorParts<K, Cl>) -> Self::Output {
+        ResilientExecutor {
+            limiter: parts.limiter,
+            pipeline: parts.pipeline,
+        }
+    }
+}
+
+impl<K> ResilientExecutor<K> {
+    /// Starts an executor with no parts; add any of them, in any order.
+    #[must_use]
+    pub fn builder() -> ResilientExecutorBuilder<K, DefaultClassifier, SyncTarget> {
+        ResilientExecutorBuilder::<K, DefaultClassifier, SyncTarget>::new()
+    }
+}
+
+impl<K, Cl> ResilientExecutor<K, Cl> {
+    /// Runs `op` through the pipeline for `key`.
+    ///
+    /// # Errors
+    /// [`Error`]: our limiter or breaker refused, retries ran out, the call failed for good,
+    /// or the deadline passed. A final `Ok` is returned as it is, even if classified as a
+    /// failure.
+    pub fn run<T, E, F>(&self, key: &K, mut op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut() -> Result<T, E>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let p = &self.pipeline;
+        let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
+        let mut run = p.start(stream);
+        loop {
+            let permit = p.admit(&run)?;
+            if p.charges(&run)
+                && let Some(limiter) = &self.limiter
+                && let Err(denied) = limiter(key)
+            {
+                drop(permit); // released unrecorded: the breaker learns nothing
+                return Err(Error::RateLimited(denied));
+            }
+            let limit = p.attempt_limit(&run);
+            let started = p.clock().now();
+            let result = op();
+            let attempt = match limit {
+                Some(limit) if p.clock().now().saturating_sub(started) > limit => {
+                    if p.past_deadline(&run) {
+                        drop(permit);
+                        return Err(Error::TimedOut {
+                            attempts: run.attempts(),
+                        });
+                    }
+                    Attempt::TimedOut
+                }
+                _ => Attempt::Done(result),
+            };
+            match p.settle(&mut run, permit, attempt) {
+                Settled::Retry(delay) => p.clock().sleep(delay),
+                Settled::Done(result) => return result,
+            }
+        }
+    }
+}
+
+impl<K, Cl> fmt::Debug for ResilientExecutor<K, Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResilientExecutor")
+            .field("limiter", &self.limiter.is_some())
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
+}

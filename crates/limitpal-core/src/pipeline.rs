@@ -1,0 +1,342 @@
+//! The pipeline state machine shared by the sync and async executors and the tower layer.
+//!
+//! Per attempt, always in this order:
+//!
+//! 1. deadline: past it → [`Error::TimedOut`];
+//! 2. breaker admission: Open → [`Error::CircuitOpen`] at once, nothing else runs;
+//! 3. rate limiter (done by the caller, which owns the limiter): denied →
+//!    [`Error::RateLimited`], and the breaker permit is released unrecorded. Every attempt is
+//!    charged unless `charge_retries(false)`;
+//! 4. the call (done by the caller), bounded by the attempt timeout;
+//! 5. classify and record the outcome in the breaker;
+//! 6. retryable, attempts left, budget allows → wait `max(backoff, retry_after)` and go
+//!    again; a `retry_after` beyond `max_delay` or the deadline stops the run with the last
+//!    outcome; a breaker that will still be Open when the next attempt would start stops the
+//!    run with `CircuitOpen` without sleeping.
+//!
+//! This module decides; it never sleeps, reads no limiter and calls nothing. The executors
+//! and the layer supply the waiting and the calling, so the decision logic exists once.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock, Error, Outcome, OwnRejection,
+    RetryBudget, RetryPolicy, RetryState, RetryStep,
+};
+
+/// A circuit breaker with its clock type erased.
+trait Admit: Send + Sync {
+    fn try_acquire(&self) -> Result<CallPermit, CircuitOpen>;
+    fn open_for(&self) -> Option<Duration>;
+}
+
+impl<C: Clock> Admit for CircuitBreaker<C> {
+    fn try_acquire(&self) -> Result<CallPermit, CircuitOpen> {
+        CircuitBreaker::try_acquire(self)
+    }
+
+    fn open_for(&self) -> Option<Duration> {
+        CircuitBreaker::open_for(self)
+    }
+}
+
+/// A circuit breaker of any clock type, as a pipeline holds it. Made with `From`.
+#[derive(Clone)]
+pub struct AnyBreaker(Arc<dyn Admit>);
+
+impl<C: Clock> From<CircuitBreaker<C>> for AnyBreaker {
+    fn from(breaker: CircuitBreaker<C>) -> Self {
+        Self(Arc::new(breaker))
+    }
+}
+
+impl fmt::Debug for AnyBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnyBreaker")
+            .field("open_for", &self.0.open_for())
+            .finish()
+    }
+}
+
+/// The parts of a pipeline other than the limiter and the call: breaker, retry policy and
+/// budget, classifier, timeouts, and the clock that measures them.
+#[derive(Clone)]
+pub struct Pipeline<Cl> {
+    breaker: Option<AnyBreaker>,
+    retry: Option<RetryPolicy>,
+    budget: Option<RetryBudget>,
+    classifier: Cl,
+    charge_retries: bool,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<Cl> Pipeline<Cl> {
+    /// A pipeline that only classifies: add parts with the `with_*` methods.
+    pub fn new(classifier: Cl, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            breaker: None,
+            retry: None,
+            budget: None,
+            classifier,
+            charge_retries: true,
+            attempt_timeout: None,
+            deadline: None,
+            clock,
+        }
+    }
+
+    /// Adds a circuit breaker.
+    #[must_use]
+    pub fn with_breaker(mut self, breaker: Option<AnyBreaker>) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Adds retries.
+    #[must_use]
+    pub fn with_retry(mut self, policy: Option<RetryPolicy>, budget: Option<RetryBudget>) -> Self {
+        self.retry = policy;
+        self.budget = budget;
+        self
+    }
+
+    /// Sets whether attempts after the first are checked and charged by the limiter.
+    #[must_use]
+    pub fn with_charge_retries(mut self, charge: bool) -> Self {
+        self.charge_retries = charge;
+        self
+    }
+
+    /// Sets the per-attempt timeout and the total deadline.
+    #[must_use]
+    pub fn with_timeouts(mut self, attempt: Option<Duration>, deadline: Option<Duration>) -> Self {
+        self.attempt_timeout = attempt;
+        self.deadline = deadline;
+        self
+    }
+
+    /// Replaces the classifier.
+    pub fn with_classifier<Cl2>(self, classifier: Cl2) -> Pipeline<Cl2> {
+        Pipeline {
+            breaker: self.breaker,
+            retry: self.retry,
+            budget: self.budget,
+            classifier,
+            charge_retries: self.charge_retries,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            clock: self.clock,
+        }
+    }
+
+    /// Replaces the clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock that measures timeouts and does a sync executor's sleeping.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// The retry policy, if any.
+    pub fn retry_policy(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    /// Starts a run: deposits in the budget, fixes the deadline. `stream` seeds the run's
+    /// jitter (see [`RetryPolicy::new_stream_seed`]).
+    pub fn start(&self, stream: u64) -> Run {
+        let now = self.clock.now();
+        if let Some(budget) = &self.budget {
+            budget.deposit(now);
+        }
+        Run {
+            retry: RetryState::new(stream),
+            deadline_at: self.deadline.map(|d| now.saturating_add(d)),
+        }
+    }
+
+    /// Steps 1 and 2: the deadline, then the breaker. `Ok` carries the breaker's permit
+    /// (if there is a breaker); the caller checks its limiter next if [`charges`](Self::charges).
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`] past the deadline, [`Error::CircuitOpen`] when the breaker is open.
+    pub fn admit<E>(&self, run: &Run) -> Result<Option<CallPermit>, Error<E>> {
+        if let Some(at) = run.deadline_at
+            && self.clock.now() >= at
+        {
+            return Err(Error::TimedOut {
+                attempts: run.attempts() - 1,
+            });
+        }
+        match &self.breaker {
+            None => Ok(None),
+            Some(breaker) => breaker
+                .0
+                .try_acquire()
+                .map(Some)
+                .map_err(Error::CircuitOpen),
+        }
+    }
+
+    /// Step 3's condition: whether this attempt is checked and charged by the limiter.
+    pub fn charges(&self, run: &Run) -> bool {
+        self.charge_retries || run.attempts() == 1
+    }
+
+    /// How long the attempt may run: the attempt timeout, cut to the time left before the
+    /// deadline. `None`: unbounded.
+    pub fn attempt_limit(&self, run: &Run) -> Option<Duration> {
+        let left = run
+            .deadline_at
+            .map(|at| at.saturating_sub(self.clock.now()));
+        match (self.attempt_timeout, left) {
+            (Some(a), Some(l)) => Some(a.min(l)),
+            (a, l) => a.or(l),
+        }
+    }
+
+    /// Whether an attempt that ran out of time hit the total deadline (the run ends with
+    /// `TimedOut`, nothing recorded) rather than its own attempt timeout (a retryable failure).
+    pub fn past_deadline(&self, run: &Run) -> bool {
+        run.deadline_at.is_some_and(|at| self.clock.now() >= at)
+    }
+
+    /// Steps 5 and 6: classify the attempt, record it in the breaker, decide what follows.
+    pub fn settle<T, E>(
+        &self,
+        run: &mut Run,
+        permit: Option<CallPermit>,
+        attempt: Attempt<T, E>,
+    ) -> Settled<T, E>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let (outcome, retry_after) = match &attempt {
+            // an attempt timeout is a retryable failure
+            Attempt::TimedOut => (Outcome::RETRYABLE, None),
+            Attempt::Done(result) => match result.as_ref().err().and_then(OwnRejection::find) {
+                // our own rejections from inside the call say nothing about the callee
+                Some(OwnRejection::RateLimited(wait)) => (Outcome::Ignore, Some(Some(wait))),
+                Some(OwnRejection::CircuitOpen) => (Outcome::Ignore, None),
+                None => (self.classifier.classify(result.as_ref()), None),
+            },
+        };
+        if let Some(permit) = permit {
+            permit.record(outcome);
+        }
+        let retry_after = match (outcome, retry_after) {
+            (_, Some(own)) => own,
+            (
+                Outcome::Failure {
+                    retryable: true,
+                    retry_after,
+                },
+                None,
+            ) => retry_after,
+            _ => return Settled::Done(finish(attempt, run, Stop::NotRetryable)),
+        };
+        let Some(policy) = &self.retry else {
+            return Settled::Done(finish(attempt, run, Stop::NotRetryable));
+        };
+        let now = self.clock.now();
+        let time_left = run.deadline_at.map(|at| at.saturating_sub(now));
+        match run.retry.after_failure(
+            &policy.schedule(),
+            retry_after,
+            self.budget.as_ref(),
+            now,
+            time_left,
+        ) {
+            RetryStep::Retry(delay) => {
+                if time_left.is_some_and(|left| delay >= left) {
+                    // the next attempt would start at or past the deadline
+                    return Settled::Done(Err(Error::TimedOut {
+                        attempts: run.attempts() - 1,
+                    }));
+                }
+                if let Some(open) = self.breaker.as_ref().and_then(|b| b.0.open_for())
+                    && open > delay
+                {
+                    return Settled::Done(Err(Error::CircuitOpen(CircuitOpen::new(open))));
+                }
+                Settled::Retry(delay)
+            }
+            RetryStep::Exhausted => Settled::Done(finish(attempt, run, Stop::Exhausted)),
+            RetryStep::GiveUp => Settled::Done(finish(attempt, run, Stop::NotRetryable)),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    NotRetryable,
+    Exhausted,
+}
+
+/// The run's result from its last attempt.
+fn finish<T, E>(attempt: Attempt<T, E>, run: &Run, stop: Stop) -> Result<T, Error<E>> {
+    let attempts = run.attempts();
+    match attempt {
+        Attempt::Done(Ok(value)) => Ok(value),
+        Attempt::Done(Err(e)) => Err(match stop {
+            Stop::NotRetryable => Error::Failed(e),
+            Stop::Exhausted => Error::RetryExhausted { attempts, last: e },
+        }),
+        Attempt::TimedOut => Err(Error::TimedOut { attempts }),
+    }
+}
+
+impl<Cl> fmt::Debug for Pipeline<Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("breaker", &self.breaker.is_some())
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("charge_retries", &self.charge_retries)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One run through the pipeline: attempts made, the random stream, the deadline.
+#[derive(Debug, Clone)]
+pub struct Run {
+    retry: RetryState,
+    deadline_at: Option<Duration>,
+}
+
+impl Run {
+    /// Attempts started so far, the current one included.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.retry.attempts()
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    /// The call returned.
+    Done(Result<T, E>),
+    /// The call ran past its attempt timeout and was abandoned.
+    TimedOut,
+}
+
+/// What follows an attempt.
+#[derive(Debug)]
+pub enum Settled<T, E> {
+    /// Wait this long, then start the next attempt with [`Pipeline::admit`].
+    Retry(Duration),
+    /// The run is over.
+    Done(Result<T, Error<E>>),
+}
