@@ -35,6 +35,8 @@
 //!   [`Algorithm::and`], the keyed [`RateLimiter`], [`AsyncLimiter`].
 //! - Circuit breaking: [`CircuitBreaker`], [`CallPermit`], [`CircuitState`].
 //! - Retries: [`RetryPolicy`] ([`Backoff`], [`Jitter`]), [`RetryBudget`], [`RetryState`].
+//! - The pipeline: [`ResilientExecutor`] (sync), [`Error`]; with `tower`:
+//!   `tower::ResilienceLayer` and `tower::AsyncResilientExecutor`.
 //! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
 //! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`].
 
@@ -56,8 +58,8 @@ pub mod tower {
     #[cfg(feature = "http")]
     pub use limitpal_tower::http;
     pub use limitpal_tower::{
-        CircuitBreakerLayer, KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, RetryExhausted,
-        RetryLayer, TokioClock,
+        AsyncResilientExecutor, CircuitBreakerLayer, KeyExtractor, KeyMissing, MissingKey,
+        RateLimitLayer, ResilienceLayer, RetryExhausted, RetryLayer, TimedOut, TokioClock,
     };
-    pub use limitpal_tower::{breaker, limit, retry};
+    pub use limitpal_tower::{breaker, limit, resilience, retry};
 }

@@ -1,1 +1,365 @@
-mod placeholder {}
+//! The same scenarios through `ResilienceLayer` and `AsyncResilientExecutor` under paused
+//! tokio time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use limitpal::tower::{
+    AsyncResilientExecutor, ResilienceLayer, RetryExhausted, TimedOut, TokioClock,
+};
+use limitpal::{
+    Backoff, CircuitBreaker, CircuitOpen, CircuitState, Clock, Error, Jitter, RateLimited,
+    RateLimiter, RetryPolicy, TokenBucket,
+};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn policy(attempts: u32, base: Duration) -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(attempts)
+        .base_delay(base)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+fn breaker(threshold: u32, recovery: Duration) -> CircuitBreaker<TokioClock> {
+    CircuitBreaker::builder()
+        .failure_threshold(threshold)
+        .recovery_timeout(recovery)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap()
+}
+
+/// Fails its first `failures` calls (`u32::MAX`: always), then answers the call number;
+/// counts calls.
+fn upstream(
+    failures: u32,
+) -> (
+    impl Service<u32, Response = u32, Error = std::io::Error, Future: Send> + Clone,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let svc = service_fn(move |_: u32| {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n <= failures {
+                Err(std::io::Error::other(format!("failure {n}")))
+            } else {
+                Ok(n)
+            }
+        }
+    });
+    (svc, calls)
+}
+
+/// Never answers; counts calls.
+fn hung() -> (
+    impl Service<u32, Response = u32, Error = std::io::Error, Future: Send> + Clone,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let svc = service_fn(move |_: u32| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<Result<u32, std::io::Error>>()
+    });
+    (svc, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_retry_succeeds_on_the_third_call_after_three_seconds() {
+    let (svc, calls) = upstream(2);
+    let clock = TokioClock::new();
+    let layer = ResilienceLayer::builder()
+        .retry(policy(3, SEC))
+        .build()
+        .unwrap();
+    assert_eq!(layer.layer(svc).oneshot(0).await.unwrap(), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(clock.now(), 3 * SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_always_failing_is_exhausted_after_two_attempts() {
+    let (svc, calls) = upstream(u32::MAX);
+    let clock = TokioClock::new();
+    let layer = ResilienceLayer::builder()
+        .retry(policy(2, SEC / 2))
+        .build()
+        .unwrap();
+    let err = layer.layer(svc).oneshot(0).await.unwrap_err();
+    let exhausted = err.downcast_ref::<RetryExhausted>().unwrap();
+    assert_eq!(exhausted.attempts, 2);
+    assert_eq!(exhausted.last().to_string(), "failure 2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(clock.now(), SEC / 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_breaker_opened_by_two_requests_rejects_the_third_without_calling() {
+    let (svc, calls) = upstream(u32::MAX);
+    let layer = ResilienceLayer::builder()
+        .circuit_breaker(breaker(2, 5 * SEC))
+        .build()
+        .unwrap();
+    let svc = layer.layer(svc);
+    for _ in 0..2 {
+        let err = svc.clone().oneshot(0).await.unwrap_err();
+        assert!(
+            err.is::<std::io::Error>(),
+            "not retryable without retry: returned as is"
+        );
+    }
+    let err = svc.oneshot(0).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>(),
+        Some(&CircuitOpen::new(5 * SEC))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_limiter_denies_the_second_request_without_calling() {
+    let (svc, calls) = upstream(0);
+    let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let layer = ResilienceLayer::builder()
+        .rate_limit(limiter, |req: &u32| *req)
+        .build()
+        .unwrap();
+    let svc = layer.layer(svc);
+    assert_eq!(svc.clone().oneshot(7).await.unwrap(), 1);
+    let err = svc.clone().oneshot(7).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<RateLimited>(),
+        Some(&RateLimited::new(SEC))
+    );
+    assert_eq!(svc.oneshot(8).await.unwrap(), 2, "another key");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn layer_order_open_breaker_spares_the_limiter_and_denials_spare_the_breaker() {
+    let limiter = RateLimiter::builder(TokenBucket::new(1, 0.001).unwrap())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let b = breaker(1, 5 * SEC);
+    // builder calls in "wrong" order: the pipeline order does not change
+    let layer = ResilienceLayer::builder()
+        .rate_limit(limiter.clone(), |_: &u32| 0_u8)
+        .circuit_breaker(b.clone())
+        .build()
+        .unwrap();
+    let (svc, _) = upstream(0);
+    let svc = layer.layer(svc);
+    b.force_open();
+    for _ in 0..3 {
+        assert!(
+            svc.clone()
+                .oneshot(0)
+                .await
+                .unwrap_err()
+                .is::<CircuitOpen>()
+        );
+    }
+    assert_eq!(limiter.quota(&0).0, 1, "an open breaker charges nothing");
+    b.reset();
+    assert!(svc.clone().oneshot(0).await.is_ok());
+    for _ in 0..3 {
+        assert!(
+            svc.clone()
+                .oneshot(0)
+                .await
+                .unwrap_err()
+                .is::<RateLimited>()
+        );
+    }
+    assert_eq!(b.state(), CircuitState::Closed, "denials record nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_call_is_retried_after_its_attempt_timeout() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let first_hangs = service_fn(move |_: u32| {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, std::io::Error>(n)
+        }
+    });
+    let clock = TokioClock::new();
+    let layer = ResilienceLayer::builder()
+        .retry(policy(3, SEC))
+        .attempt_timeout(SEC)
+        .build()
+        .unwrap();
+    assert_eq!(layer.layer(first_hangs).oneshot(0).await.unwrap(), 2);
+    assert_eq!(clock.now(), 2 * SEC, "1 s timeout + 1 s backoff");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_ends_the_request_with_timed_out() {
+    let (svc, calls) = upstream(u32::MAX);
+    let clock = TokioClock::new();
+    let layer = ResilienceLayer::builder()
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(10)
+                .base_delay(SEC)
+                .backoff(Backoff::Constant)
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .deadline(Duration::from_millis(2500))
+        .build()
+        .unwrap();
+    let err = layer.layer(svc).oneshot(0).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<TimedOut>(), Some(&TimedOut::new(3)));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(clock.now(), 2 * SEC);
+
+    // a hung call is cut at the deadline itself
+    let (svc, _) = hung();
+    let layer = ResilienceLayer::builder()
+        .deadline(Duration::from_millis(2500))
+        .build()
+        .unwrap();
+    let start = clock.now();
+    let err = layer.layer(svc).oneshot(0).await.unwrap_err();
+    assert!(err.is::<TimedOut>());
+    assert_eq!(clock.now() - start, Duration::from_millis(2500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_half_open_probe_times_out_and_frees_its_slot() {
+    let b = breaker(1, SEC);
+    b.force_open();
+    tokio::time::advance(SEC).await;
+    let (svc, calls) = hung();
+    let layer = ResilienceLayer::builder()
+        .circuit_breaker(b.clone())
+        .attempt_timeout(SEC)
+        .build()
+        .unwrap();
+    let svc = layer.layer(svc);
+    let err = svc.clone().oneshot(0).await.unwrap_err();
+    assert!(err.is::<TimedOut>(), "the probe timed out: {err}");
+    assert_eq!(
+        b.state(),
+        CircuitState::Open,
+        "a timed-out probe is a failure: reopened"
+    );
+    tokio::time::advance(SEC).await;
+    let probe = tokio::spawn(svc.clone().oneshot(0));
+    tokio::task::yield_now().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "a new probe got the slot");
+    probe.abort();
+    let _ = probe.await;
+    let third = svc.oneshot(0);
+    tokio::pin!(third);
+    assert!(
+        futures_ready(&mut third).is_none(),
+        "the aborted probe's slot was freed"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// Polls once; `Some` if already finished.
+fn futures_ready<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match std::pin::Pin::new(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_executor_matches_the_sync_scenarios() {
+    let clock = TokioClock::new();
+    let exec = AsyncResilientExecutor::builder()
+        .retry(policy(3, SEC))
+        .build()
+        .unwrap();
+    let calls = AtomicU32::new(0);
+    let result = exec
+        .run(&(), || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { if n < 3 { Err(n) } else { Ok(n) } }
+        })
+        .await;
+    assert_eq!(result, Ok(3));
+    assert_eq!(clock.now(), 3 * SEC);
+
+    let exec = AsyncResilientExecutor::builder()
+        .retry(policy(2, SEC / 2))
+        .build()
+        .unwrap();
+    let result: Result<(), _> = exec.run(&(), || async { Err("down") }).await;
+    assert_eq!(
+        result,
+        Err(Error::RetryExhausted {
+            attempts: 2,
+            last: "down"
+        })
+    );
+
+    let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let exec = AsyncResilientExecutor::builder()
+        .limiter(limiter)
+        .breaker(breaker(2, 5 * SEC))
+        .build()
+        .unwrap();
+    assert_eq!(exec.run(&"k", || async { Ok::<_, ()>(1) }).await, Ok(1));
+    assert!(matches!(
+        exec.run(&"k", || async { Ok::<_, ()>(1) }).await,
+        Err(Error::RateLimited(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_async_runs_release_their_half_open_permits() {
+    let b = breaker(1, SEC);
+    b.force_open();
+    tokio::time::advance(SEC).await;
+    let exec = AsyncResilientExecutor::builder()
+        .breaker(b.clone())
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        let run = exec.run(&(), std::future::pending::<Result<(), ()>>);
+        tokio::pin!(run);
+        assert!(futures_ready(&mut run).is_none()); // holds the probe slot now
+    } // dropped: cancelled
+    let result = exec.run(&(), || async { Ok::<_, ()>(()) }).await;
+    assert_eq!(result, Ok(()), "the slot was free for a real probe");
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn not_replayable_requests_are_not_retried_through_the_layer() {
+    let (svc, calls) = upstream(u32::MAX);
+    let layer = ResilienceLayer::builder()
+        .retry(policy(3, SEC))
+        .clone_request(|_: &u32| None)
+        .build()
+        .unwrap();
+    let err = layer.layer(svc).oneshot(0).await.unwrap_err();
+    assert!(err.is::<std::io::Error>());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -209,18 +209,18 @@ impl<Cl> Pipeline<Cl> {
         run.deadline_at.is_some_and(|at| self.clock.now() >= at)
     }
 
-    /// Steps 5 and 6: classify the attempt, record it in the breaker, decide what follows.
-    pub fn settle<T, E>(
+    /// Step 5: classifies the attempt and records it in the breaker. Returns
+    /// `Some(retry_after)` when the outcome is retryable.
+    fn record<T, E>(
         &self,
-        run: &mut Run,
         permit: Option<CallPermit>,
-        attempt: Attempt<T, E>,
-    ) -> Settled<T, E>
+        attempt: &Attempt<T, E>,
+    ) -> Option<Option<Duration>>
     where
         Cl: Classify<T, E>,
         E: 'static,
     {
-        let (outcome, retry_after) = match &attempt {
+        let (outcome, own_wait) = match attempt {
             // an attempt timeout is a retryable failure
             Attempt::TimedOut => (Outcome::RETRYABLE, None),
             Attempt::Done(result) => match result.as_ref().err().and_then(OwnRejection::find) {
@@ -233,16 +233,48 @@ impl<Cl> Pipeline<Cl> {
         if let Some(permit) = permit {
             permit.record(outcome);
         }
-        let retry_after = match (outcome, retry_after) {
-            (_, Some(own)) => own,
+        match (outcome, own_wait) {
+            (_, Some(own)) => Some(own),
             (
                 Outcome::Failure {
                     retryable: true,
                     retry_after,
                 },
                 None,
-            ) => retry_after,
-            _ => return Settled::Done(finish(attempt, run, Stop::NotRetryable)),
+            ) => Some(retry_after),
+            _ => None,
+        }
+    }
+
+    /// Steps 5 and 6 for an attempt that cannot be retried whatever its outcome (its request
+    /// cannot be replayed): classify, record, and end the run.
+    pub fn settle_final<T, E>(
+        &self,
+        run: &Run,
+        permit: Option<CallPermit>,
+        attempt: Attempt<T, E>,
+    ) -> Result<T, Error<E>>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let _ = self.record(permit, &attempt);
+        finish(attempt, run, Stop::NotRetryable)
+    }
+
+    /// Steps 5 and 6: classify the attempt, record it in the breaker, decide what follows.
+    pub fn settle<T, E>(
+        &self,
+        run: &mut Run,
+        permit: Option<CallPermit>,
+        attempt: Attempt<T, E>,
+    ) -> Settled<T, E>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let Some(retry_after) = self.record(permit, &attempt) else {
+            return Settled::Done(finish(attempt, run, Stop::NotRetryable));
         };
         let Some(policy) = &self.retry else {
             return Settled::Done(finish(attempt, run, Stop::NotRetryable));

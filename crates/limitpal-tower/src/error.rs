@@ -60,3 +60,43 @@ impl std::error::Error for RetryExhausted {
         Some(&*self.last)
     }
 }
+
+/// The total deadline passed before the run could finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimedOut {
+    /// Attempts started.
+    pub attempts: u32,
+}
+
+impl TimedOut {
+    /// A deadline passed after `attempts` attempts.
+    #[must_use]
+    pub const fn new(attempts: u32) -> Self {
+        Self { attempts }
+    }
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "deadline passed after {} attempts", self.attempts)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// A pipeline [`Error`](limitpal_core::Error) as tower's `BoxError`: limitpal's own errors as
+/// their structs, the callee's error as it is (or inside [`RetryExhausted`]).
+pub(crate) fn boxed<E: Into<BoxError>>(error: limitpal_core::Error<E>) -> BoxError {
+    use limitpal_core::Error;
+    match error {
+        Error::RateLimited(e) => Box::new(e),
+        Error::CircuitOpen(e) => Box::new(e),
+        Error::RetryExhausted { attempts, last } => {
+            Box::new(RetryExhausted::new(attempts, last.into()))
+        }
+        Error::Failed(e) => e.into(),
+        Error::TimedOut { attempts } => Box::new(TimedOut::new(attempts)),
+        _ => "unknown pipeline error".into(),
+    }
+}

@@ -9,20 +9,26 @@
 //! - [`CircuitBreakerLayer`]: a shared circuit breaker around a service.
 //! - [`RetryLayer`]: retries with backoff, jitter and a budget; [`RetryExhausted`].
 //! - `http` (feature `http`): HTTP key extractors and `HttpRateLimitLayer` (429 responses).
+//! - [`ResilienceLayer`]: limiter, breaker and retries as one service and one future.
+//! - [`AsyncResilientExecutor`]: the pipeline for async closures.
 //! - [`TokioClock`]: the clock to use under `#[tokio::test(start_paused = true)]`.
 
 pub mod breaker;
 mod clock;
 mod error;
+mod executor;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
 pub mod limit;
+pub mod resilience;
 pub mod retry;
 
 pub use breaker::CircuitBreakerLayer;
 pub use clock::TokioClock;
-pub use error::RetryExhausted;
+pub use error::{RetryExhausted, TimedOut};
+pub use executor::{AsyncResilientExecutor, AsyncTarget};
 pub use key::{KeyExtractor, KeyMissing, MissingKey};
 pub use limit::RateLimitLayer;
+pub use resilience::ResilienceLayer;
 pub use retry::RetryLayer;

@@ -1,0 +1,131 @@
+//! The async resilient executor: the sync executor's pipeline, awaited.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use limitpal_core::pipeline::{Attempt, Pipeline, Settled};
+use limitpal_core::{
+    BuildTarget, Classify, DefaultClassifier, Error, ExecutorParts, LimiterFn,
+    ResilientExecutorBuilder, RetryPolicy,
+};
+
+use crate::TokioClock;
+
+/// The async pipeline: runs `op()`'s future through limiter, breaker, retries, attempt
+/// timeouts and a deadline, sleeping with tokio's timer. Built with the same builder as
+/// [`ResilientExecutor`](limitpal_core::ResilientExecutor); without `.clock(..)` it measures
+/// time with [`TokioClock`], so paused test time drives it. Dropping a run's future cancels it:
+/// its breaker permit is released unrecorded.
+///
+/// ```
+/// use limitpal_core::{Error, Jitter, RetryPolicy};
+/// use limitpal_tower::AsyncResilientExecutor;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let exec = AsyncResilientExecutor::builder()
+///     .retry(RetryPolicy::builder().max_attempts(2).jitter(Jitter::None).build()?)
+///     .attempt_timeout(Duration::from_secs(1))
+///     .build()?;
+/// // the call hangs: the attempt times out after 1 s, is retried, and times out again
+/// let result = exec.run(&(), || std::future::pending::<Result<(), std::io::Error>>()).await;
+/// assert!(matches!(result, Err(Error::TimedOut { attempts: 2 })));
+/// # Ok(()) }
+/// ```
+pub struct AsyncResilientExecutor<K, Cl = DefaultClassifier> {
+    limiter: Option<LimiterFn<K>>,
+    pipeline: Pipeline<Cl>,
+}
+
+impl<K, Cl: Clone> Clone for AsyncResilientExecutor<K, Cl> {
+    fn clone(&self) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            pipeline: self.pipeline.clone(),
+        }
+    }
+}
+
+/// Builds the [`AsyncResilientExecutor`].
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncTarget;
+
+impl<K, Cl> BuildTarget<K, Cl> for AsyncTarget {
+    type Output = AsyncResilientExecutor<K, Cl>;
+
+    fn build(parts: ExecutorParts<K, Cl>) -> Self::Output {
+        let pipeline = if parts.clock_set {
+            parts.pipeline
+        } else {
+            parts.pipeline.with_clock(Arc::new(TokioClock::new()))
+        };
+        AsyncResilientExecutor {
+            limiter: parts.limiter,
+            pipeline,
+        }
+    }
+}
+
+impl<K> AsyncResilientExecutor<K> {
+    /// Starts an executor with no parts; add any of them, in any order.
+    #[must_use]
+    pub fn builder() -> ResilientExecutorBuilder<K, DefaultClassifier, AsyncTarget> {
+        ResilientExecutorBuilder::<K, DefaultClassifier, AsyncTarget>::new()
+    }
+}
+
+impl<K, Cl> AsyncResilientExecutor<K, Cl> {
+    /// Runs the futures `op()` makes through the pipeline for `key`.
+    ///
+    /// # Errors
+    /// [`Error`]: our limiter or breaker refused, retries ran out, the call failed for good,
+    /// or the deadline passed.
+    pub async fn run<T, E, F, Fut>(&self, key: &K, mut op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let p = &self.pipeline;
+        let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
+        let mut run = p.start(stream);
+        loop {
+            let permit = p.admit(&run)?;
+            if p.charges(&run)
+                && let Some(limiter) = &self.limiter
+                && let Err(denied) = limiter(key)
+            {
+                drop(permit);
+                return Err(Error::RateLimited(denied));
+            }
+            let attempt = match p.attempt_limit(&run) {
+                None => Attempt::Done(op().await),
+                Some(limit) => match tokio::time::timeout(limit, op()).await {
+                    Ok(result) => Attempt::Done(result),
+                    Err(_) if p.past_deadline(&run) => {
+                        drop(permit); // cancelled by the deadline: nothing recorded
+                        return Err(Error::TimedOut {
+                            attempts: run.attempts(),
+                        });
+                    }
+                    Err(_) => Attempt::TimedOut,
+                },
+            };
+            match p.settle(&mut run, permit, attempt) {
+                Settled::Retry(delay) => tokio::time::sleep(delay).await,
+                Settled::Done(result) => return result,
+            }
+        }
+    }
+}
+
+impl<K, Cl> fmt::Debug for AsyncResilientExecutor<K, Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResilientExecutor")
+            .field("limiter", &self.limiter.is_some())
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
+}

@@ -1,0 +1,202 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use limitpal_core::pipeline::{Attempt, Run, Settled};
+use limitpal_core::{CallPermit, Classify};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::{BoxError, Service};
+
+use super::layer::Shared;
+use super::service::admit;
+use crate::TimedOut;
+use crate::error::boxed;
+use crate::retry::ReplayRequest;
+
+pin_project! {
+    /// The response future of [`ResilienceService`](super::ResilienceService): one state
+    /// machine of call → (sleep → ready → admit → call)*, no allocation of its own.
+    pub struct ResponseFuture<S, Req, K, Cl, R>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        kind: Kind<S, Req, K, Cl, R>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Req, K, Cl, R>
+    where
+        S: Service<Req>,
+    {
+        Failed { error: Option<BoxError> },
+        Running { #[pin] running: Running<S, Req, K, Cl, R> },
+    }
+}
+
+pin_project! {
+    struct Running<S, Req, K, Cl, R>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        permit: Option<CallPermit>,
+        // the ready service, kept only when retries are configured
+        service: Option<S>,
+        // the copy of the request for the next attempt
+        request: Option<Req>,
+        run: Run,
+        key: Option<K>,
+        shared: Arc<Shared<K, Cl>>,
+        replay: R,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] future: F, #[pin] timer: Option<Sleep> },
+        Sleeping { #[pin] sleep: Sleep },
+        Readying,
+    }
+}
+
+impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            kind: Kind::Failed { error: Some(error) },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one constructor, called from `call`
+    pub(crate) fn running(
+        future: S::Future,
+        timer: Option<Sleep>,
+        permit: Option<CallPermit>,
+        service: Option<S>,
+        request: Option<Req>,
+        run: Run,
+        key: Option<K>,
+        shared: Arc<Shared<K, Cl>>,
+        replay: R,
+    ) -> Self {
+        Self {
+            kind: Kind::Running {
+                running: Running {
+                    state: State::Calling { future, timer },
+                    permit,
+                    service,
+                    request,
+                    run,
+                    key,
+                    shared,
+                    replay,
+                },
+            },
+        }
+    }
+}
+
+impl<S, Req, K, Cl, R> Future for ResponseFuture<S, Req, K, Cl, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError> + 'static,
+    Cl: Classify<S::Response, S::Error>,
+    R: ReplayRequest<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "polled after completion".into()))),
+            KindProj::Running { running } => running.poll(cx),
+        }
+    }
+}
+
+impl<S, Req, K, Cl, R> Running<S, Req, K, Cl, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError> + 'static,
+    Cl: Classify<S::Response, S::Error>,
+    R: ReplayRequest<Req>,
+{
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<S::Response, BoxError>> {
+        let mut this = self.project();
+        let pipeline = &this.shared.pipeline;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future, timer } => {
+                    let attempt = if let Poll::Ready(result) = future.poll(cx) {
+                        Attempt::Done(result)
+                    } else if let Some(timer) = timer.as_pin_mut()
+                        && timer.poll(cx).is_ready()
+                    {
+                        if pipeline.past_deadline(this.run) {
+                            drop(this.permit.take()); // cancelled: nothing recorded
+                            let attempts = this.run.attempts();
+                            return Poll::Ready(Err(Box::new(TimedOut::new(attempts))));
+                        }
+                        Attempt::TimedOut
+                    } else {
+                        return Poll::Pending;
+                    };
+                    if this.service.is_none() || this.request.is_none() {
+                        // nothing to retry with: settle as a pipeline without retries would
+                        return Poll::Ready(finish(pipeline.settle_final(
+                            this.run,
+                            this.permit.take(),
+                            attempt,
+                        )));
+                    }
+                    match pipeline.settle(this.run, this.permit.take(), attempt) {
+                        Settled::Retry(delay) => this.state.set(State::Sleeping {
+                            sleep: tokio::time::sleep(delay),
+                        }),
+                        Settled::Done(result) => return Poll::Ready(result.map_err(boxed)),
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    let Some(service) = this.service.as_mut() else {
+                        return Poll::Ready(Err("retry without a service".into()));
+                    };
+                    if let Err(e) = ready!(service.poll_ready(cx)) {
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    *this.permit = match admit(this.shared, this.run, this.key.as_ref()) {
+                        Ok(permit) => permit,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    };
+                    let Some(request) = this.request.take() else {
+                        return Poll::Ready(Err("retry without a request".into()));
+                    };
+                    *this.request = this.replay.replay(&request);
+                    let future = service.call(request);
+                    let timer = pipeline.attempt_limit(this.run).map(tokio::time::sleep);
+                    this.state.set(State::Calling { future, timer });
+                }
+            }
+        }
+    }
+}
+
+fn finish<T, E: Into<BoxError>>(result: Result<T, limitpal_core::Error<E>>) -> Result<T, BoxError> {
+    result.map_err(boxed)
+}
+
+impl<S: Service<Req>, Req, K, Cl, R> std::fmt::Debug for ResponseFuture<S, Req, K, Cl, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,286 @@
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+use limitpal_core::pipeline::{AnyBreaker, Pipeline};
+use limitpal_core::{
+    Algorithm, CircuitBreaker, Clock, ConfigError, DefaultClassifier, LimiterFn, RateLimiter,
+    RetryBudget, RetryPolicy,
+};
+use tower_layer::Layer;
+
+use super::ResilienceService;
+use crate::retry::CloneRequest;
+use crate::{KeyExtractor, MissingKey, TokioClock};
+
+/// The key extractor of a pipeline with no rate limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoKey;
+
+impl<Req> KeyExtractor<Req> for NoKey {
+    type Key = ();
+
+    #[inline]
+    fn extract(&self, _: &Req) -> Option<()> {
+        Some(())
+    }
+}
+
+/// What every service of a layer shares: limiter, missing-key policy, the pipeline.
+pub(crate) struct Shared<K, Cl> {
+    pub(crate) limiter: Option<LimiterFn<K>>,
+    pub(crate) missing: MissingKey<K>,
+    pub(crate) pipeline: Pipeline<Cl>,
+}
+
+/// The resilience pipeline as one tower layer; see the [module docs](super).
+pub struct ResilienceLayer<X, K, Cl, R> {
+    pub(crate) shared: Arc<Shared<K, Cl>>,
+    pub(crate) key: X,
+    pub(crate) replay: R,
+}
+
+impl<X: Clone, K, Cl, R: Clone> Clone for ResilienceLayer<X, K, Cl, R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            key: self.key.clone(),
+            replay: self.replay.clone(),
+        }
+    }
+}
+
+impl ResilienceLayer<NoKey, (), DefaultClassifier, CloneRequest> {
+    /// Starts a pipeline with no parts; add any of them, in any order.
+    #[must_use]
+    pub fn builder() -> ResilienceLayerBuilder<NoKey, (), DefaultClassifier, CloneRequest> {
+        ResilienceLayerBuilder {
+            limiter: None,
+            key: NoKey,
+            missing: MissingKey::Reject,
+            breaker: None,
+            retry: None,
+            budget: None,
+            classifier: DefaultClassifier,
+            charge_retries: true,
+            attempt_timeout: None,
+            deadline: None,
+            replay: CloneRequest,
+            clock: None,
+        }
+    }
+}
+
+impl<S, X: Clone, K, Cl, R: Clone> Layer<S> for ResilienceLayer<X, K, Cl, R> {
+    type Service = ResilienceService<S, X, K, Cl, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResilienceService::new(
+            inner,
+            Arc::clone(&self.shared),
+            self.key.clone(),
+            self.replay.clone(),
+        )
+    }
+}
+
+impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayer<X, K, Cl, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResilienceLayer")
+            .field("rate_limit", &self.shared.limiter.is_some())
+            .field("key", &self.key)
+            .field("pipeline", &self.shared.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`ResilienceLayer`]; made by [`ResilienceLayer::builder`].
+pub struct ResilienceLayerBuilder<X, K, Cl, R> {
+    limiter: Option<LimiterFn<K>>,
+    key: X,
+    missing: MissingKey<K>,
+    breaker: Option<AnyBreaker>,
+    retry: Option<RetryPolicy>,
+    budget: Option<RetryBudget>,
+    classifier: Cl,
+    charge_retries: bool,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    replay: R,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
+    /// Checks every attempt against `limiter`, keyed by what `key` finds in the request (a
+    /// closure `Fn(&Req) -> K` or an extractor). Keyless requests are rejected unless
+    /// [`missing_key`](Self::missing_key) says otherwise.
+    pub fn rate_limit<K2, A, C, S, X2>(
+        self,
+        limiter: RateLimiter<K2, A, C, S>,
+        key: X2,
+    ) -> ResilienceLayerBuilder<X2, K2, Cl, R>
+    where
+        K2: Hash + Eq + Clone + Send + Sync + 'static,
+        A: Algorithm,
+        C: Clock,
+        S: BuildHasher + Send + Sync + 'static,
+    {
+        ResilienceLayerBuilder {
+            limiter: Some(Arc::new(move |k: &K2| limiter.check(k))),
+            key,
+            missing: MissingKey::Reject,
+            breaker: self.breaker,
+            retry: self.retry,
+            budget: self.budget,
+            classifier: self.classifier,
+            charge_retries: self.charge_retries,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            replay: self.replay,
+            clock: self.clock,
+        }
+    }
+
+    /// What to do with a request whose key cannot be found (default: reject with
+    /// [`KeyMissing`](crate::KeyMissing)).
+    #[must_use]
+    pub fn missing_key(mut self, policy: MissingKey<K>) -> Self {
+        self.missing = policy;
+        self
+    }
+
+    /// Admits attempts through `breaker` and records their outcomes.
+    #[must_use]
+    pub fn circuit_breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
+        self.breaker = Some(breaker.into());
+        self
+    }
+
+    /// Retries retryable failures per `policy`.
+    #[must_use]
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Caps retries with a budget shared by every clone.
+    #[must_use]
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Classifies results: `Fn(Result<&Res, &Err>) -> Outcome`.
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilienceLayerBuilder<X, K, Cl2, R> {
+        ResilienceLayerBuilder {
+            limiter: self.limiter,
+            key: self.key,
+            missing: self.missing,
+            breaker: self.breaker,
+            retry: self.retry,
+            budget: self.budget,
+            classifier,
+            charge_retries: self.charge_retries,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            replay: self.replay,
+            clock: self.clock,
+        }
+    }
+
+    /// Whether retries are checked and charged by the limiter (default true).
+    #[must_use]
+    pub fn charge_retries(mut self, charge: bool) -> Self {
+        self.charge_retries = charge;
+        self
+    }
+
+    /// Abandons an attempt after `timeout` (a retryable failure; a hung half-open probe
+    /// frees its slot).
+    #[must_use]
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Ends the whole request with [`TimedOut`](crate::TimedOut) after `deadline`.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// How to copy a request for a retry (default `Req::clone`; `None` = not replayable).
+    pub fn clone_request<R2>(self, replay: R2) -> ResilienceLayerBuilder<X, K, Cl, R2> {
+        ResilienceLayerBuilder {
+            limiter: self.limiter,
+            key: self.key,
+            missing: self.missing,
+            breaker: self.breaker,
+            retry: self.retry,
+            budget: self.budget,
+            classifier: self.classifier,
+            charge_retries: self.charge_retries,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            replay,
+            clock: self.clock,
+        }
+    }
+
+    /// The clock measuring deadlines and the budget's window (default [`TokioClock`]);
+    /// waits always use tokio's timer.
+    #[must_use]
+    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
+    pub fn build(self) -> Result<ResilienceLayer<X, K, Cl, R>, ConfigError> {
+        if self.attempt_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero {
+                field: "attempt_timeout",
+            });
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero { field: "deadline" });
+        }
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(TokioClock::new()) as Arc<dyn Clock>);
+        let pipeline = Pipeline::new(self.classifier, clock)
+            .with_breaker(self.breaker)
+            .with_retry(self.retry, self.budget)
+            .with_charge_retries(self.charge_retries)
+            .with_timeouts(self.attempt_timeout, self.deadline);
+        Ok(ResilienceLayer {
+            shared: Arc::new(Shared {
+                limiter: self.limiter,
+                missing: self.missing,
+                pipeline,
+            }),
+            key: self.key,
+            replay: self.replay,
+        })
+    }
+}
+
+impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayerBuilder<X, K, Cl, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResilienceLayerBuilder")
+            .field("rate_limit", &self.limiter.is_some())
+            .field("key", &self.key)
+            .field("breaker", &self.breaker)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("charge_retries", &self.charge_retries)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

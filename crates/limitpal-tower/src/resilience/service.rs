@@ -1,0 +1,160 @@
+use std::convert::Infallible;
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use limitpal_core::pipeline::Run;
+use limitpal_core::rand::RngCore;
+use limitpal_core::{CallPermit, Classify, RetryRng};
+use tower::{BoxError, Service};
+
+use super::ResponseFuture;
+use super::layer::Shared;
+use crate::error::boxed;
+use crate::retry::ReplayRequest;
+use crate::{KeyExtractor, KeyMissing, MissingKey};
+
+/// A service behind the whole pipeline; made by [`ResilienceLayer`](super::ResilienceLayer).
+pub struct ResilienceService<S, X, K, Cl, R> {
+    inner: S,
+    shared: Arc<Shared<K, Cl>>,
+    key: X,
+    replay: R,
+    /// This instance's random streams, one per request.
+    streams: RetryRng,
+}
+
+impl<S, X, K, Cl, R> ResilienceService<S, X, K, Cl, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<K, Cl>>, key: X, replay: R) -> Self {
+        let streams = new_streams(&shared);
+        Self {
+            inner,
+            shared,
+            key,
+            replay,
+            streams,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+fn new_streams<K, Cl>(shared: &Shared<K, Cl>) -> RetryRng {
+    shared
+        .pipeline
+        .retry_policy()
+        .map_or_else(|| RetryRng::new(0), limitpal_core::RetryPolicy::new_rng)
+}
+
+impl<S: Clone, X: Clone, K, Cl, R: Clone> Clone for ResilienceService<S, X, K, Cl, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            key: self.key.clone(),
+            replay: self.replay.clone(),
+            streams: new_streams(&self.shared),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
+    for ResilienceService<S, X, K, Cl, R>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResilienceService")
+            .field("inner", &self.inner)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Steps 1–3 of an attempt: deadline, breaker, limiter.
+pub(crate) fn admit<K, Cl>(
+    shared: &Shared<K, Cl>,
+    run: &Run,
+    key: Option<&K>,
+) -> Result<Option<CallPermit>, BoxError> {
+    let permit = shared
+        .pipeline
+        .admit::<Infallible>(run)
+        .map_err(boxed::<Infallible>)?;
+    if shared.pipeline.charges(run)
+        && let (Some(limiter), Some(key)) = (&shared.limiter, key)
+        && let Err(denied) = limiter(key)
+    {
+        drop(permit); // released unrecorded: the breaker learns nothing from our own denial
+        return Err(Box::new(denied));
+    }
+    Ok(permit)
+}
+
+impl<S, Req, X, K, Cl, R> Service<Req> for ResilienceService<S, X, K, Cl, R>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError> + 'static,
+    X: KeyExtractor<Req, Key = K>,
+    K: Clone,
+    Cl: Classify<S::Response, S::Error>,
+    R: ReplayRequest<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, K, Cl, R>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        let key = match self.key.extract(&req) {
+            Some(key) => Some(key),
+            None => match &shared.missing {
+                MissingKey::Reject => return ResponseFuture::failed(Box::new(KeyMissing)),
+                MissingKey::Allow => None,
+                MissingKey::Fallback(key) => Some(key.clone()),
+            },
+        };
+        let run = shared.pipeline.start(self.streams.next_u64());
+        let permit = match admit(shared, &run, key.as_ref()) {
+            Ok(permit) => permit,
+            Err(error) => return ResponseFuture::failed(error),
+        };
+        let timer = shared.pipeline.attempt_limit(&run).map(tokio::time::sleep);
+        if shared.pipeline.retry_policy().is_none() {
+            let future = self.inner.call(req);
+            return ResponseFuture::running(
+                future,
+                timer,
+                permit,
+                None,
+                None,
+                run,
+                key,
+                Arc::clone(shared),
+                self.replay.clone(),
+            );
+        }
+        let replay = self.replay.replay(&req);
+        // The ready service goes into the future for the retries; keep a clone to ready next.
+        let clone = self.inner.clone();
+        let mut service = mem::replace(&mut self.inner, clone);
+        let future = service.call(req);
+        ResponseFuture::running(
+            future,
+            timer,
+            permit,
+            Some(service),
+            replay,
+            run,
+            key,
+            Arc::clone(shared),
+            self.replay.clone(),
+        )
+    }
+}
