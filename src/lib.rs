@@ -63,3 +63,8 @@ pub mod tower {
     };
     pub use limitpal_tower::{breaker, limit, resilience, retry};
 }
+
+/// The README's examples, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -288,3 +288,101 @@ async fn retry_after_is_never_zero_while_denied() {
     assert_eq!(denied.status(), 429);
     assert_eq!(denied.headers()["retry-after"], "1");
 }
+
+// ---- the client side: ResilienceLayer + HttpClassifier around a hyper client ----
+
+mod client {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use http::{Request, StatusCode};
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use limitpal::tower::ResilienceLayer;
+    use limitpal::tower::http::{HttpClassifier, replay_idempotent};
+    use limitpal::{CircuitBreaker, CircuitState, Jitter, RetryPolicy};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    /// First `failures` answers are `status` with `Retry-After: 0`.
+    async fn flaky(failures: u32, status: StatusCode) -> (String, Arc<AtomicU32>) {
+        let hits = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&hits);
+        let handler = move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n <= failures {
+                    (status, [("retry-after", "0")], "busy").into_response()
+                } else {
+                    (StatusCode::OK, "data").into_response()
+                }
+            }
+        };
+        let app = Router::new().route("/", get(handler.clone()).post(handler));
+        let addr = super::serve(app).await;
+        (format!("http://{addr}/"), hits)
+    }
+
+    fn request(method: &str, uri: &str) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn idempotent_requests_are_retried_on_503_and_429_and_posts_are_not() {
+        // 3 consecutive failures open it: two 503s then a 200 do not; the POST's 503 makes one;
+        // four 429s would make five if they were counted
+        let breaker = CircuitBreaker::builder()
+            .failure_threshold(3)
+            .build()
+            .unwrap();
+        let layer = ResilienceLayer::builder()
+            .circuit_breaker(breaker.clone())
+            .retry(
+                RetryPolicy::builder()
+                    .max_attempts(4)
+                    .base_delay(Duration::from_millis(1))
+                    .jitter(Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .classifier(HttpClassifier)
+            .clone_request(replay_idempotent::<Full<Bytes>>)
+            .build()
+            .unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let stack = ServiceBuilder::new().layer(layer).service(client);
+
+        let (uri, hits) = flaky(2, StatusCode::SERVICE_UNAVAILABLE).await;
+        let response = stack.clone().oneshot(request("GET", &uri)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        let (uri, hits) = flaky(2, StatusCode::SERVICE_UNAVAILABLE).await;
+        let response = stack.clone().oneshot(request("POST", &uri)).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "returned as is"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a POST is never replayed");
+
+        let (uri, hits) = flaky(5, StatusCode::TOO_MANY_REQUESTS).await;
+        let response = stack.clone().oneshot(request("GET", &uri)).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "the last 429 unchanged"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+}

@@ -59,6 +59,44 @@ impl Outcome {
 pub trait Classify<Res, Err>: Clone + Send + Sync + 'static {
     /// What `result` means.
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome;
+
+    /// The full verdict, for results whose meaning to the breaker and to retries differ (an
+    /// HTTP 429: the callee is protecting itself, so retry after its `Retry-After` but do not
+    /// count it against its health). By default derived from [`classify`](Self::classify).
+    fn verdict(&self, result: Result<&Res, &Err>) -> Verdict {
+        Verdict::from(self.classify(result))
+    }
+}
+
+/// What a result means to the breaker and to retries, separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the breaker records: `Success`, `Failure`, or nothing for `Ignore`.
+    pub breaker: Outcome,
+    /// Whether retrying may help.
+    pub retry: bool,
+    /// A wait the callee asked for before a retry.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<Outcome> for Verdict {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Failure {
+                retryable,
+                retry_after,
+            } => Self {
+                breaker: outcome,
+                retry: retryable,
+                retry_after,
+            },
+            other => Self {
+                breaker: other,
+                retry: false,
+                retry_after: None,
+            },
+        }
+    }
 }
 
 impl<F, Res, Err> Classify<Res, Err> for F

@@ -32,7 +32,7 @@ pub mod rate;
 pub mod retry;
 
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
-pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection};
+pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::{
     CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock, Error, Outcome, OwnRejection,
-    RetryBudget, RetryPolicy, RetryState, RetryStep,
+    RetryBudget, RetryPolicy, RetryState, RetryStep, Verdict,
 };
 
 /// A circuit breaker with its clock type erased.
@@ -220,30 +220,24 @@ impl<Cl> Pipeline<Cl> {
         Cl: Classify<T, E>,
         E: 'static,
     {
-        let (outcome, own_wait) = match attempt {
+        let verdict = match attempt {
             // an attempt timeout is a retryable failure
-            Attempt::TimedOut => (Outcome::RETRYABLE, None),
+            Attempt::TimedOut => Verdict::from(Outcome::RETRYABLE),
             Attempt::Done(result) => match result.as_ref().err().and_then(OwnRejection::find) {
                 // our own rejections from inside the call say nothing about the callee
-                Some(OwnRejection::RateLimited(wait)) => (Outcome::Ignore, Some(Some(wait))),
-                Some(OwnRejection::CircuitOpen) => (Outcome::Ignore, None),
-                None => (self.classifier.classify(result.as_ref()), None),
+                Some(OwnRejection::RateLimited(wait)) => Verdict {
+                    breaker: Outcome::Ignore,
+                    retry: true,
+                    retry_after: Some(wait),
+                },
+                Some(OwnRejection::CircuitOpen) => Verdict::from(Outcome::Ignore),
+                None => self.classifier.verdict(result.as_ref()),
             },
         };
         if let Some(permit) = permit {
-            permit.record(outcome);
+            permit.record(verdict.breaker);
         }
-        match (outcome, own_wait) {
-            (_, Some(own)) => Some(own),
-            (
-                Outcome::Failure {
-                    retryable: true,
-                    retry_after,
-                },
-                None,
-            ) => Some(retry_after),
-            _ => None,
-        }
+        verdict.retry.then_some(verdict.retry_after)
     }
 
     /// Steps 5 and 6 for an attempt that cannot be retried whatever its outcome (its request

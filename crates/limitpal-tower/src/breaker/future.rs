@@ -70,7 +70,7 @@ where
                     match &result {
                         // our own rejections from inner layers say nothing about the callee
                         Err(e) if OwnRejection::find(e).is_some() => drop(permit),
-                        _ => permit.record(classifier.classify(result.as_ref())),
+                        _ => permit.record(classifier.verdict(result.as_ref()).breaker),
                     }
                 }
                 Poll::Ready(result.map_err(Into::into))

@@ -15,6 +15,10 @@
 //! `RateLimit` too. The 429 path builds the response from precomputed values and small
 //! integers; it reads the clock once, like the 200 path.
 //!
+//! Clients: [`HttpClassifier`] (5xx/408 retried, 429 retried after `Retry-After` without
+//! counting against the breaker), [`GrpcClassifier`], and [`replay_idempotent`] as the
+//! `clone_request` of a retrying layer.
+//!
 //! Extractors: [`PeerIp`] (a `SocketAddr` extension or axum's `ConnectInfo`, IPv6 by /64),
 //! [`HeaderKey`], [`ForwardedIp`] (trusted `X-Forwarded-For` / `Forwarded` position) and
 //! [`GlobalKey`]. A request without a key follows the layer's [`MissingKey`] policy:
@@ -46,12 +50,14 @@
 //! # Ok(()) }
 //! ```
 
+mod classify;
 mod extract;
 mod future;
 mod headers;
 mod layer;
 mod service;
 
+pub use classify::{GrpcClassifier, HttpClassifier, replay_idempotent};
 pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
 pub use layer::HttpRateLimitLayer;

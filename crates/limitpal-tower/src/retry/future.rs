@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use limitpal_core::{
-    Classify, Clock, Outcome, OwnRejection, RetryBudget, RetrySchedule, RetryState, RetryStep,
+    Classify, Clock, OwnRejection, RetryBudget, RetrySchedule, RetryState, RetryStep,
 };
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -91,12 +91,13 @@ fn judge<T, E: 'static, Cl: Classify<T, E>>(classifier: &Cl, result: &Result<T, 
             None => {}
         }
     }
-    match classifier.classify(result.as_ref()) {
-        Outcome::Failure {
-            retryable: true,
-            retry_after,
-        } => Verdict::Retry { retry_after },
-        _ => Verdict::Return,
+    let verdict = classifier.verdict(result.as_ref());
+    if verdict.retry {
+        Verdict::Retry {
+            retry_after: verdict.retry_after,
+        }
+    } else {
+        Verdict::Return
     }
 }
 

@@ -1,0 +1,178 @@
+//! Classifiers for HTTP and gRPC responses, and the replay rule for HTTP requests.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use limitpal_core::{Classify, Outcome, Verdict};
+
+/// Classifies HTTP responses for the breaker and retries:
+///
+/// | response | breaker | retry |
+/// |---|---|---|
+/// | 5xx, 408 | failure | yes |
+/// | 429 | not recorded (the callee protects itself) | yes, after its `Retry-After` |
+/// | anything else | success | no |
+/// | a transport `Err` | failure | yes |
+///
+/// A `503` with `Retry-After` is retried no sooner than it asks. `Retry-After` is read in
+/// seconds; an HTTP-date is ignored (backoff applies). Only idempotent requests should be
+/// retried: pair it with [`replay_idempotent`] as the layer's `clone_request`, which refuses
+/// to replay `POST` and `PATCH`.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use limitpal_core::{Classify, Outcome};
+/// use limitpal_tower::http::HttpClassifier;
+///
+/// let busy = Response::builder().status(429).header("retry-after", "3").body(()).unwrap();
+/// let verdict = Classify::<_, std::io::Error>::verdict(&HttpClassifier, Ok(&busy));
+/// assert_eq!(verdict.breaker, Outcome::Ignore);
+/// assert_eq!(verdict.retry_after, Some(std::time::Duration::from_secs(3)));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpClassifier;
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+impl<B, E> Classify<Response<B>, E> for HttpClassifier {
+    fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
+        let verdict = self.verdict(result);
+        match verdict.breaker {
+            Outcome::Ignore if verdict.retry => Outcome::Failure {
+                retryable: true,
+                retry_after: verdict.retry_after,
+            },
+            other => other,
+        }
+    }
+
+    fn verdict(&self, result: Result<&Response<B>, &E>) -> Verdict {
+        let Ok(response) = result else {
+            return Verdict::from(Outcome::RETRYABLE);
+        };
+        let status = response.status();
+        let after = retry_after(response.headers());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            Verdict {
+                breaker: Outcome::Ignore,
+                retry: true,
+                retry_after: after,
+            }
+        } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+            Verdict::from(Outcome::Failure {
+                retryable: true,
+                retry_after: after,
+            })
+        } else {
+            Verdict::from(Outcome::Success)
+        }
+    }
+}
+
+/// Classifies gRPC responses by their `grpc-status` header (trailers-only responses, which is
+/// how servers and proxies report errors before any message): `UNAVAILABLE` (14) and
+/// `DEADLINE_EXCEEDED` (4) are retryable failures, `RESOURCE_EXHAUSTED` (8) is retryable but
+/// not a breaker failure (like HTTP 429), other non-zero codes are failures that retrying
+/// will not fix, and a transport `Err` is a retryable failure.
+///
+/// ```
+/// use http::Response;
+/// use limitpal_core::{Classify, Outcome};
+/// use limitpal_tower::http::GrpcClassifier;
+///
+/// let unavailable = Response::builder().header("grpc-status", "14").body(()).unwrap();
+/// let verdict = Classify::<_, std::io::Error>::verdict(&GrpcClassifier, Ok(&unavailable));
+/// assert_eq!(verdict.breaker, Outcome::RETRYABLE);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcClassifier;
+
+impl<B, E> Classify<Response<B>, E> for GrpcClassifier {
+    fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
+        let verdict = self.verdict(result);
+        match verdict.breaker {
+            Outcome::Ignore if verdict.retry => Outcome::RETRYABLE,
+            other => other,
+        }
+    }
+
+    fn verdict(&self, result: Result<&Response<B>, &E>) -> Verdict {
+        let Ok(response) = result else {
+            return Verdict::from(Outcome::RETRYABLE);
+        };
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u16>().ok());
+        match code {
+            None | Some(0) => Verdict::from(Outcome::Success),
+            Some(4 | 14) => Verdict::from(Outcome::RETRYABLE),
+            Some(8) => Verdict {
+                breaker: Outcome::Ignore,
+                retry: true,
+                retry_after: None,
+            },
+            Some(_) => Verdict::from(Outcome::FATAL),
+        }
+    }
+}
+
+/// The replay rule for HTTP requests: a copy of an idempotent request (`GET`, `HEAD`,
+/// `OPTIONS`, `TRACE`, `PUT`, `DELETE`) with a cloneable body, `None` for `POST`, `PATCH` and
+/// other methods, which are never retried. Extensions are not copied.
+///
+/// ```
+/// use http::Request;
+/// use limitpal_tower::http::replay_idempotent;
+///
+/// assert!(replay_idempotent(&Request::get("/a").body(()).unwrap()).is_some());
+/// assert!(replay_idempotent(&Request::post("/a").body(()).unwrap()).is_none());
+/// ```
+#[must_use]
+pub fn replay_idempotent<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent {
+        return None;
+    }
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Response<()> {
+        Response::builder().status(code).body(()).unwrap()
+    }
+
+    #[test]
+    fn statuses() {
+        let v = |code| Classify::<_, ()>::verdict(&HttpClassifier, Ok(&status(code)));
+        assert_eq!(v(200).breaker, Outcome::Success);
+        assert!(!v(404).retry);
+        assert!(v(503).retry && v(408).retry);
+        assert!(matches!(v(500).breaker, Outcome::Failure { .. }));
+        assert_eq!(v(429).breaker, Outcome::Ignore);
+        assert!(v(429).retry);
+        let err = Classify::<Response<()>, ()>::verdict(&HttpClassifier, Err(&()));
+        assert!(err.retry);
+    }
+}

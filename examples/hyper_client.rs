@@ -1,0 +1,103 @@
+//! A hyper client behind the resilience pipeline, against a local server that fails on demand.
+//!
+//! ```text
+//! cargo run --example hyper_client --features http
+//! ```
+//!
+//! The server answers `503` with `Retry-After: 1` to its first two requests, then `200`. The
+//! client stack is built with tower's `ServiceBuilder`: rate limit → circuit breaker →
+//! retries (the HTTP classifier retries 5xx/429 and honours `Retry-After`; only idempotent
+//! requests are replayed). Expected output:
+//!
+//! ```text
+//! GET  /data -> 200 OK after 3 server hits, 2.0 s          (waited Retry-After: 1 twice)
+//! POST /data -> 503 Service Unavailable after 1 server hit, 0.0 s   (POST is not replayed)
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::Request;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use limitpal::tower::http::{HttpClassifier, replay_idempotent};
+use limitpal::tower::{ResilienceLayer, TokioClock};
+use limitpal::{CircuitBreaker, Clock, Jitter, RateLimiter, RetryPolicy, TokenBucket};
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+/// A server whose first `failures` answers are 503 with `Retry-After: 1`.
+async fn flaky_server(failures: u32) -> Result<(std::net::SocketAddr, Arc<AtomicU32>), BoxError> {
+    let hits = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&hits);
+    let handler = move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n <= failures {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "1")],
+                    "busy",
+                )
+                    .into_response()
+            } else {
+                (StatusCode::OK, "data").into_response()
+            }
+        }
+    };
+    let app = Router::new().route("/data", get(handler.clone()).post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, hits))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resilience = ResilienceLayer::builder()
+        .rate_limit(
+            RateLimiter::builder(TokenBucket::new(10, 5.0)?).build()?,
+            |req: &Request<Full<Bytes>>| req.uri().host().unwrap_or("").to_owned(),
+        )
+        .circuit_breaker(CircuitBreaker::builder().failure_threshold(5).build()?)
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(4)
+                .base_delay(Duration::from_millis(100))
+                .max_delay(Duration::from_secs(5))
+                .jitter(Jitter::Full)
+                .build()?,
+        )
+        .classifier(HttpClassifier)
+        .clone_request(replay_idempotent::<Full<Bytes>>)
+        .attempt_timeout(Duration::from_secs(2))
+        .deadline(Duration::from_secs(10))
+        .build()?;
+    let stack = ServiceBuilder::new().layer(resilience).service(client);
+    let clock = TokioClock::new();
+
+    for method in ["GET", "POST"] {
+        let (addr, hits) = flaky_server(2).await?;
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/data"))
+            .body(Full::new(Bytes::new()))?;
+        let start = clock.now();
+        let response = stack.clone().oneshot(request).await?;
+        let n = hits.load(Ordering::SeqCst);
+        println!(
+            "{method:<4} /data -> {} after {n} server hit{}, {:.1} s",
+            response.status(),
+            if n == 1 { "" } else { "s" },
+            (clock.now() - start).as_secs_f64()
+        );
+    }
+    Ok(())
+}
