@@ -147,6 +147,23 @@ pub fn replay_idempotent<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
     if !idempotent {
         return None;
     }
+    replay_always(req)
+}
+
+/// A copy of any request with a cloneable body, whatever its method: for calls you know to be
+/// idempotent although their method is not (gRPC unary calls are all `POST`). Extensions are
+/// not copied.
+///
+/// ```
+/// use http::Request;
+/// use limitpal_tower::http::replay_always;
+///
+/// let call = Request::post("/grpc.health.v1.Health/Check").body(vec![0_u8; 5]).unwrap();
+/// assert_eq!(replay_always(&call).unwrap().body(), call.body());
+/// ```
+#[must_use]
+#[allow(clippy::unnecessary_wraps)] // the shape `clone_request` takes
+pub fn replay_always<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
     let mut copy = Request::new(req.body().clone());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

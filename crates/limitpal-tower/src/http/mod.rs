@@ -57,7 +57,7 @@ mod headers;
 mod layer;
 mod service;
 
-pub use classify::{GrpcClassifier, HttpClassifier, replay_idempotent};
+pub use classify::{GrpcClassifier, HttpClassifier, replay_always, replay_idempotent};
 pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
 pub use layer::HttpRateLimitLayer;
