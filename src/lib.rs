@@ -26,6 +26,7 @@
 //! |---|---|---|
 //! | `tower` | yes | module [`tower`]: layers, [`TokioClock`](crate::tower::TokioClock) |
 //! | `http` | no | `tower::http`: HTTP key extractors, 429 responses with `Retry-After` and `RateLimit` fields |
+//! | `redis` | no | `redis`: a limiter shared through Redis, with failure policies |
 //! | `tracing` | yes | events for denials and transitions through `tracing` |
 //!
 //! ## Map
@@ -62,6 +63,12 @@ pub mod tower {
         RateLimitLayer, ResilienceLayer, RetryExhausted, RetryLayer, TimedOut, TokioClock,
     };
     pub use limitpal_tower::{breaker, limit, resilience, retry};
+}
+
+/// Distributed rate limiting on Redis (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use limitpal_redis::*;
 }
 
 /// The README's examples, compiled and run by `cargo test --doc`.

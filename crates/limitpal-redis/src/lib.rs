@@ -1,0 +1,436 @@
+//! Distributed rate limiting on Redis for [limitpal](https://docs.rs/limitpal).
+//!
+//! [`RedisRateLimiter`] shares one GCRA meter per key between every process that uses the
+//! same Redis. Each decision is one round trip: `EVALSHA` of a small Lua script (reloaded by
+//! `EVAL` after `NOSCRIPT`, as after a `SCRIPT FLUSH` or a failover). The script reads the
+//! time from Redis itself (`TIME`, microseconds), so clients with skewed clocks agree; it
+//! stores one integer per key, named `prefix:{key}` (a hash tag, so each key lives in one
+//! Redis Cluster slot), which expires exactly when the key would be indistinguishable from
+//! a fresh one.
+//!
+//! When Redis fails or is slower than the command timeout, the limiter applies its
+//! [`FailurePolicy`]: admit, deny, or decide with a local [`RateLimiter`]. The outage and the
+//! recovery are logged once each (feature `tracing`), not per request; nothing panics.
+//!
+//! It implements [`AsyncLimiter`], so it plugs into `RateLimitLayer` exactly where a local
+//! limiter does.
+//!
+//! ```no_run
+//! use limitpal_core::{AsyncLimiter, TokenBucket};
+//! use limitpal_redis::{FailurePolicy, RedisRateLimiter};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = RedisRateLimiter::builder("redis://127.0.0.1:6379", TokenBucket::new(10, 5.0)?)
+//!     .prefix("api")
+//!     .on_error(FailurePolicy::Allow)
+//!     .connect()
+//!     .await?;
+//! limiter.check(&"tenant-42".to_string()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use limitpal_core::{
+    Algorithm, AsyncLimiter, Clock, ConfigError, LeakyBucket, MonotonicClock, RateLimited,
+    RateLimiter, TokenBucket,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The GCRA transition, in integer microseconds of Redis time. Returns `{1, 0}` when
+/// admitted, `{0, wait_us}` when denied. Lua numbers are doubles: exact for integers below
+/// 2^53 µs (285 years), which covers Unix time in microseconds.
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+if tat > now + burst then tat = now + burst end
+local new_tat = tat + cost * interval
+local allow_at = new_tat - burst
+if allow_at <= now then
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+  return {1, 0}
+end
+return {0, allow_at - now}
+";
+
+/// What the limiter does when Redis cannot answer in time.
+pub enum FailurePolicy {
+    /// Admit (fail open): availability over strictness.
+    Allow,
+    /// Deny (fail closed) with this `retry_after`.
+    Deny(Duration),
+    /// Decide with a local limiter (per process) until Redis is back; made by
+    /// [`FailurePolicy::fallback`].
+    Fallback(LocalCheck),
+}
+
+/// A local limiter's check, keyed by the rendered Redis key.
+pub type LocalCheck = Arc<dyn Fn(&str) -> Result<(), RateLimited> + Send + Sync>;
+
+impl FailurePolicy {
+    /// Decide with `limiter` (keyed by the same string keys) while Redis is unavailable.
+    #[must_use]
+    pub fn fallback<A, C, S>(limiter: RateLimiter<String, A, C, S>) -> Self
+    where
+        A: Algorithm,
+        C: Clock,
+        S: std::hash::BuildHasher + Send + Sync + 'static,
+    {
+        Self::Fallback(Arc::new(move |key: &str| limiter.check(key)))
+    }
+}
+
+impl fmt::Debug for FailurePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Allow => f.write_str("Allow"),
+            Self::Deny(d) => f.debug_tuple("Deny").field(d).finish(),
+            Self::Fallback(_) => f.write_str("Fallback(..)"),
+        }
+    }
+}
+
+/// Why [`RedisRateLimiterBuilder::connect`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A configuration value was rejected.
+    Config(ConfigError),
+    /// Redis could not be reached or refused the connection.
+    Redis(redis::RedisError),
+}
+
+impl Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::Redis(e) => write!(f, "cannot connect to redis: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Redis(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for ConnectError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+/// A GCRA meter that a limiter can send to Redis: [`TokenBucket`] or [`LeakyBucket`].
+pub trait RedisAlgorithm: Algorithm {}
+impl RedisAlgorithm for TokenBucket {}
+impl RedisAlgorithm for LeakyBucket {}
+
+/// A rate limiter whose per-key state lives in Redis; see the [crate docs](crate). Clones
+/// share the connection and the failure state.
+pub struct RedisRateLimiter<K> {
+    inner: Arc<Inner>,
+    key: PhantomData<fn(&K)>,
+}
+
+impl<K> Clone for RedisRateLimiter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            key: PhantomData,
+        }
+    }
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+    interval_us: u64,
+    burst_us: u64,
+    on_error: FailurePolicy,
+    timeout: Duration,
+    down: AtomicBool,
+    errors: AtomicU64,
+    deny_cache: Option<DenyCache>,
+}
+
+/// Keys known to be denied until a time, answered without a round trip.
+struct DenyCache {
+    clock: MonotonicClock,
+    until: Mutex<HashMap<String, Duration>>,
+}
+
+const DENY_CACHE_MAX: usize = 10_000;
+
+impl DenyCache {
+    fn denied(&self, key: &str) -> Option<Duration> {
+        let now = self.clock.now();
+        let until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        until
+            .get(key)
+            .and_then(|t| t.checked_sub(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    fn remember(&self, key: String, wait: Duration) {
+        let now = self.clock.now();
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if until.len() >= DENY_CACHE_MAX {
+            until.retain(|_, t| *t > now);
+            if until.len() >= DENY_CACHE_MAX {
+                return; // full of live denials: skip caching rather than grow
+            }
+        }
+        until.insert(key, now.saturating_add(wait));
+    }
+}
+
+impl<K> RedisRateLimiter<K> {
+    /// Starts a limiter for the Redis at `url` (`redis://host:port/db`) metering every key
+    /// with `algorithm`.
+    #[allow(clippy::needless_pass_by_value)] // takes the algorithm as `RateLimiter::builder` does
+    pub fn builder<A: RedisAlgorithm>(url: &str, algorithm: A) -> RedisRateLimiterBuilder<K> {
+        let (capacity, window) = algorithm.policy();
+        RedisRateLimiterBuilder {
+            url: url.to_owned(),
+            capacity,
+            window,
+            prefix: "limitpal".to_owned(),
+            on_error: FailurePolicy::Allow,
+            timeout: Duration::from_millis(250),
+            deny_cache: false,
+            key: PhantomData,
+        }
+    }
+
+    /// Redis errors and timeouts seen so far (each one answered by the failure policy).
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.inner.errors.load(Ordering::Relaxed)
+    }
+
+    /// The Redis key that holds `key`'s state.
+    pub fn redis_key(&self, key: &K) -> String
+    where
+        K: Display,
+    {
+        format!("{}:{{{key}}}", self.inner.prefix)
+    }
+}
+
+impl Inner {
+    async fn decide(self: Arc<Self>, key: String) -> Result<(), RateLimited> {
+        if let Some(cache) = &self.deny_cache
+            && let Some(wait) = cache.denied(&key)
+        {
+            return Err(RateLimited::new(wait));
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(&key);
+        invocation
+            .arg(self.interval_us)
+            .arg(self.burst_us)
+            .arg(1_u32);
+        let answer = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<(i64, i64)>(&mut conn),
+        )
+        .await;
+        match answer {
+            Ok(Ok((admitted, wait_us))) => {
+                self.recovered();
+                if admitted == 1 {
+                    return Ok(());
+                }
+                let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+                if let Some(cache) = &self.deny_cache {
+                    cache.remember(key, wait);
+                }
+                Err(RateLimited::new(wait))
+            }
+            Ok(Err(error)) => self.failed(&key, &error),
+            Err(_elapsed) => self.failed(&key, &"timed out"),
+        }
+    }
+
+    fn failed(&self, key: &str, error: &dyn Display) -> Result<(), RateLimited> {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::AcqRel) {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                target: "limitpal::redis",
+                error = %error,
+                policy = ?self.on_error,
+                "redis unavailable: applying the failure policy until it recovers"
+            );
+        }
+        let _ = error;
+        match &self.on_error {
+            FailurePolicy::Allow => Ok(()),
+            FailurePolicy::Deny(wait) => Err(RateLimited::new(*wait)),
+            FailurePolicy::Fallback(local) => local(key),
+        }
+    }
+
+    fn recovered(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            #[cfg(feature = "tracing")]
+            tracing::info!(target: "limitpal::redis", "redis is back: deciding with redis again");
+        }
+    }
+}
+
+impl<K> AsyncLimiter<K> for RedisRateLimiter<K>
+where
+    K: Display + Hash + Eq,
+{
+    type Future = Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>;
+
+    fn check(&self, key: &K) -> Self::Future {
+        Box::pin(Arc::clone(&self.inner).decide(self.redis_key(key)))
+    }
+}
+
+impl<K> fmt::Debug for RedisRateLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiter")
+            .field("prefix", &self.inner.prefix)
+            .field("interval_us", &self.inner.interval_us)
+            .field("burst_us", &self.inner.burst_us)
+            .field("on_error", &self.inner.on_error)
+            .field("timeout", &self.inner.timeout)
+            .field("down", &self.inner.down.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RedisRateLimiter`]; made by [`RedisRateLimiter::builder`].
+pub struct RedisRateLimiterBuilder<K> {
+    url: String,
+    capacity: u32,
+    window: Duration,
+    prefix: String,
+    on_error: FailurePolicy,
+    timeout: Duration,
+    deny_cache: bool,
+    key: PhantomData<fn(&K)>,
+}
+
+impl<K> RedisRateLimiterBuilder<K> {
+    /// The Redis key prefix (default `limitpal`): keys are `prefix:{key}`.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// What to do when Redis cannot answer (default [`FailurePolicy::Allow`]).
+    #[must_use]
+    pub fn on_error(mut self, policy: FailurePolicy) -> Self {
+        self.on_error = policy;
+        self
+    }
+
+    /// The connect and command timeout (default 250 ms): past it the failure policy answers.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Answer keys known to be denied locally until their `retry_after` passes, with no round
+    /// trip (default off). Clients hammering a denied key then cost Redis nothing.
+    #[must_use]
+    pub fn deny_cache(mut self, enabled: bool) -> Self {
+        self.deny_cache = enabled;
+        self
+    }
+
+    /// Connects and builds the limiter.
+    ///
+    /// # Errors
+    /// [`ConnectError::Config`] for a zero timeout or a rate above 10⁶ per second (Redis time
+    /// is in microseconds); [`ConnectError::Redis`] when Redis cannot be reached.
+    pub async fn connect(self) -> Result<RedisRateLimiter<K>, ConnectError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::Zero { field: "timeout" }.into());
+        }
+        let burst_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
+        let interval_us = burst_us / u64::from(self.capacity.max(1));
+        if interval_us == 0 {
+            return Err(ConfigError::OutOfRange {
+                field: "refill_per_sec",
+                value: format!("{:?} per token", self.window / self.capacity.max(1)),
+                expected: "at most 1e6 per second with Redis (microsecond time)",
+            }
+            .into());
+        }
+        let client = redis::Client::open(self.url.as_str()).map_err(ConnectError::Redis)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = tokio::time::timeout(
+            self.timeout.saturating_mul(4),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            ConnectError::Redis(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            )))
+        })?
+        .map_err(ConnectError::Redis)?;
+        Ok(RedisRateLimiter {
+            inner: Arc::new(Inner {
+                conn,
+                script: redis::Script::new(SCRIPT),
+                prefix: self.prefix,
+                interval_us,
+                burst_us: interval_us * u64::from(self.capacity),
+                on_error: self.on_error,
+                timeout: self.timeout,
+                down: AtomicBool::new(false),
+                errors: AtomicU64::new(0),
+                deny_cache: self.deny_cache.then(|| DenyCache {
+                    clock: MonotonicClock,
+                    until: Mutex::new(HashMap::new()),
+                }),
+            }),
+            key: PhantomData,
+        })
+    }
+}
+
+impl<K> fmt::Debug for RedisRateLimiterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRateLimiterBuilder")
+            .field("url", &self.url)
+            .field("capacity", &self.capacity)
+            .field("window", &self.window)
+            .field("prefix", &self.prefix)
+            .field("on_error", &self.on_error)
+            .field("timeout", &self.timeout)
+            .field("deny_cache", &self.deny_cache)
+            .finish()
+    }
+}

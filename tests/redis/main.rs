@@ -1,0 +1,289 @@
+//! The Redis limiter against a real `redis-server`: exact counts across instances, Redis time,
+//! script reload, failure policies through a kill and a restart.
+//!
+//! Each test starts its own `redis-server` on a free loopback port (so it may kill and restart
+//! it). When that is impossible the test prints why and passes as skipped, unless `CI` is set,
+//! where it fails.
+
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use limitpal::redis::{FailurePolicy, RedisRateLimiter};
+use limitpal::tower::RateLimitLayer;
+use limitpal::{AsyncLimiter, Clock, MonotonicClock, RateLimited, RateLimiter, TokenBucket};
+use redis::AsyncCommands;
+use server::RedisServer;
+use tower::{Layer, ServiceExt, service_fn};
+
+async fn limiter(
+    server: &RedisServer,
+    capacity: u32,
+    per_sec: f64,
+    policy: FailurePolicy,
+) -> RedisRateLimiter<String> {
+    RedisRateLimiter::builder(&server.url, TokenBucket::new(capacity, per_sec).unwrap())
+        .on_error(policy)
+        .timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_exact_budget() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = limiter(
+        &server,
+        5,
+        0.001,
+        FailurePolicy::Deny(Duration::from_secs(1)),
+    )
+    .await;
+    let b = limiter(
+        &server,
+        5,
+        0.001,
+        FailurePolicy::Deny(Duration::from_secs(1)),
+    )
+    .await;
+    let admitted = Arc::new(AtomicU32::new(0));
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let admitted = Arc::clone(&admitted);
+            tokio::spawn(async move {
+                if l.check(&"shared".to_owned()).await.is_ok() {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(admitted.load(Ordering::SeqCst), 5);
+    assert_eq!(a.errors() + b.errors(), 0);
+}
+
+#[tokio::test]
+async fn the_state_is_a_redis_time_and_refills_by_it() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let l = limiter(&server, 1, 1.0, FailurePolicy::Allow).await;
+    let key = "refill".to_owned();
+    l.check(&key).await.unwrap();
+    let denied = l.check(&key).await.unwrap_err();
+    assert!(
+        denied.retry_after > Duration::from_millis(900)
+            && denied.retry_after <= Duration::from_secs(1),
+        "{denied:?}"
+    );
+    let mut conn = raw(&server).await;
+    let stored: i64 = conn.get(l.redis_key(&key)).await.unwrap();
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(l.redis_key(&key))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (1..=1000).contains(&ttl_ms),
+        "expires when fresh again: {ttl_ms} ms"
+    );
+    // One refill period passes on Redis's clock: move the stored time back by that much
+    // instead of waiting for it.
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let now_us = secs * 1_000_000 + micros;
+    assert!(
+        stored > now_us && stored <= now_us + 1_000_000,
+        "stored {stored}, now {now_us}"
+    );
+    let _: () = conn
+        .set(l.redis_key(&key), stored - 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        l.check(&key).await,
+        Ok(()),
+        "after one refill period the key admits again"
+    );
+    assert!(l.check(&key).await.is_err());
+    assert_eq!(l.errors(), 0);
+}
+
+#[tokio::test]
+async fn script_flush_is_survived_by_reloading() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // fail open: a broken script would admit, a working one denies the second call
+    let l = limiter(&server, 1, 0.001, FailurePolicy::Allow).await;
+    let key = "flush".to_owned();
+    l.check(&key).await.unwrap();
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        l.check(&key).await.is_err(),
+        "the script was reloaded and denied"
+    );
+    assert_eq!(l.errors(), 0);
+}
+
+#[tokio::test]
+async fn the_deny_cache_answers_denied_keys_without_a_round_trip() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let l = RedisRateLimiter::builder(&server.url, TokenBucket::new(1, 0.01).unwrap())
+        .deny_cache(true)
+        .connect()
+        .await
+        .unwrap();
+    let key = "hammered".to_owned();
+    l.check(&key).await.unwrap();
+    assert!(l.check(&key).await.is_err());
+    let mut conn = raw(&server).await;
+    let calls = || async {
+        let mut conn = raw(&server).await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .map(|l| {
+                l.split("calls=")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum::<u64>()
+    };
+    let before = calls().await;
+    for _ in 0..20 {
+        assert!(l.check(&key).await.is_err());
+    }
+    assert_eq!(
+        calls().await,
+        before,
+        "no script call for a key known to be denied"
+    );
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_policies_through_a_kill_and_a_restart() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let open = limiter(&server, 1, 0.001, FailurePolicy::Allow).await;
+    let closed = limiter(
+        &server,
+        1,
+        0.001,
+        FailurePolicy::Deny(Duration::from_secs(2)),
+    )
+    .await;
+    let local = RateLimiter::builder(TokenBucket::new(2, 0.001).unwrap())
+        .build()
+        .unwrap();
+    let fallback = limiter(&server, 1, 0.001, FailurePolicy::fallback(local)).await;
+    let key = "k".to_owned();
+    assert!(open.check(&key).await.is_ok());
+    assert!(
+        closed.check(&key).await.is_err(),
+        "redis decides: the key is spent"
+    );
+
+    server.kill();
+    let clock = MonotonicClock;
+    let start = clock.now();
+    assert_eq!(open.check(&key).await, Ok(()), "fail open admits");
+    assert_eq!(
+        closed.check(&key).await,
+        Err(RateLimited::new(Duration::from_secs(2))),
+        "fail closed denies"
+    );
+    assert_eq!(
+        fallback.check(&key).await,
+        Ok(()),
+        "the local limiter decides"
+    );
+    assert_eq!(fallback.check(&key).await, Ok(()));
+    assert!(fallback.check(&key).await.is_err(), "local capacity 2");
+    assert!(
+        clock.now() - start < Duration::from_secs(2),
+        "no hang past the timeouts"
+    );
+    assert!(closed.errors() >= 1);
+
+    server.restart();
+    let start = clock.now();
+    let fresh = "fresh-after-restart".to_owned();
+    loop {
+        // fail-closed answers Ok only when redis itself decided
+        if closed.check(&fresh).await.is_ok() {
+            break;
+        }
+        assert!(
+            clock.now() - start < Duration::from_secs(1),
+            "back to redis decisions within 1 s"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        closed.check(&fresh).await.is_err(),
+        "and redis's state is used again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_rate_limit_layer_like_the_local_limiter() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let l = limiter(
+        &server,
+        3,
+        0.001,
+        FailurePolicy::Deny(Duration::from_secs(1)),
+    )
+    .await;
+    let svc =
+        RateLimitLayer::new(l, |req: &String| req.clone()).layer(service_fn(|_: String| async {
+            Ok::<_, std::io::Error>("ok")
+        }));
+    let mut ok = 0;
+    for _ in 0..10 {
+        match svc.clone().oneshot("tenant".to_owned()).await {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(e.is::<RateLimited>()),
+        }
+    }
+    assert_eq!(ok, 3);
+}
