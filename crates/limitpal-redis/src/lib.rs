@@ -137,6 +137,13 @@ impl From<ConfigError> for ConnectError {
     }
 }
 
+/// The Lua script every decision runs (`EVALSHA`); arguments: `KEYS[1]` the Redis key,
+/// `ARGV` interval µs, burst µs, cost. Public so benchmarks can run the very same script.
+#[must_use]
+pub fn script_source() -> &'static str {
+    SCRIPT
+}
+
 /// A GCRA meter that a limiter can send to Redis: [`TokenBucket`] or [`LeakyBucket`].
 pub trait RedisAlgorithm: Algorithm {}
 impl RedisAlgorithm for TokenBucket {}
