@@ -1,0 +1,6 @@
+//! Shared setups for the criterion benches and the `compare` binary: every case builds ours
+//! and the peer's from the same inputs, so both measure the same thing.
+
+pub mod alloc;
+pub mod limiters;
+pub mod timing;

@@ -1,0 +1,42 @@
+//! A small timing loop for the `compare` binary: median of several rounds, ns per operation.
+
+use limitpal::{Clock, MonotonicClock};
+
+/// Runs `op` `iters` times per round for `rounds` rounds (after one warm-up round) and
+/// returns the median nanoseconds per call.
+pub fn ns_per_op(rounds: usize, iters: u64, mut op: impl FnMut(u64)) -> f64 {
+    let clock = MonotonicClock;
+    for i in 0..iters {
+        op(i);
+    }
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = clock.now();
+            for i in 0..iters {
+                op(i);
+            }
+            #[allow(clippy::cast_precision_loss)]
+            let per_op = (clock.now() - start).as_nanos() as f64 / iters as f64;
+            per_op
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Runs `op` `iters` times on each of two threads at once; the wall time of the pair.
+pub fn two_threads(iters: u64, op: impl Fn(u64) + Sync) -> std::time::Duration {
+    let clock = MonotonicClock;
+    let start = clock.now();
+    std::thread::scope(|s| {
+        for t in 0..2_u64 {
+            let op = &op;
+            s.spawn(move || {
+                for i in 0..iters {
+                    op(i.wrapping_mul(2).wrapping_add(t));
+                }
+            });
+        }
+    });
+    clock.now() - start
+}
