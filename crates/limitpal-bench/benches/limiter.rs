@@ -16,19 +16,19 @@ fn direct(c: &mut Criterion) {
     let mut group = c.benchmark_group("direct");
     let ours = ours_direct();
     group.bench_function("limitpal/allow", |b| {
-        b.iter(|| black_box(ours.check(&()).is_ok()))
+        b.iter(|| black_box(ours.check(&()).is_ok()));
     });
     let peer = governor_direct();
     group.bench_function("governor/allow", |b| {
-        b.iter(|| black_box(peer.check().is_ok()))
+        b.iter(|| black_box(peer.check().is_ok()));
     });
     let ours = ours_denying();
     group.bench_function("limitpal/deny", |b| {
-        b.iter(|| black_box(ours.check(&()).is_err()))
+        b.iter(|| black_box(ours.check(&()).is_err()));
     });
     let peer = governor_denying();
     group.bench_function("governor/deny", |b| {
-        b.iter(|| black_box(peer.check().is_err()))
+        b.iter(|| black_box(peer.check().is_err()));
     });
     group.finish();
 }

@@ -2,5 +2,8 @@
 //! and the peer's from the same inputs, so both measure the same thing.
 
 pub mod alloc;
+pub mod drive;
+pub mod http;
+pub mod layers;
 pub mod limiters;
 pub mod timing;

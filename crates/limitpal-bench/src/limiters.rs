@@ -17,6 +17,25 @@ pub fn ours_keyed() -> RateLimiter<u64> {
         .expect("valid limiter")
 }
 
+/// A keyed limiter whose keys stay live (not idle) for 1000 s after one check: for memory
+/// figures, where every inserted key must still be held at the end, however slow the run.
+#[must_use]
+pub fn ours_keyed_slow() -> RateLimiter<u64> {
+    RateLimiter::builder(TokenBucket::new(1000, 0.001).expect("valid quota"))
+        .build()
+        .expect("valid limiter")
+}
+
+/// governor's keyed limiter with the slow quota of [`ours_keyed_slow`].
+#[must_use]
+pub fn governor_keyed_slow() -> DefaultKeyedRateLimiter<u64> {
+    governor::RateLimiter::keyed(
+        Quota::with_period(std::time::Duration::from_secs(1000))
+            .expect("non-zero period")
+            .allow_burst(NonZeroU32::new(1000).expect("non-zero")),
+    )
+}
+
 /// Our unkeyed limiter with the shared quota.
 #[must_use]
 pub fn ours_direct() -> RateLimiter<()> {
@@ -39,7 +58,7 @@ fn quota() -> Quota {
     Quota::per_second(NonZeroU32::MIN).allow_burst(NonZeroU32::new(BURST).expect("non-zero"))
 }
 
-/// governor's keyed limiter with the shared quota (its defaults: DashMap, quanta clock).
+/// governor's keyed limiter with the shared quota (its defaults: `DashMap`, the quanta clock).
 #[must_use]
 pub fn governor_keyed() -> DefaultKeyedRateLimiter<u64> {
     governor::RateLimiter::keyed(quota())

@@ -28,6 +28,14 @@ pub trait Clock: Send + Sync + 'static {
     /// Time elapsed since this clock's origin.
     fn now(&self) -> Duration;
 
+    /// [`now`](Self::now) in whole nanoseconds, saturating at `u64::MAX`. Algorithms keep
+    /// integer nanoseconds; a clock that counts them natively overrides this to skip the
+    /// `Duration` round trip.
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        nanos(self.now())
+    }
+
     /// Wait for `d` as measured by this clock. Real clocks block the thread.
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
@@ -38,6 +46,11 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     #[inline]
     fn now(&self) -> Duration {
         (**self).now()
+    }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        (**self).now_nanos()
     }
 
     #[inline]
@@ -63,17 +76,34 @@ impl MonotonicClock {
     }
 }
 
-fn origin() -> quanta::Instant {
-    static ORIGIN: OnceLock<quanta::Instant> = OnceLock::new();
-    #[allow(clippy::disallowed_methods)] // the clock module is where time is read
-    *ORIGIN.get_or_init(quanta::Instant::now)
+/// The process-wide TSC clock and its origin, calibrated once.
+struct Tsc {
+    clock: quanta::Clock,
+    origin: u64,
+}
+
+fn tsc() -> &'static Tsc {
+    static TSC: OnceLock<Tsc> = OnceLock::new();
+    TSC.get_or_init(|| {
+        let clock = quanta::Clock::new();
+        #[allow(clippy::disallowed_methods)] // the clock module is where time is read
+        let origin = clock.raw();
+        Tsc { clock, origin }
+    })
 }
 
 impl Clock for MonotonicClock {
     #[inline]
     fn now(&self) -> Duration {
+        Duration::from_nanos(self.now_nanos())
+    }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        let tsc = tsc();
         #[allow(clippy::disallowed_methods)] // the clock module is where time is read
-        quanta::Instant::now().saturating_duration_since(origin())
+        let raw = tsc.clock.raw();
+        tsc.clock.delta_as_nanos(tsc.origin, raw)
     }
 }
 
@@ -129,6 +159,11 @@ impl Clock for ManualClock {
         Duration::from_nanos(self.nanos.load(Ordering::Acquire))
     }
 
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        self.nanos.load(Ordering::Acquire)
+    }
+
     fn sleep(&self, d: Duration) {
         self.advance(d);
     }
@@ -152,7 +187,7 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 /// `clock.now()` in whole nanoseconds.
 #[inline]
 pub(crate) fn now_nanos<C: Clock + ?Sized>(clock: &C) -> u64 {
-    nanos(clock.now())
+    clock.now_nanos()
 }
 
 #[cfg(test)]

@@ -153,13 +153,15 @@ impl<Cl> Pipeline<Cl> {
     /// Starts a run: deposits in the budget, fixes the deadline. `stream` seeds the run's
     /// jitter (see [`RetryPolicy::new_stream_seed`]).
     pub fn start(&self, stream: u64) -> Run {
-        let now = self.clock.now();
-        if let Some(budget) = &self.budget {
+        // Read the clock only when something needs the time: a request's happy path with
+        // neither a budget nor a deadline reads no clock here.
+        let now = (self.budget.is_some() || self.deadline.is_some()).then(|| self.clock.now());
+        if let (Some(budget), Some(now)) = (&self.budget, now) {
             budget.deposit(now);
         }
         Run {
             retry: RetryState::new(stream),
-            deadline_at: self.deadline.map(|d| now.saturating_add(d)),
+            deadline_at: self.deadline.zip(now).map(|(d, now)| now.saturating_add(d)),
         }
     }
 

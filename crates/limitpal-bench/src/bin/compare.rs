@@ -9,11 +9,18 @@
 use std::hint::black_box;
 
 use limitpal_bench::alloc::{self, Counting};
+use limitpal_bench::drive::{complete, request, runtime};
+use limitpal_bench::layers::{
+    Echo, ours_breaker, ours_rate_limit, ours_resilience, ours_retry, tower_builtin_stack,
+    tower_resilience_stack,
+};
 use limitpal_bench::limiters::{
-    governor_denying, governor_direct, governor_keyed, ours_denying, ours_direct, ours_keyed,
-    spread,
+    governor_denying, governor_direct, governor_keyed, governor_keyed_slow, ours_denying,
+    ours_direct, ours_keyed, ours_keyed_slow, spread,
 };
 use limitpal_bench::timing::ns_per_op;
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceExt};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -136,14 +143,14 @@ fn main() {
 
     // ---- memory per key at 1 M live keys, idle eviction on (the default) ----
     let before = alloc::live_bytes();
-    let ours = ours_keyed();
+    let ours = ours_keyed_slow();
     for k in 0..1_000_000_u64 {
         let _ = ours.check(&k);
     }
     #[allow(clippy::cast_precision_loss)]
     let ours_bytes = (alloc::live_bytes() - before) as f64 / 1e6;
     let before = alloc::live_bytes();
-    let peer = governor_keyed();
+    let peer = governor_keyed_slow();
     for k in 0..1_000_000_u64 {
         let _ = peer.check_key(&k);
     }
@@ -161,5 +168,129 @@ fn main() {
     drop(ours);
     drop(peer);
 
+    layers(&mut report);
+    http(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
+}
+
+/// ns per request and allocations per request through `svc`.
+fn measure<S: Service<u64>>(rt: &Runtime, mut svc: S) -> (f64, f64) {
+    let ns = ns_per_op(ROUNDS, 300_000, |i| {
+        let _ = black_box(request(rt, &mut svc, i));
+    });
+    let before = alloc::calls();
+    for i in 0..10_000 {
+        let _ = black_box(request(rt, &mut svc, i));
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let allocs = (alloc::calls() - before) as f64 / 10_000.0;
+    (ns, allocs)
+}
+
+fn layers(report: &mut Report) {
+    let rt = runtime();
+    let (bare, _) = measure(&rt, Echo);
+    let cases = [
+        ("RateLimitLayer", measure(&rt, ours_rate_limit())),
+        ("CircuitBreakerLayer", measure(&rt, ours_breaker())),
+        ("RetryLayer", measure(&rt, ours_retry())),
+        (
+            "ResilienceLayer (limit+breaker+retry)",
+            measure(&rt, ours_resilience()),
+        ),
+    ];
+    let (peer_ns, peer_allocs) = measure(&rt, tower_resilience_stack());
+    let builtin = {
+        let _guard = rt.enter(); // tower's RateLimit creates a timer when built
+        tower_builtin_stack()
+    };
+    let (builtin_ns, builtin_allocs) = measure(&rt, builtin);
+    println!(
+        "{:<34} {bare:>10.1} {:>10} {:<6}",
+        "bare service", "-", "ns"
+    );
+    for (name, (ns, allocs)) in &cases {
+        report.absolute(&format!("allocs/request {name}"), *allocs, "allocs", 0.0);
+        let _ = ns;
+    }
+    let (resilience_ns, _) = cases[3].1;
+    for (name, (ns, _)) in &cases[..3] {
+        println!(
+            "{:<34} {:>10.1} {:>10} {:<6}",
+            format!("overhead {name}"),
+            ns - bare,
+            "-",
+            "ns"
+        );
+    }
+    report.absolute(
+        "overhead ResilienceLayer",
+        resilience_ns - bare,
+        "ns",
+        150.0,
+    );
+    report.line(
+        "ResilienceLayer vs tower-resilience",
+        resilience_ns,
+        peer_ns,
+        "ns",
+        Some(1.0),
+    );
+    println!(
+        "{:<34} {peer_allocs:>10.1} {:>10} {:<6}",
+        "allocs/request tower-resilience", "-", "allocs"
+    );
+    report.line(
+        "ResilienceLayer vs tower built-ins",
+        resilience_ns,
+        builtin_ns,
+        "ns",
+        None,
+    );
+    println!(
+        "{:<34} {builtin_allocs:>10.1} {:>10} {:<6}",
+        "allocs/request tower built-ins", "-", "allocs"
+    );
+}
+
+fn http(report: &mut Report) {
+    use limitpal_bench::http::{governor, ours, request as http_request};
+    let rt = runtime();
+    let time = |router: axum::Router| {
+        ns_per_op(ROUNDS, 50_000, |_| {
+            let response = complete(&rt, router.clone().oneshot(http_request()));
+            black_box(response.map(|r| r.status()).ok());
+        })
+    };
+    let ours_200 = time(ours(true));
+    let ours_429 = time(ours(false));
+    let peer_200 = time(governor(true));
+    let peer_429 = time(governor(false));
+    assert_eq!(
+        complete(&rt, ours(false).oneshot(http_request()))
+            .map(|r| r.status().as_u16())
+            .ok(),
+        Some(429)
+    );
+    report.line(
+        "HTTP 200 (vs tower_governor)",
+        ours_200,
+        peer_200,
+        "ns",
+        None,
+    );
+    report.line(
+        "HTTP 429 (vs tower_governor)",
+        ours_429,
+        peer_429,
+        "ns",
+        None,
+    );
+    report.line(
+        "HTTP our 429 / our 200",
+        ours_429,
+        ours_200,
+        "ns",
+        Some(2.0),
+    );
 }
