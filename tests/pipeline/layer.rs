@@ -363,3 +363,82 @@ async fn not_replayable_requests_are_not_retried_through_the_layer() {
     assert!(err.is::<std::io::Error>());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_requests_cancelled_at_random_points_leak_nothing() {
+    use limitpal::RetryBudget;
+    use limitpal::rand::RngCore;
+
+    let max_calls = 3;
+    let b = CircuitBreaker::builder()
+        .failure_threshold(2)
+        .recovery_timeout(SEC)
+        .half_open_max_calls(max_calls)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let budget = RetryBudget::new(10 * SEC, 1, 0.5).unwrap();
+    let layer = ResilienceLayer::builder()
+        .circuit_breaker(b.clone())
+        .retry(policy(3, Duration::from_millis(10)))
+        .budget(budget.clone())
+        .attempt_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // the upstream answers after 0-49 ms: success, failure, or never
+    let upstream = service_fn(|n: u32| async move {
+        tokio::time::sleep(Duration::from_millis(u64::from(n % 50))).await;
+        match n % 3 {
+            0 => Ok(n),
+            1 => Err(std::io::Error::other("failed")),
+            _ => std::future::pending().await,
+        }
+    });
+    let svc = layer.layer(upstream);
+    let mut rng = limitpal::RetryRng::new(7);
+    let clock = TokioClock::new();
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    for i in 0..10_000_u32 {
+        if i % 500 == 0 {
+            b.force_open();
+            tokio::time::advance(SEC).await; // half-open: the next requests hold probe slots
+        }
+        if b.state() == CircuitState::HalfOpen {
+            // every earlier request was dropped: all probe slots of this epoch must be free
+            let probes: Vec<_> = (0..max_calls).map(|_| b.try_acquire()).collect();
+            assert!(
+                probes.iter().all(Result::is_ok),
+                "a probe slot leaked at request {i}"
+            );
+        }
+        let n = u32::try_from(rng.next_u64() % 1000).unwrap();
+        let mut future = Box::pin(svc.clone().oneshot(n));
+        for _ in 0..rng.next_u64() % 4 {
+            if future.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+            tokio::time::advance(Duration::from_millis(rng.next_u64() % 40)).await;
+        }
+        drop(future); // cancelled wherever it was
+    }
+    // every probe slot is free again
+    b.force_open();
+    tokio::time::advance(SEC).await;
+    let probes: Vec<_> = (0..max_calls).map(|_| b.try_acquire().unwrap()).collect();
+    assert!(
+        b.try_acquire().is_err(),
+        "exactly {max_calls} slots, none leaked"
+    );
+    for p in probes {
+        p.success();
+    }
+    assert_eq!(
+        b.state(),
+        CircuitState::Closed,
+        "and the breaker still works"
+    );
+    // once the budget's window has passed, only its floor remains: nothing is held
+    tokio::time::advance(11 * SEC).await;
+    assert_eq!(budget.available(clock.now()), 10);
+}
