@@ -30,6 +30,7 @@ mod limiter_async;
 pub mod pipeline;
 pub mod rate;
 pub mod retry;
+mod sync;
 
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};

@@ -23,8 +23,9 @@ mod window;
 mod word;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use std::time::Duration;
 
 use crate::clock::{nanos, now_nanos};

@@ -6,7 +6,7 @@
 //! continuously and a leaky bucket that drains continuously are this same meter, read two ways.
 //! Because the state is an absolute time, refill never loses fractions of a token.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 
 use super::sealed::Sealed;
 use crate::ConfigError;

@@ -23,7 +23,9 @@ pub use sliding::SlidingWindow;
 pub use store::DefaultHashBuilder;
 
 use std::fmt::Debug;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
+
+use crate::sync::{Mutex, MutexGuard};
 
 /// A rate-limit algorithm: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], or a
 /// composite of them built with [`and`](Algorithm::and).
@@ -125,10 +127,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `Mutex<Plain>`, by delegating to the plain transitions under the lock.
 macro_rules! locked_cell {
     () => {
-        type Cell = std::sync::Mutex<Self::Plain>;
+        type Cell = crate::sync::Mutex<Self::Plain>;
 
         fn new_cell(&self) -> Self::Cell {
-            std::sync::Mutex::new(self.new_plain())
+            crate::sync::Mutex::new(self.new_plain())
         }
 
         fn check_cell(&self, c: &Self::Cell, now: u64, cost: u32) -> Result<(), u64> {

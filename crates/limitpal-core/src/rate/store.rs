@@ -16,7 +16,9 @@
 //!   dropped key starts again with a full quota.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::PoisonError;
+
+use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
 

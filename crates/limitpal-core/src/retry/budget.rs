@@ -1,7 +1,9 @@
 //! A retry budget: retries may be at most a fraction of requests, plus a small floor.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::Mutex;
 use std::time::Duration;
 
 use crate::ConfigError;
