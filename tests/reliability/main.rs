@@ -120,25 +120,34 @@ fn soak_one_minute_of_mixed_traffic_keeps_every_invariant() {
         .build()
         .unwrap();
     let end = clock.now() + Duration::from_secs(60);
-    let checks = hammer(2, u64::MAX, |t, i| {
-        if clock.now() >= end {
-            return false;
+    let checks = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2_u64 {
+            let (limiter, breaker, breaker_clock, checks) =
+                (&limiter, &breaker, &breaker_clock, &checks);
+            s.spawn(move || {
+                let mut i = t;
+                while clock.now() < end {
+                    i += 2;
+                    let _ = limiter.check(&(i.wrapping_mul(2_654_435_761) % 50_000));
+                    if i % 100 == 0 {
+                        breaker_clock.advance(Duration::from_millis(10));
+                    }
+                    if let Ok(permit) = breaker.try_acquire() {
+                        if i % 7 == 0 {
+                            permit.failure();
+                        } else if i % 5 == 0 {
+                            drop(permit); // cancelled
+                        } else {
+                            permit.success();
+                        }
+                    }
+                    checks.fetch_add(1, Ordering::Relaxed);
+                }
+            });
         }
-        let _ = limiter.check(&(i.wrapping_mul(2_654_435_761) % 50_000));
-        if i % 100 == 0 {
-            breaker_clock.advance(Duration::from_millis(10));
-        }
-        if let Ok(permit) = breaker.try_acquire() {
-            if (i + t) % 7 == 0 {
-                permit.failure();
-            } else if i % 5 == 0 {
-                drop(permit); // cancelled
-            } else {
-                permit.success();
-            }
-        }
-        true
     });
+    let checks = checks.into_inner();
     assert!(limiter.len() <= 10_000);
     // the breaker still works after a minute of churn
     breaker.force_open();
