@@ -18,7 +18,7 @@ use limitpal::redis::{FailurePolicy, RedisRateLimiter};
 use limitpal::tower::RateLimitLayer;
 use limitpal::{AsyncLimiter, Clock, MonotonicClock, RateLimited, RateLimiter, TokenBucket};
 use redis::AsyncCommands;
-use server::RedisServer;
+use server::{RedisCluster, RedisServer};
 use tower::{Layer, ServiceExt, service_fn};
 
 async fn limiter(
@@ -286,4 +286,42 @@ async fn through_rate_limit_layer_like_the_local_limiter() {
         }
     }
     assert_eq!(ok, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_keeps_exact_counts_for_a_thousand_tenants() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let nodes: Vec<&str> = cluster.urls.iter().map(String::as_str).collect();
+    let limiter: RedisRateLimiter<String> =
+        RedisRateLimiter::cluster_builder(&nodes, TokenBucket::new(3, 0.001).unwrap())
+            .on_error(FailurePolicy::Deny(Duration::from_secs(1)))
+            .timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|tenant| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let key = format!("tenant-{tenant}");
+                let mut admitted = 0;
+                for _ in 0..5 {
+                    admitted += u32::from(limiter.check(&key).await.is_ok());
+                }
+                admitted
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 3, "exactly the capacity per tenant");
+    }
+    assert_eq!(limiter.errors(), 0, "every decision came from the cluster");
+    let per_node = cluster.keys_per_node();
+    assert_eq!(per_node.iter().sum::<u64>(), 1000, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|&n| n > 200),
+        "keys spread over all nodes: {per_node:?}"
+    );
 }

@@ -18,7 +18,7 @@ impl RedisServer {
             Ok(addr) => addr.port(),
             Err(e) => return skip(&format!("no free loopback port: {e}")),
         };
-        match spawn(port) {
+        match spawn(port, &[]) {
             Ok(child) => Some(Self {
                 child: Some(child),
                 port,
@@ -37,7 +37,7 @@ impl RedisServer {
 
     pub(crate) fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn(self.port).expect("restart redis-server on the same port"));
+        self.child = Some(spawn(self.port, &[]).expect("restart redis-server on the same port"));
     }
 }
 
@@ -56,8 +56,8 @@ fn skip(why: &str) -> Option<RedisServer> {
     None
 }
 
-/// Starts `redis-server` and returns once it logs that it accepts connections.
-fn spawn(port: u16) -> std::io::Result<Child> {
+/// Starts `redis-server` with `extra` arguments; returns once it accepts connections.
+fn spawn(port: u16, extra: &[&str]) -> std::io::Result<Child> {
     let mut child = Command::new("redis-server")
         .args([
             "--port",
@@ -68,6 +68,7 @@ fn spawn(port: u16) -> std::io::Result<Child> {
             "",
         ])
         .args(["--appendonly", "no", "--logfile", "", "--daemonize", "no"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -85,4 +86,111 @@ fn spawn(port: u16) -> std::io::Result<Child> {
     Err(std::io::Error::other(format!(
         "redis-server exited before it was ready: {status}"
     )))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A three-node Redis Cluster of the test's own, torn down (processes and files) on drop.
+pub(crate) struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+    pub(crate) urls: Vec<String>,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Option<Self> {
+        match Self::try_start() {
+            Ok(cluster) => Some(cluster),
+            Err(e) => {
+                let _ = skip(&format!("cannot start a redis cluster: {e}"));
+                None
+            }
+        }
+    }
+
+    fn try_start() -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("limitpal-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut nodes = Vec::new();
+        let mut urls = Vec::new();
+        let mut addrs = Vec::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            let conf = dir.join(format!("nodes-{port}.conf"));
+            let child = spawn(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    conf.to_str().unwrap_or("nodes.conf"),
+                    "--dir",
+                    dir.to_str().unwrap_or("."),
+                ],
+            )?;
+            nodes.push(RedisServer {
+                child: Some(child),
+                port,
+                url: format!("redis://127.0.0.1:{port}"),
+            });
+            urls.push(format!("redis://127.0.0.1:{port}"));
+            addrs.push(format!("127.0.0.1:{port}"));
+        }
+        let cluster = Self { nodes, dir, urls };
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !created.success() {
+            return Err(std::io::Error::other(format!(
+                "redis-cli --cluster create: {created}"
+            )));
+        }
+        // every node must report the cluster healthy (slots agreed) before the test runs
+        for port in cluster.nodes.iter().map(|n| n.port) {
+            let mut ok = false;
+            for _ in 0..2000 {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    ok = true;
+                    break;
+                }
+            }
+            if !ok {
+                return Err(std::io::Error::other("the cluster never reported ok"));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Keys stored on each node.
+    pub(crate) fn keys_per_node(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "dbsize"])
+                    .output()
+                    .ok()
+                    .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -44,6 +44,8 @@ use limitpal_core::{
     RateLimiter, TokenBucket,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 
 /// The GCRA transition, in integer microseconds of Redis time. Returns `{1, 0}` when
 /// admitted, `{0, wait_us}` when denied. Lua numbers are doubles: exact for integers below
@@ -165,8 +167,15 @@ impl<K> Clone for RedisRateLimiter<K> {
     }
 }
 
+/// A single node (reconnecting) or a Redis Cluster (routing each script by its key's slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     script: redis::Script,
     prefix: String,
     interval_us: u64,
@@ -216,7 +225,8 @@ impl<K> RedisRateLimiter<K> {
     pub fn builder<A: RedisAlgorithm>(url: &str, algorithm: A) -> RedisRateLimiterBuilder<K> {
         let (capacity, window) = algorithm.policy();
         RedisRateLimiterBuilder {
-            url: url.to_owned(),
+            nodes: vec![url.to_owned()],
+            cluster: false,
             capacity,
             window,
             prefix: "limitpal".to_owned(),
@@ -225,6 +235,18 @@ impl<K> RedisRateLimiter<K> {
             deny_cache: false,
             key: PhantomData,
         }
+    }
+
+    /// Starts a limiter for the Redis Cluster reachable through any of `nodes`
+    /// (`redis://host:port`). Each key's state lives in the slot of its hash tag.
+    pub fn cluster_builder<A: RedisAlgorithm>(
+        nodes: &[&str],
+        algorithm: A,
+    ) -> RedisRateLimiterBuilder<K> {
+        let mut builder = Self::builder(nodes.first().copied().unwrap_or(""), algorithm);
+        builder.nodes = nodes.iter().map(|n| (*n).to_owned()).collect();
+        builder.cluster = true;
+        builder
     }
 
     /// Redis errors and timeouts seen so far (each one answered by the failure policy).
@@ -249,17 +271,27 @@ impl Inner {
         {
             return Err(RateLimited::new(wait));
         }
-        let mut conn = self.conn.clone();
         let mut invocation = self.script.key(&key);
         invocation
             .arg(self.interval_us)
             .arg(self.burst_us)
             .arg(1_u32);
-        let answer = tokio::time::timeout(
-            self.timeout,
-            invocation.invoke_async::<(i64, i64)>(&mut conn),
-        )
-        .await;
+        let answer = match self.conn.clone() {
+            Conn::Single(mut conn) => {
+                tokio::time::timeout(
+                    self.timeout,
+                    invocation.invoke_async::<(i64, i64)>(&mut conn),
+                )
+                .await
+            }
+            Conn::Cluster(mut conn) => {
+                tokio::time::timeout(
+                    self.timeout,
+                    invocation.invoke_async::<(i64, i64)>(&mut conn),
+                )
+                .await
+            }
+        };
         match answer {
             Ok(Ok((admitted, wait_us))) => {
                 self.recovered();
@@ -330,7 +362,8 @@ impl<K> fmt::Debug for RedisRateLimiter<K> {
 
 /// Configures a [`RedisRateLimiter`]; made by [`RedisRateLimiter::builder`].
 pub struct RedisRateLimiterBuilder<K> {
-    url: String,
+    nodes: Vec<String>,
+    cluster: bool,
     capacity: u32,
     window: Duration,
     prefix: String,
@@ -389,24 +422,44 @@ impl<K> RedisRateLimiterBuilder<K> {
             }
             .into());
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(ConnectError::Redis)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = tokio::time::timeout(
-            self.timeout.saturating_mul(4),
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| {
+        let timed_out = || {
             ConnectError::Redis(redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connect timed out",
             )))
-        })?
-        .map_err(ConnectError::Redis)?;
+        };
+        let conn = if self.cluster {
+            let client = ClusterClient::builder(self.nodes.iter().map(String::as_str))
+                .connection_timeout(self.timeout)
+                .response_timeout(self.timeout)
+                .retries(1)
+                .build()
+                .map_err(ConnectError::Redis)?;
+            let conn = tokio::time::timeout(
+                self.timeout.saturating_mul(4),
+                client.get_async_connection(),
+            )
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(ConnectError::Redis)?;
+            Conn::Cluster(conn)
+        } else {
+            let url = self.nodes.first().map_or("", String::as_str);
+            let client = redis::Client::open(url).map_err(ConnectError::Redis)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            let conn = tokio::time::timeout(
+                self.timeout.saturating_mul(4),
+                ConnectionManager::new_with_config(client, config),
+            )
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(ConnectError::Redis)?;
+            Conn::Single(conn)
+        };
         Ok(RedisRateLimiter {
             inner: Arc::new(Inner {
                 conn,
@@ -431,7 +484,8 @@ impl<K> RedisRateLimiterBuilder<K> {
 impl<K> fmt::Debug for RedisRateLimiterBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRateLimiterBuilder")
-            .field("url", &self.url)
+            .field("nodes", &self.nodes)
+            .field("cluster", &self.cluster)
             .field("capacity", &self.capacity)
             .field("window", &self.window)
             .field("prefix", &self.prefix)
