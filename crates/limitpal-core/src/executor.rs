@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::pipeline::{AnyBreaker, Attempt, Pipeline, Settled};
+use crate::pipeline::{Attempt, Pipeline, PipelineParts, Settled};
 use crate::rate::Algorithm;
 use crate::{
     CircuitBreaker, Classify, Clock, ConfigError, DefaultClassifier, Error, MonotonicClock,
@@ -80,14 +80,8 @@ pub trait BuildTarget<K, Cl> {
 /// optional and the calls may come in any order: the pipeline order is always the same.
 pub struct ResilientExecutorBuilder<K, Cl, T> {
     limiter: Option<LimiterFn<K>>,
-    breaker: Option<AnyBreaker>,
-    retry: Option<RetryPolicy>,
-    budget: Option<RetryBudget>,
+    parts: PipelineParts,
     classifier: Cl,
-    charge_retries: bool,
-    attempt_timeout: Option<Duration>,
-    deadline: Option<Duration>,
-    clock: Option<Arc<dyn Clock>>,
     target: PhantomData<fn() -> T>,
 }
 
@@ -97,14 +91,8 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     pub fn new() -> ResilientExecutorBuilder<K, DefaultClassifier, T> {
         ResilientExecutorBuilder {
             limiter: None,
-            breaker: None,
-            retry: None,
-            budget: None,
+            parts: PipelineParts::default(),
             classifier: DefaultClassifier,
-            charge_retries: true,
-            attempt_timeout: None,
-            deadline: None,
-            clock: None,
             target: PhantomData,
         }
     }
@@ -125,21 +113,21 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     /// Admits attempts through `breaker` (step 2) and records their outcomes (step 5).
     #[must_use]
     pub fn breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
-        self.breaker = Some(breaker.into());
+        self.parts.breaker = Some(breaker.into());
         self
     }
 
     /// Retries retryable failures per `policy` (step 6).
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
+        self.parts.retry = Some(policy);
         self
     }
 
     /// Caps retries with a shared budget.
     #[must_use]
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
+        self.parts.budget = Some(budget);
         self
     }
 
@@ -157,14 +145,8 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilientExecutorBuilder<K, Cl2, T> {
         ResilientExecutorBuilder {
             limiter: self.limiter,
-            breaker: self.breaker,
-            retry: self.retry,
-            budget: self.budget,
+            parts: self.parts,
             classifier,
-            charge_retries: self.charge_retries,
-            attempt_timeout: self.attempt_timeout,
-            deadline: self.deadline,
-            clock: self.clock,
             target: PhantomData,
         }
     }
@@ -173,7 +155,7 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     /// true: a retry is a real call upstream).
     #[must_use]
     pub fn charge_retries(mut self, charge: bool) -> Self {
-        self.charge_retries = charge;
+        self.parts.charge_retries = charge;
         self
     }
 
@@ -181,14 +163,14 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     /// a call that returns later than this as timed out. A timeout is a retryable failure.
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.parts.attempt_timeout = Some(timeout);
         self
     }
 
     /// Bounds the whole run; past it the run ends with [`Error::TimedOut`].
     #[must_use]
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.parts.deadline = Some(deadline);
         self
     }
 
@@ -196,7 +178,7 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     /// [`ManualClock`](crate::ManualClock) advances instead of sleeping).
     #[must_use]
     pub fn clock<C: Clock>(mut self, clock: C) -> Self {
-        self.clock = Some(Arc::new(clock));
+        self.parts.clock = Some(Arc::new(clock));
         self
     }
 
@@ -208,23 +190,10 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     where
         T: BuildTarget<K, Cl>,
     {
-        if self.attempt_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero {
-                field: "attempt_timeout",
-            });
-        }
-        if self.deadline == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero { field: "deadline" });
-        }
-        let clock_set = self.clock.is_some();
-        let pipeline = Pipeline::new(
-            self.classifier,
-            self.clock.unwrap_or_else(|| Arc::new(MonotonicClock)),
-        )
-        .with_retry(self.retry, self.budget)
-        .with_charge_retries(self.charge_retries)
-        .with_timeouts(self.attempt_timeout, self.deadline)
-        .with_breaker(self.breaker);
+        let clock_set = self.parts.clock.is_some();
+        let pipeline = self
+            .parts
+            .build(self.classifier, || Arc::new(MonotonicClock))?;
         Ok(T::build(ExecutorParts {
             limiter: self.limiter,
             pipeline,
@@ -237,12 +206,7 @@ impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilientExecutorBuilder")
             .field("limiter", &self.limiter.is_some())
-            .field("breaker", &self.breaker)
-            .field("retry", &self.retry)
-            .field("budget", &self.budget)
-            .field("charge_retries", &self.charge_retries)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("deadline", &self.deadline)
+            .field("parts", &self.parts)
             .finish_non_exhaustive()
     }
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock, Error, Outcome, OwnRejection,
-    RetryBudget, RetryPolicy, RetryState, RetryStep, Verdict,
+    CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock, ConfigError, Error, Outcome,
+    OwnRejection, RetryBudget, RetryPolicy, RetryState, RetryStep, Verdict,
 };
 
 /// A circuit breaker with its clock type erased.
@@ -60,6 +60,86 @@ impl fmt::Debug for AnyBreaker {
     }
 }
 
+/// What a builder collects for a pipeline, in any order: both executor builders and the
+/// tower `ResilienceLayer` builder hold one, so the parts and their validation exist once.
+#[derive(Clone)]
+pub struct PipelineParts {
+    /// The breaker, if any.
+    pub breaker: Option<AnyBreaker>,
+    /// The retry policy, if any.
+    pub retry: Option<RetryPolicy>,
+    /// The retry budget, if any.
+    pub budget: Option<RetryBudget>,
+    /// Whether attempts after the first are checked and charged by the limiter.
+    pub charge_retries: bool,
+    /// The per-attempt timeout, if any.
+    pub attempt_timeout: Option<Duration>,
+    /// The total deadline, if any.
+    pub deadline: Option<Duration>,
+    /// The clock, if one was given.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl Default for PipelineParts {
+    fn default() -> Self {
+        Self {
+            breaker: None,
+            retry: None,
+            budget: None,
+            charge_retries: true,
+            attempt_timeout: None,
+            deadline: None,
+            clock: None,
+        }
+    }
+}
+
+impl PipelineParts {
+    /// Validates the parts and builds the pipeline; `default_clock` is used when no clock was
+    /// given.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
+    pub fn build<Cl>(
+        self,
+        classifier: Cl,
+        default_clock: impl FnOnce() -> Arc<dyn Clock>,
+    ) -> Result<Pipeline<Cl>, ConfigError> {
+        if self.attempt_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero {
+                field: "attempt_timeout",
+            });
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero { field: "deadline" });
+        }
+        Ok(Pipeline {
+            breaker: self.breaker,
+            retry: self.retry,
+            budget: self.budget,
+            classifier,
+            charge_retries: self.charge_retries,
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            clock: self.clock.unwrap_or_else(default_clock),
+        })
+    }
+}
+
+impl fmt::Debug for PipelineParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineParts")
+            .field("breaker", &self.breaker)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("charge_retries", &self.charge_retries)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field("clock", &self.clock.is_some())
+            .finish()
+    }
+}
+
 /// The parts of a pipeline other than the limiter and the call: breaker, retry policy and
 /// budget, classifier, timeouts, and the clock that measures them.
 #[derive(Clone)]
@@ -75,7 +155,8 @@ pub struct Pipeline<Cl> {
 }
 
 impl<Cl> Pipeline<Cl> {
-    /// A pipeline that only classifies: add parts with the `with_*` methods.
+    /// A pipeline with no parts but a classifier and a clock (see [`PipelineParts`] for the
+    /// rest).
     pub fn new(classifier: Cl, clock: Arc<dyn Clock>) -> Self {
         Self {
             breaker: None,
@@ -86,50 +167,6 @@ impl<Cl> Pipeline<Cl> {
             attempt_timeout: None,
             deadline: None,
             clock,
-        }
-    }
-
-    /// Adds a circuit breaker.
-    #[must_use]
-    pub fn with_breaker(mut self, breaker: Option<AnyBreaker>) -> Self {
-        self.breaker = breaker;
-        self
-    }
-
-    /// Adds retries.
-    #[must_use]
-    pub fn with_retry(mut self, policy: Option<RetryPolicy>, budget: Option<RetryBudget>) -> Self {
-        self.retry = policy;
-        self.budget = budget;
-        self
-    }
-
-    /// Sets whether attempts after the first are checked and charged by the limiter.
-    #[must_use]
-    pub fn with_charge_retries(mut self, charge: bool) -> Self {
-        self.charge_retries = charge;
-        self
-    }
-
-    /// Sets the per-attempt timeout and the total deadline.
-    #[must_use]
-    pub fn with_timeouts(mut self, attempt: Option<Duration>, deadline: Option<Duration>) -> Self {
-        self.attempt_timeout = attempt;
-        self.deadline = deadline;
-        self
-    }
-
-    /// Replaces the classifier.
-    pub fn with_classifier<Cl2>(self, classifier: Cl2) -> Pipeline<Cl2> {
-        Pipeline {
-            breaker: self.breaker,
-            retry: self.retry,
-            budget: self.budget,
-            classifier,
-            charge_retries: self.charge_retries,
-            attempt_timeout: self.attempt_timeout,
-            deadline: self.deadline,
-            clock: self.clock,
         }
     }
 

@@ -3,7 +3,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
-use limitpal_core::pipeline::{AnyBreaker, Pipeline};
+use limitpal_core::pipeline::{Pipeline, PipelineParts};
 use limitpal_core::{
     Algorithm, CircuitBreaker, Clock, ConfigError, DefaultClassifier, LimiterFn, RateLimiter,
     RetryBudget, RetryPolicy,
@@ -59,15 +59,9 @@ impl ResilienceLayer<NoKey, (), DefaultClassifier, CloneRequest> {
             limiter: None,
             key: NoKey,
             missing: MissingKey::Reject,
-            breaker: None,
-            retry: None,
-            budget: None,
+            parts: PipelineParts::default(),
             classifier: DefaultClassifier,
-            charge_retries: true,
-            attempt_timeout: None,
-            deadline: None,
             replay: CloneRequest,
-            clock: None,
         }
     }
 }
@@ -100,15 +94,9 @@ pub struct ResilienceLayerBuilder<X, K, Cl, R> {
     limiter: Option<LimiterFn<K>>,
     key: X,
     missing: MissingKey<K>,
-    breaker: Option<AnyBreaker>,
-    retry: Option<RetryPolicy>,
-    budget: Option<RetryBudget>,
+    parts: PipelineParts,
     classifier: Cl,
-    charge_retries: bool,
-    attempt_timeout: Option<Duration>,
-    deadline: Option<Duration>,
     replay: R,
-    clock: Option<Arc<dyn Clock>>,
 }
 
 impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
@@ -130,15 +118,9 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
             limiter: Some(Arc::new(move |k: &K2| limiter.check(k))),
             key,
             missing: MissingKey::Reject,
-            breaker: self.breaker,
-            retry: self.retry,
-            budget: self.budget,
+            parts: self.parts,
             classifier: self.classifier,
-            charge_retries: self.charge_retries,
-            attempt_timeout: self.attempt_timeout,
-            deadline: self.deadline,
             replay: self.replay,
-            clock: self.clock,
         }
     }
 
@@ -153,21 +135,21 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     /// Admits attempts through `breaker` and records their outcomes.
     #[must_use]
     pub fn circuit_breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
-        self.breaker = Some(breaker.into());
+        self.parts.breaker = Some(breaker.into());
         self
     }
 
     /// Retries retryable failures per `policy`.
     #[must_use]
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
+        self.parts.retry = Some(policy);
         self
     }
 
     /// Caps retries with a budget shared by every clone.
     #[must_use]
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
+        self.parts.budget = Some(budget);
         self
     }
 
@@ -177,22 +159,16 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
             limiter: self.limiter,
             key: self.key,
             missing: self.missing,
-            breaker: self.breaker,
-            retry: self.retry,
-            budget: self.budget,
+            parts: self.parts,
             classifier,
-            charge_retries: self.charge_retries,
-            attempt_timeout: self.attempt_timeout,
-            deadline: self.deadline,
             replay: self.replay,
-            clock: self.clock,
         }
     }
 
     /// Whether retries are checked and charged by the limiter (default true).
     #[must_use]
     pub fn charge_retries(mut self, charge: bool) -> Self {
-        self.charge_retries = charge;
+        self.parts.charge_retries = charge;
         self
     }
 
@@ -200,14 +176,14 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     /// frees its slot).
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.parts.attempt_timeout = Some(timeout);
         self
     }
 
     /// Ends the whole request with [`TimedOut`](crate::TimedOut) after `deadline`.
     #[must_use]
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.parts.deadline = Some(deadline);
         self
     }
 
@@ -217,15 +193,9 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
             limiter: self.limiter,
             key: self.key,
             missing: self.missing,
-            breaker: self.breaker,
-            retry: self.retry,
-            budget: self.budget,
+            parts: self.parts,
             classifier: self.classifier,
-            charge_retries: self.charge_retries,
-            attempt_timeout: self.attempt_timeout,
-            deadline: self.deadline,
             replay,
-            clock: self.clock,
         }
     }
 
@@ -233,7 +203,7 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     /// waits always use tokio's timer.
     #[must_use]
     pub fn clock<C: Clock>(mut self, clock: C) -> Self {
-        self.clock = Some(Arc::new(clock));
+        self.parts.clock = Some(Arc::new(clock));
         self
     }
 
@@ -242,22 +212,9 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     /// # Errors
     /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
     pub fn build(self) -> Result<ResilienceLayer<X, K, Cl, R>, ConfigError> {
-        if self.attempt_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero {
-                field: "attempt_timeout",
-            });
-        }
-        if self.deadline == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero { field: "deadline" });
-        }
-        let clock = self
-            .clock
-            .unwrap_or_else(|| Arc::new(TokioClock::new()) as Arc<dyn Clock>);
-        let pipeline = Pipeline::new(self.classifier, clock)
-            .with_breaker(self.breaker)
-            .with_retry(self.retry, self.budget)
-            .with_charge_retries(self.charge_retries)
-            .with_timeouts(self.attempt_timeout, self.deadline);
+        let pipeline = self
+            .parts
+            .build(self.classifier, || Arc::new(TokioClock::new()))?;
         Ok(ResilienceLayer {
             shared: Arc::new(Shared {
                 limiter: self.limiter,
@@ -275,12 +232,7 @@ impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayerBuilder<X, K, Cl, R>
         f.debug_struct("ResilienceLayerBuilder")
             .field("rate_limit", &self.limiter.is_some())
             .field("key", &self.key)
-            .field("breaker", &self.breaker)
-            .field("retry", &self.retry)
-            .field("budget", &self.budget)
-            .field("charge_retries", &self.charge_retries)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("deadline", &self.deadline)
+            .field("parts", &self.parts)
             .finish_non_exhaustive()
     }
 }
