@@ -403,3 +403,56 @@ fn zero_timeouts_are_config_errors() {
         .unwrap_err();
     assert_eq!(err.field(), "attempt_timeout");
 }
+
+/// A limiter that answers through a future which is pending once, as a remote one would.
+struct Remote(RateLimiter<u8, TokenBucket, ManualClock>);
+
+struct OnceLater(Option<Result<(), RateLimited>>, bool);
+
+impl std::future::Future for OnceLater {
+    type Output = Result<(), RateLimited>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.1 {
+            return std::task::Poll::Ready(self.0.take().unwrap());
+        }
+        self.1 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+impl limitpal::AsyncLimiter<u8> for Remote {
+    type Future = OnceLater;
+    fn check(&self, key: &u8) -> OnceLater {
+        OnceLater(Some(self.0.check(key)), false)
+    }
+}
+
+#[test]
+fn a_remote_limiter_is_swapped_in_by_type_and_waited_for() {
+    let clock = ManualClock::new();
+    let local = RateLimiter::builder(TokenBucket::new(2, 1.0).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let exec = ResilientExecutor::builder()
+        .limiter(Remote(local))
+        .clock(clock)
+        .build()
+        .unwrap();
+    let calls = Cell::new(0);
+    let op = || -> Result<(), Boom> {
+        calls.set(calls.get() + 1);
+        Ok(())
+    };
+    assert_eq!(exec.run(&1, op), Ok(()));
+    assert_eq!(exec.run(&1, op), Ok(()));
+    assert_eq!(
+        exec.run(&1, op),
+        Err(Error::RateLimited(RateLimited::new(SEC)))
+    );
+    assert_eq!(calls.get(), 2);
+}

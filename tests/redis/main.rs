@@ -325,3 +325,43 @@ async fn a_redis_cluster_keeps_exact_counts_for_a_thousand_tenants() {
         "keys spread over all nodes: {per_node:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_executor_takes_the_redis_limiter_like_a_local_one() {
+    use limitpal::Error;
+    use limitpal::tower::AsyncResilientExecutor;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let exec = AsyncResilientExecutor::builder()
+        .limiter(
+            limiter(
+                &server,
+                2,
+                0.001,
+                FailurePolicy::Deny(Duration::from_secs(1)),
+            )
+            .await,
+        )
+        .build()
+        .unwrap();
+    let calls = AtomicU32::new(0);
+    let key = "tenant".to_owned();
+    for expected_ok in [true, true, false] {
+        let result = exec
+            .run(&key, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, std::io::Error>(()) }
+            })
+            .await;
+        assert_eq!(result.is_ok(), expected_ok);
+        if !expected_ok {
+            assert!(matches!(result, Err(Error::RateLimited(_))));
+        }
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the denied run never called"
+    );
+}

@@ -1,20 +1,61 @@
 //! The sync resilient executor and the builder it shares with the async one.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::pipeline::{Attempt, Pipeline, PipelineParts, Settled};
-use crate::rate::Algorithm;
 use crate::{
-    CircuitBreaker, Classify, Clock, ConfigError, DefaultClassifier, Error, MonotonicClock,
-    Outcome, RateLimited, RateLimiter, RetryBudget, RetryPolicy,
+    AsyncLimiter, CircuitBreaker, Classify, Clock, ConfigError, DefaultClassifier, Error,
+    MonotonicClock, Outcome, RateLimited, RetryBudget, RetryPolicy,
 };
 
 /// A rate limiter with its algorithm, clock and hasher erased; checks one key.
 pub type LimiterFn<K> = Arc<dyn Fn(&K) -> Result<(), RateLimited> + Send + Sync>;
+
+/// An executor's limiter: any [`AsyncLimiter`], erased; answers now or through a future.
+pub type CheckFn<K> = Arc<dyn Fn(&K) -> LimitCheck + Send + Sync>;
+
+/// A limiter's answer: now (a local limiter), or later (a remote one such as Redis).
+pub enum LimitCheck {
+    /// Decided without waiting.
+    Now(Result<(), RateLimited>),
+    /// Decided by this future.
+    Later(Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>),
+}
+
+impl fmt::Debug for LimitCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Now(result) => f.debug_tuple("Now").field(result).finish(),
+            Self::Later(_) => f.write_str("Later(..)"),
+        }
+    }
+}
+
+/// Runs a future to completion on this thread, parking it while the future waits: how the
+/// sync executor consults a remote limiter. The future must not need this thread to make
+/// progress (a Redis limiter's needs a tokio runtime running elsewhere).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
 
 /// Classifies with a predicate on errors: `Ok` is a success, an `Err` a failure, retryable
 /// when the predicate says so. Made by [`ResilientExecutorBuilder::retry_if`].
@@ -50,7 +91,7 @@ where
 /// What a builder hands to the executor it builds (sync here, async in `limitpal-tower`).
 pub struct ExecutorParts<K, Cl> {
     /// The limiter, if any.
-    pub limiter: Option<LimiterFn<K>>,
+    pub limiter: Option<CheckFn<K>>,
     /// Everything else, configured.
     pub pipeline: Pipeline<Cl>,
     /// Whether `.clock(..)` was called; the async executor defaults to tokio's clock.
@@ -79,7 +120,7 @@ pub trait BuildTarget<K, Cl> {
 /// Builds a [`ResilientExecutor`] (or, through `limitpal-tower`, an async one). Every part is
 /// optional and the calls may come in any order: the pipeline order is always the same.
 pub struct ResilientExecutorBuilder<K, Cl, T> {
-    limiter: Option<LimiterFn<K>>,
+    limiter: Option<CheckFn<K>>,
     parts: PipelineParts,
     classifier: Cl,
     target: PhantomData<fn() -> T>,
@@ -97,16 +138,19 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         }
     }
 
-    /// Checks every attempt against `limiter` (step 3), keyed by the `key` given to `run`.
+    /// Checks every attempt against `limiter` (step 3), keyed by the `key` given to `run`:
+    /// a local [`RateLimiter`](crate::RateLimiter) (decided at once, nothing boxed) or any
+    /// other [`AsyncLimiter`], such as the Redis limiter (awaited by the async executor; the
+    /// sync executor blocks its thread on the answer).
     #[must_use]
-    pub fn limiter<A, C, S>(mut self, limiter: RateLimiter<K, A, C, S>) -> Self
+    pub fn limiter<L>(mut self, limiter: L) -> Self
     where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
-        A: Algorithm,
-        C: Clock,
-        S: BuildHasher + Send + Sync + 'static,
+        L: AsyncLimiter<K> + Send + Sync + 'static,
     {
-        self.limiter = Some(Arc::new(move |key: &K| limiter.check(key)));
+        self.limiter = Some(Arc::new(move |key: &K| match limiter.check_now(key) {
+            Some(answer) => LimitCheck::Now(answer),
+            None => LimitCheck::Later(Box::pin(limiter.check(key))),
+        }));
         self
     }
 
@@ -235,7 +279,7 @@ impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
 /// # Ok::<(), limitpal_core::ConfigError>(())
 /// ```
 pub struct ResilientExecutor<K, Cl = DefaultClassifier> {
-    limiter: Option<LimiterFn<K>>,
+    limiter: Option<CheckFn<K>>,
     pipeline: Pipeline<Cl>,
 }
 
@@ -291,7 +335,10 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
             let permit = p.admit(&run)?;
             if p.charges(&run)
                 && let Some(limiter) = &self.limiter
-                && let Err(denied) = limiter(key)
+                && let Err(denied) = match limiter(key) {
+                    LimitCheck::Now(answer) => answer,
+                    LimitCheck::Later(future) => block_on(future),
+                }
             {
                 drop(permit); // released unrecorded: the breaker learns nothing
                 return Err(Error::RateLimited(denied));

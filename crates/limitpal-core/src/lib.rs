@@ -37,8 +37,8 @@ pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
-    BuildTarget, ExecutorParts, LimiterFn, ResilientExecutor, ResilientExecutorBuilder, RetryIf,
-    SyncTarget,
+    BuildTarget, CheckFn, ExecutorParts, LimitCheck, LimiterFn, ResilientExecutor,
+    ResilientExecutorBuilder, RetryIf, SyncTarget,
 };
 pub use limiter_async::AsyncLimiter;
 pub use rate::{

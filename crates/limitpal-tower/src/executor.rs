@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use limitpal_core::pipeline::{Attempt, Pipeline, Settled};
 use limitpal_core::{
-    BuildTarget, Classify, DefaultClassifier, Error, ExecutorParts, LimiterFn,
+    BuildTarget, CheckFn, Classify, DefaultClassifier, Error, ExecutorParts, LimitCheck,
     ResilientExecutorBuilder, RetryPolicy,
 };
 
@@ -34,7 +34,7 @@ use crate::TokioClock;
 /// # Ok(()) }
 /// ```
 pub struct AsyncResilientExecutor<K, Cl = DefaultClassifier> {
-    limiter: Option<LimiterFn<K>>,
+    limiter: Option<CheckFn<K>>,
     pipeline: Pipeline<Cl>,
 }
 
@@ -95,7 +95,10 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
             let permit = p.admit(&run)?;
             if p.charges(&run)
                 && let Some(limiter) = &self.limiter
-                && let Err(denied) = limiter(key)
+                && let Err(denied) = match limiter(key) {
+                    LimitCheck::Now(answer) => answer,
+                    LimitCheck::Later(future) => future.await,
+                }
             {
                 drop(permit);
                 return Err(Error::RateLimited(denied));
