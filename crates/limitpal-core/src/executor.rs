@@ -218,6 +218,13 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         self
     }
 
+    /// Called before every retry with (the attempt about to start, the wait before it).
+    #[must_use]
+    pub fn on_retry(mut self, listener: impl Fn(u32, Duration) + Send + Sync + 'static) -> Self {
+        self.parts.on_retry = Some(Arc::new(listener));
+        self
+    }
+
     /// The clock that measures timeouts and sleeps between attempts (sync executor:
     /// [`ManualClock`](crate::ManualClock) advances instead of sleeping).
     #[must_use]

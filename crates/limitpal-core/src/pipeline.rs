@@ -78,7 +78,12 @@ pub struct PipelineParts {
     pub deadline: Option<Duration>,
     /// The clock, if one was given.
     pub clock: Option<Arc<dyn Clock>>,
+    /// Called before every retry with (the attempt about to start, the wait before it).
+    pub on_retry: Option<RetryListener>,
 }
+
+/// Called before every retry with (the attempt about to start, the wait before it).
+pub type RetryListener = Arc<dyn Fn(u32, Duration) + Send + Sync>;
 
 impl Default for PipelineParts {
     fn default() -> Self {
@@ -90,6 +95,7 @@ impl Default for PipelineParts {
             attempt_timeout: None,
             deadline: None,
             clock: None,
+            on_retry: None,
         }
     }
 }
@@ -122,6 +128,7 @@ impl PipelineParts {
             attempt_timeout: self.attempt_timeout,
             deadline: self.deadline,
             clock: self.clock.unwrap_or_else(default_clock),
+            on_retry: self.on_retry,
         })
     }
 }
@@ -136,6 +143,7 @@ impl fmt::Debug for PipelineParts {
             .field("attempt_timeout", &self.attempt_timeout)
             .field("deadline", &self.deadline)
             .field("clock", &self.clock.is_some())
+            .field("on_retry", &self.on_retry.is_some())
             .finish()
     }
 }
@@ -152,6 +160,7 @@ pub struct Pipeline<Cl> {
     attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
     clock: Arc<dyn Clock>,
+    on_retry: Option<RetryListener>,
 }
 
 impl<Cl> Pipeline<Cl> {
@@ -167,6 +176,7 @@ impl<Cl> Pipeline<Cl> {
             attempt_timeout: None,
             deadline: None,
             clock,
+            on_retry: None,
         }
     }
 
@@ -332,6 +342,9 @@ impl<Cl> Pipeline<Cl> {
                     && open > delay
                 {
                     return Settled::Done(Err(Error::CircuitOpen(CircuitOpen::new(open))));
+                }
+                if let Some(listener) = &self.on_retry {
+                    listener(run.attempts(), delay);
                 }
                 Settled::Retry(delay)
             }

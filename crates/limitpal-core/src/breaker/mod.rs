@@ -105,7 +105,11 @@ struct Inner<C> {
     slow: Mutex<SlowState>,
     clock: C,
     listener: Option<Listener>,
+    shadow: bool,
+    on_rejection: Option<RejectionListener>,
 }
+
+type RejectionListener = Arc<dyn Fn(&CircuitOpen) + Send + Sync>;
 
 /// State touched only under the mutex.
 #[derive(Debug)]
@@ -145,6 +149,8 @@ impl CircuitBreaker {
             half_open_max_calls: 1,
             half_open_success_threshold: 1,
             listener: None,
+            shadow: false,
+            on_rejection: None,
             clock: MonotonicClock,
         }
     }
@@ -183,11 +189,13 @@ impl<C: Clock> CircuitBreaker<C> {
     /// [`CircuitOpen`], as for `try_acquire`.
     #[inline]
     pub fn try_acquire_at(&self, now: Duration) -> Result<CallPermit, CircuitOpen> {
-        let ticket = self.inner.admit(nanos(now))?;
-        Ok(CallPermit {
-            breaker: Some(Arc::clone(&self.inner) as Arc<dyn Sink>),
-            ticket,
-        })
+        match self.inner.admit(nanos(now)) {
+            Ok(ticket) => Ok(CallPermit {
+                breaker: Some(Arc::clone(&self.inner) as Arc<dyn Sink>),
+                ticket,
+            }),
+            Err(open) => self.inner.reject(open),
+        }
     }
 
     /// How long the breaker stays open from now: `None` unless it is Open with recovery
@@ -223,6 +231,35 @@ impl<C: Clock> CircuitBreaker<C> {
 }
 
 impl<C: Clock> Inner<C> {
+    /// A rejection: reported, then enforced — or, in shadow mode, only reported, and the call
+    /// goes ahead with a permit that records nothing (an enforcing breaker would not have
+    /// seen that call at all).
+    #[cold]
+    fn reject(&self, open: CircuitOpen) -> Result<CallPermit, CircuitOpen> {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "limitpal::breaker",
+            retry_after = ?open.retry_after,
+            shadow = self.shadow,
+            "circuit open: call rejected"
+        );
+        if let Some(listener) = &self.on_rejection {
+            listener(&open);
+        }
+        if self.shadow {
+            Ok(CallPermit {
+                breaker: None,
+                ticket: Ticket {
+                    epoch: 0,
+                    start: 0,
+                    probe: false,
+                },
+            })
+        } else {
+            Err(open)
+        }
+    }
+
     #[inline]
     fn load(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
@@ -552,6 +589,8 @@ pub struct CircuitBreakerBuilder<C> {
     half_open_max_calls: u32,
     half_open_success_threshold: u32,
     listener: Option<Listener>,
+    shadow: bool,
+    on_rejection: Option<RejectionListener>,
     clock: C,
 }
 
@@ -610,6 +649,22 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// Shadow (dry-run) mode: the breaker counts and changes state as usual and reports every
+    /// rejection, but lets the calls through. How to tune thresholds on live traffic first.
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Called with every rejection, shadow ones included. Runs on the rejected caller's
+    /// thread: keep it short.
+    #[must_use]
+    pub fn on_rejection(mut self, listener: impl Fn(&CircuitOpen) + Send + Sync + 'static) -> Self {
+        self.on_rejection = Some(Arc::new(listener));
+        self
+    }
+
     /// The clock to read (default [`MonotonicClock`]).
     pub fn clock<C2: Clock>(self, clock: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
@@ -620,6 +675,8 @@ impl<C> CircuitBreakerBuilder<C> {
             half_open_max_calls: self.half_open_max_calls,
             half_open_success_threshold: self.half_open_success_threshold,
             listener: self.listener,
+            shadow: self.shadow,
+            on_rejection: self.on_rejection,
             clock,
         }
     }
@@ -692,6 +749,8 @@ impl<C> CircuitBreakerBuilder<C> {
                 }),
                 clock: self.clock,
                 listener: self.listener,
+                shadow: self.shadow,
+                on_rejection: self.on_rejection,
             }),
         })
     }

@@ -38,9 +38,14 @@ pub struct RateLimiter<K, A: Algorithm = TokenBucket, C = MonotonicClock, S = De
     inner: Arc<Inner<K, A, C, S>>,
 }
 
+/// Called with every denial (shadow ones included).
+type RejectionListener = Arc<dyn Fn(&RateLimited) + Send + Sync>;
+
 struct Inner<K, A: Algorithm, C, S> {
     algorithm: A,
     clock: C,
+    shadow: bool,
+    on_rejection: Option<RejectionListener>,
     idle_ttl: u64,
     /// The only cell when `K` is zero-sized (unkeyed use): no hashing, no lock.
     single: A::Cell,
@@ -63,6 +68,8 @@ impl<K, A: Algorithm> RateLimiter<K, A> {
             algorithm,
             clock: MonotonicClock,
             hasher: DefaultHashBuilder::default(),
+            shadow: false,
+            on_rejection: None,
             idle_ttl: Duration::ZERO,
             max_keys: None,
             shards: None,
@@ -89,7 +96,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = now_nanos(&self.inner.clock);
-        self.decide(key, now, 1).map_err(denied)
+        self.decide(key, now, 1).or_else(|wait| self.reject(wait))
     }
 
     /// [`check`](Self::check) as of `now`, a time read from this limiter's clock. Lets a
@@ -103,7 +110,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.decide(key, nanos(now), 1).map_err(denied)
+        self.decide(key, nanos(now), 1)
+            .or_else(|wait| self.reject(wait))
     }
 
     /// Admits a batch costing `n` for `key` all at once, or nothing. `n == 0` always passes.
@@ -137,7 +145,7 @@ where
         }
         let now = now_nanos(&self.inner.clock);
         self.decide(key, now, n)
-            .map_err(|wait| CheckNError::RateLimited(denied(wait)))
+            .or_else(|wait| self.reject(wait).map_err(CheckNError::RateLimited))
     }
 
     /// Admits one request for `key`, waiting through the clock when the wait fits `timeout`.
@@ -176,6 +184,9 @@ where
             let Err(wait) = self.decide(key, now, 1) else {
                 return Ok(());
             };
+            if self.inner.shadow {
+                return self.reject(wait);
+            }
             if wait > deadline.saturating_sub(now) {
                 return Err(denied(wait));
             }
@@ -220,7 +231,7 @@ where
             remaining,
             reset: Duration::from_nanos(reset),
         };
-        (result.map_err(denied), quota)
+        (result.or_else(|wait| self.reject(wait)), quota)
     }
 
     /// The quota `key` has left now: (requests that would pass at once, time until its quota
@@ -270,6 +281,28 @@ where
     #[must_use]
     pub fn table_bytes(&self) -> usize {
         self.inner.store.allocation_size()
+    }
+
+    /// A denial: reported to the listener and tracing, then enforced — or, in shadow mode,
+    /// only reported.
+    #[cold]
+    fn reject(&self, wait: u64) -> Result<(), RateLimited> {
+        let denied = denied(wait);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "limitpal::limiter",
+            retry_after = ?denied.retry_after,
+            shadow = self.inner.shadow,
+            "rate limited"
+        );
+        if let Some(listener) = &self.inner.on_rejection {
+            listener(&denied);
+        }
+        if self.inner.shadow {
+            Ok(())
+        } else {
+            Err(denied)
+        }
     }
 
     #[inline]
@@ -324,6 +357,7 @@ impl<K, A: Algorithm, C, S> fmt::Debug for RateLimiter<K, A, C, S> {
         f.debug_struct("RateLimiter")
             .field("algorithm", &self.inner.algorithm)
             .field("idle_ttl", &Duration::from_nanos(self.inner.idle_ttl))
+            .field("shadow", &self.inner.shadow)
             .field("shards", &self.inner.store.shard_count())
             .finish_non_exhaustive()
     }
@@ -334,6 +368,8 @@ pub struct RateLimiterBuilder<K, A, C, S> {
     algorithm: A,
     clock: C,
     hasher: S,
+    shadow: bool,
+    on_rejection: Option<RejectionListener>,
     idle_ttl: Duration,
     max_keys: Option<usize>,
     shards: Option<usize>,
@@ -347,6 +383,8 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             algorithm: self.algorithm,
             clock,
             hasher: self.hasher,
+            shadow: self.shadow,
+            on_rejection: self.on_rejection,
             idle_ttl: self.idle_ttl,
             max_keys: self.max_keys,
             shards: self.shards,
@@ -360,6 +398,8 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             algorithm: self.algorithm,
             clock: self.clock,
             hasher,
+            shadow: self.shadow,
+            on_rejection: self.on_rejection,
             idle_ttl: self.idle_ttl,
             max_keys: self.max_keys,
             shards: self.shards,
@@ -383,6 +423,23 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
     #[must_use]
     pub fn max_keys(mut self, max: usize) -> Self {
         self.max_keys = Some(max);
+        self
+    }
+
+    /// Shadow (dry-run) mode: every decision is computed, reported to
+    /// [`on_rejection`](Self::on_rejection) and tracing, but no request is denied. How to roll
+    /// a new limit out safely: watch what it would deny first.
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Called with every denial, shadow ones included (for metrics, logs, alerts). Runs on
+    /// the denying thread: keep it short.
+    #[must_use]
+    pub fn on_rejection(mut self, listener: impl Fn(&RateLimited) + Send + Sync + 'static) -> Self {
+        self.on_rejection = Some(Arc::new(listener));
         self
     }
 
@@ -420,6 +477,8 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
                 single: self.algorithm.new_cell(),
                 algorithm: self.algorithm,
                 clock: self.clock,
+                shadow: self.shadow,
+                on_rejection: self.on_rejection,
                 idle_ttl: nanos(self.idle_ttl),
                 store: Store::new(self.hasher, shards, self.max_keys),
             }),

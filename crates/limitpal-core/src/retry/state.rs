@@ -85,9 +85,23 @@ impl RetryState {
         let rng = self.rng.get_or_insert_with(|| RetryRng::new(stream));
         let delay = schedule.delay(self.attempts, rng).max(asked);
         if budget.is_some_and(|b| !b.withdraw(now)) {
+            #[cfg(feature = "tracing")]
+            tracing::info!(
+                target: "limitpal::retry",
+                attempts = self.attempts,
+                "retry budget exhausted: not retrying"
+            );
             return RetryStep::Exhausted;
         }
         self.attempts += 1;
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "limitpal::retry",
+            attempt = self.attempts,
+            delay = ?delay,
+            retry_after = ?retry_after,
+            "retrying"
+        );
         RetryStep::Retry(delay)
     }
 }

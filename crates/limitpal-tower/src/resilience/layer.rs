@@ -199,6 +199,13 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
         }
     }
 
+    /// Called before every retry with (the attempt about to start, the wait before it).
+    #[must_use]
+    pub fn on_retry(mut self, listener: impl Fn(u32, Duration) + Send + Sync + 'static) -> Self {
+        self.parts.on_retry = Some(Arc::new(listener));
+        self
+    }
+
     /// The clock measuring deadlines and the budget's window (default [`TokioClock`]);
     /// waits always use tokio's timer.
     #[must_use]

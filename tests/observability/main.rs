@@ -1,0 +1,221 @@
+//! Listeners, shadow mode and tracing events.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use limitpal::tower::ResilienceLayer;
+use limitpal::{
+    CircuitBreaker, CircuitOpen, CircuitState, Clock, Jitter, ManualClock, RateLimited,
+    RateLimiter, ResilientExecutor, RetryBudget, RetryPolicy, TokenBucket,
+};
+use tower::{Layer, ServiceExt, service_fn};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn policy(attempts: u32) -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(attempts)
+        .base_delay(SEC)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_shadow_limiter_reports_every_denial_and_denies_nothing() {
+    let clock = ManualClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
+        .clock(clock.clone())
+        .shadow(true)
+        .on_rejection(move |denied: &RateLimited| log.lock().unwrap().push(denied.retry_after))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(limiter.check(&"k"), Ok(()));
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![SEC; 4],
+        "the four it would have denied"
+    );
+    assert_eq!(limiter.acquire(&"k", Duration::from_secs(60)), Ok(()));
+    assert_eq!(clock.now(), Duration::ZERO, "shadow mode never waits");
+}
+
+#[test]
+fn an_enforcing_limiter_reports_its_denials() {
+    let denials = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&denials);
+    let limiter = RateLimiter::builder(TokenBucket::new(2, 1.0).unwrap())
+        .clock(ManualClock::new())
+        .on_rejection(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let admitted = (0..10).filter(|_| limiter.check(&()).is_ok()).count();
+    assert_eq!((admitted, denials.load(Ordering::SeqCst)), (2, 8));
+}
+
+#[test]
+fn a_shadow_breaker_reports_rejections_lets_calls_through_and_learns_nothing_from_them() {
+    let clock = ManualClock::new();
+    let rejections = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&rejections);
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(1)
+        .recovery_timeout(10 * SEC)
+        .shadow(true)
+        .on_rejection(move |open: &CircuitOpen| log.lock().unwrap().push(open.retry_after))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    breaker.try_acquire().unwrap().failure();
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "it still counts and transitions"
+    );
+    clock.advance(SEC);
+    for _ in 0..3 {
+        breaker
+            .try_acquire()
+            .expect("shadow: let through")
+            .failure();
+    }
+    assert_eq!(*rejections.lock().unwrap(), vec![9 * SEC; 3]);
+    clock.advance(9 * SEC);
+    assert_eq!(
+        breaker.state(),
+        CircuitState::HalfOpen,
+        "the shadow calls did not extend Open"
+    );
+}
+
+#[test]
+fn on_retry_sees_each_retry_with_its_wait() {
+    let clock = ManualClock::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let exec = ResilientExecutor::builder()
+        .retry(policy(3))
+        .on_retry(move |attempt, delay| log.lock().unwrap().push((attempt, delay)))
+        .clock(clock)
+        .build()
+        .unwrap();
+    let _ = exec.run(&(), || Err::<(), _>("down"));
+    assert_eq!(*seen.lock().unwrap(), vec![(2, SEC), (3, 2 * SEC)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_retry_through_the_layer() {
+    let retries = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&retries);
+    let layer = ResilienceLayer::builder()
+        .retry(policy(4))
+        .on_retry(move |_, _| {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: ()| async {
+        Err::<(), _>(std::io::Error::other("x"))
+    }));
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(retries.load(Ordering::SeqCst), 3);
+}
+
+/// Records (target, message) of every event.
+#[derive(Default, Clone)]
+struct Events(Arc<Mutex<Vec<(String, String)>>>);
+
+struct Message<'a>(&'a mut String);
+
+impl tracing::field::Visit for Message<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.metadata().target().to_owned(), message));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn tracing_events_have_stable_targets_and_messages() {
+    let events = Events::default();
+    tracing::subscriber::with_default(events.clone(), || {
+        let clock = ManualClock::new();
+        let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let _ = limiter.check(&());
+        let _ = limiter.check(&());
+        let breaker = CircuitBreaker::builder()
+            .failure_threshold(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let guarded = ResilientExecutor::builder()
+            .breaker(breaker)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let _ = guarded.run(&(), || Err::<(), _>("down")); // opens it
+        let _ = guarded.run(&(), || Err::<(), _>("down")); // rejected
+        let retrying = ResilientExecutor::builder()
+            .retry(policy(2))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let _ = retrying.run(&(), || Err::<(), _>("down"));
+        let budgeted = ResilientExecutor::builder()
+            .retry(policy(2))
+            .budget(RetryBudget::new(SEC * 10, 0, 0.0).unwrap())
+            .clock(clock)
+            .build()
+            .unwrap();
+        let _ = budgeted.run(&(), || Err::<(), _>("down"));
+    });
+    let events = events.0.lock().unwrap().clone();
+    let has = |target: &str, message: &str| events.iter().any(|(t, m)| t == target && m == message);
+    assert!(has("limitpal::limiter", "rate limited"), "{events:?}");
+    assert!(
+        has("limitpal::breaker", "circuit breaker state changed"),
+        "{events:?}"
+    );
+    assert!(
+        has("limitpal::breaker", "circuit open: call rejected"),
+        "{events:?}"
+    );
+    assert!(has("limitpal::retry", "retrying"), "{events:?}");
+    assert!(
+        has("limitpal::retry", "retry budget exhausted: not retrying"),
+        "{events:?}"
+    );
+}
