@@ -26,6 +26,7 @@
 //! |---|---|---|
 //! | `tower` | yes | module [`tower`]: layers, [`TokioClock`](crate::tower::TokioClock) |
 //! | `http` | no | `tower::http`: HTTP key extractors, 429 responses with `Retry-After` and `RateLimit` fields |
+//! | `metrics` | no | counters, gauges and histograms through the `metrics` facade for components given a `.name(..)` (see [`metrics`]) |
 //! | `redis` | no | `redis`: a limiter shared through Redis, with failure policies |
 //! | `tracing` | yes | events for denials and transitions through `tracing` |
 //!
@@ -65,6 +66,8 @@ pub mod tower {
     pub use limitpal_tower::{breaker, limit, resilience, retry};
 }
 
+pub use limitpal_core::metrics;
+
 /// Distributed rate limiting on Redis (feature `redis`).
 #[cfg(feature = "redis")]
 pub mod redis {
@@ -72,6 +75,6 @@ pub mod redis {
 }
 
 /// The README's examples, compiled and run by `cargo test --doc`.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "tower"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,5 +1,6 @@
 //! The circuit breaker through the facade: state sequences, permits, concurrency, the layer.
 
+#![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
 //! Listeners, shadow mode and tracing events.
 
+#![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,5 +1,6 @@
 //! The generic `RateLimitLayer`: errors, shared state, `poll_ready`, local and remote limiters.
 
+#![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! Retries through the facade: delay math, jitter statistics, the budget, the layer under
 //! paused tokio time.
 
+#![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::sync::Arc;

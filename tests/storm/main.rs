@@ -1,6 +1,7 @@
 //! The retry-storm simulation on a small configuration: the full pipeline keeps the load on a
 //! failed upstream at most 1.1× the client requests, while naive retry multiplies it.
 
+#![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 #[allow(dead_code)] // the example's `main` and plot are not used here

@@ -78,6 +78,27 @@ pub fn ours_resilience() -> impl Service<u64, Response = u64, Error = BoxError> 
         .layer(Echo)
 }
 
+/// `ResilienceLayer` with every part named, so each records metrics (install a recorder
+/// first).
+pub fn ours_resilience_named() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    let limiter = RateLimiter::builder(TokenBucket::new(BURST, 1.0).expect("valid quota"))
+        .name("bench")
+        .build()
+        .expect("valid limiter");
+    let breaker = CircuitBreaker::builder()
+        .name("bench")
+        .build()
+        .expect("valid breaker");
+    ResilienceLayer::builder()
+        .name("bench")
+        .rate_limit(limiter, |_: &u64| 0_u64)
+        .circuit_breaker(breaker)
+        .retry(policy())
+        .build()
+        .expect("valid layer")
+        .layer(Echo)
+}
+
 /// tower-resilience's circuit breaker → rate limiter → retry, as its docs compose them.
 pub fn tower_resilience_stack() -> impl Service<u64, Response = u64> + Clone {
     use tower_resilience::circuitbreaker::CircuitBreakerLayer as Breaker;

@@ -218,6 +218,13 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         self
     }
 
+    /// A name for the pipeline's retry metrics (feature `metrics`: label `name`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.parts.name = Some(name.into());
+        self
+    }
+
     /// Called before every retry with (the attempt about to start, the wait before it).
     #[must_use]
     pub fn on_retry(mut self, listener: impl Fn(u32, Duration) + Send + Sync + 'static) -> Self {

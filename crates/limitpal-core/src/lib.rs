@@ -27,6 +27,7 @@ pub mod clock;
 mod error;
 mod executor;
 mod limiter_async;
+pub mod metrics;
 pub mod pipeline;
 pub mod rate;
 pub mod retry;

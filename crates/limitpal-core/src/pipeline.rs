@@ -21,6 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::RetryMetrics;
 use crate::{
     CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock, ConfigError, Error, Outcome,
     OwnRejection, RetryBudget, RetryPolicy, RetryState, RetryStep, Verdict,
@@ -80,6 +81,8 @@ pub struct PipelineParts {
     pub clock: Option<Arc<dyn Clock>>,
     /// Called before every retry with (the attempt about to start, the wait before it).
     pub on_retry: Option<RetryListener>,
+    /// A name for the pipeline's retry metrics (feature `metrics`).
+    pub name: Option<String>,
 }
 
 /// Called before every retry with (the attempt about to start, the wait before it).
@@ -96,6 +99,7 @@ impl Default for PipelineParts {
             deadline: None,
             clock: None,
             on_retry: None,
+            name: None,
         }
     }
 }
@@ -128,6 +132,7 @@ impl PipelineParts {
             attempt_timeout: self.attempt_timeout,
             deadline: self.deadline,
             clock: self.clock.unwrap_or_else(default_clock),
+            metrics: RetryMetrics::new(self.name.as_deref()),
             on_retry: self.on_retry,
         })
     }
@@ -161,6 +166,7 @@ pub struct Pipeline<Cl> {
     deadline: Option<Duration>,
     clock: Arc<dyn Clock>,
     on_retry: Option<RetryListener>,
+    metrics: RetryMetrics,
 }
 
 impl<Cl> Pipeline<Cl> {
@@ -177,6 +183,7 @@ impl<Cl> Pipeline<Cl> {
             deadline: None,
             clock,
             on_retry: None,
+            metrics: RetryMetrics::new(None),
         }
     }
 
@@ -343,12 +350,16 @@ impl<Cl> Pipeline<Cl> {
                 {
                     return Settled::Done(Err(Error::CircuitOpen(CircuitOpen::new(open))));
                 }
+                self.metrics.retried(delay);
                 if let Some(listener) = &self.on_retry {
                     listener(run.attempts(), delay);
                 }
                 Settled::Retry(delay)
             }
-            RetryStep::Exhausted => Settled::Done(finish(attempt, run, Stop::Exhausted)),
+            RetryStep::Exhausted => {
+                self.metrics.exhausted();
+                Settled::Done(finish(attempt, run, Stop::Exhausted))
+            }
             RetryStep::GiveUp => Settled::Done(finish(attempt, run, Stop::NotRetryable)),
         }
     }

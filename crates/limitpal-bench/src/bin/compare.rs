@@ -11,8 +11,8 @@ use std::hint::black_box;
 use limitpal_bench::alloc::{self, Counting};
 use limitpal_bench::drive::{complete, request, runtime};
 use limitpal_bench::layers::{
-    Echo, ours_breaker, ours_rate_limit, ours_resilience, ours_retry, tower_builtin_stack,
-    tower_resilience_stack,
+    Echo, ours_breaker, ours_rate_limit, ours_resilience, ours_resilience_named, ours_retry,
+    tower_builtin_stack, tower_resilience_stack,
 };
 use limitpal_bench::limiters::{
     governor_denying, governor_direct, governor_keyed, governor_keyed_slow, ours_denying,
@@ -169,6 +169,7 @@ fn main() {
     drop(peer);
 
     layers(&mut report);
+    metrics_overhead(&mut report);
     http(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
 }
@@ -250,6 +251,22 @@ fn layers(report: &mut Report) {
     println!(
         "{:<34} {builtin_allocs:>10.1} {:>10} {:<6}",
         "allocs/request tower built-ins", "-", "allocs"
+    );
+}
+
+/// The full pipeline with metrics recorded (every part named, a Prometheus recorder
+/// installed) against the same pipeline unnamed (records nothing).
+fn metrics_overhead(report: &mut Report) {
+    let rt = runtime();
+    let _ = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
+    let (plain, _) = measure(&rt, ours_resilience());
+    let (named, _) = measure(&rt, ours_resilience_named());
+    report.line(
+        "ResilienceLayer metrics on / off",
+        named,
+        plain,
+        "ns",
+        Some(1.1),
     );
 }
 

@@ -29,6 +29,7 @@ use crate::sync::{AtomicU64, Mutex, Ordering};
 use std::time::Duration;
 
 use crate::clock::{nanos, now_nanos};
+use crate::metrics::BreakerMetrics;
 use crate::rate::lock;
 use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock, Outcome};
 use window::FailureWindow;
@@ -107,6 +108,7 @@ struct Inner<C> {
     listener: Option<Listener>,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    metrics: BreakerMetrics,
 }
 
 type RejectionListener = Arc<dyn Fn(&CircuitOpen) + Send + Sync>;
@@ -151,6 +153,7 @@ impl CircuitBreaker {
             listener: None,
             shadow: false,
             on_rejection: None,
+            name: None,
             clock: MonotonicClock,
         }
     }
@@ -243,6 +246,7 @@ impl<C: Clock> Inner<C> {
             shadow = self.shadow,
             "circuit open: call rejected"
         );
+        self.metrics.rejected();
         if let Some(listener) = &self.on_rejection {
             listener(&open);
         }
@@ -497,6 +501,7 @@ impl<C: Clock> Inner<C> {
             to = ?to,
             "circuit breaker state changed"
         );
+        self.metrics.state(to);
         if let Some(listener) = &self.listener {
             listener(from, to);
         }
@@ -591,6 +596,7 @@ pub struct CircuitBreakerBuilder<C> {
     listener: Option<Listener>,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    name: Option<String>,
     clock: C,
 }
 
@@ -665,6 +671,13 @@ impl<C> CircuitBreakerBuilder<C> {
         self
     }
 
+    /// A name for this breaker's metrics (feature `metrics`: label `name`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The clock to read (default [`MonotonicClock`]).
     pub fn clock<C2: Clock>(self, clock: C2) -> CircuitBreakerBuilder<C2> {
         CircuitBreakerBuilder {
@@ -677,6 +690,7 @@ impl<C> CircuitBreakerBuilder<C> {
             listener: self.listener,
             shadow: self.shadow,
             on_rejection: self.on_rejection,
+            name: self.name,
             clock,
         }
     }
@@ -751,6 +765,7 @@ impl<C> CircuitBreakerBuilder<C> {
                 listener: self.listener,
                 shadow: self.shadow,
                 on_rejection: self.on_rejection,
+                metrics: BreakerMetrics::new(self.name.as_deref()),
             }),
         })
     }

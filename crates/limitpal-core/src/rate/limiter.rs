@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::store::{DefaultHashBuilder, Store};
 use super::{Algorithm, TokenBucket};
 use crate::clock::{nanos, now_nanos};
+use crate::metrics::LimiterMetrics;
 use crate::{CheckNError, Clock, ConfigError, MonotonicClock, RateLimited};
 
 /// A rate limiter with an independent quota per key. Clones share state.
@@ -46,6 +47,7 @@ struct Inner<K, A: Algorithm, C, S> {
     clock: C,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    metrics: LimiterMetrics,
     idle_ttl: u64,
     /// The only cell when `K` is zero-sized (unkeyed use): no hashing, no lock.
     single: A::Cell,
@@ -70,6 +72,7 @@ impl<K, A: Algorithm> RateLimiter<K, A> {
             hasher: DefaultHashBuilder::default(),
             shadow: false,
             on_rejection: None,
+            name: None,
             idle_ttl: Duration::ZERO,
             max_keys: None,
             shards: None,
@@ -96,7 +99,9 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = now_nanos(&self.inner.clock);
-        self.decide(key, now, 1).or_else(|wait| self.reject(wait))
+        self.decide(key, now, 1)
+            .map(|()| self.inner.metrics.allowed())
+            .or_else(|wait| self.reject(wait))
     }
 
     /// [`check`](Self::check) as of `now`, a time read from this limiter's clock. Lets a
@@ -111,6 +116,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         self.decide(key, nanos(now), 1)
+            .map(|()| self.inner.metrics.allowed())
             .or_else(|wait| self.reject(wait))
     }
 
@@ -145,6 +151,7 @@ where
         }
         let now = now_nanos(&self.inner.clock);
         self.decide(key, now, n)
+            .map(|()| self.inner.metrics.allowed())
             .or_else(|wait| self.reject(wait).map_err(CheckNError::RateLimited))
     }
 
@@ -231,6 +238,7 @@ where
             remaining,
             reset: Duration::from_nanos(reset),
         };
+        let result = result.map(|()| self.inner.metrics.allowed());
         (result.or_else(|wait| self.reject(wait)), quota)
     }
 
@@ -283,10 +291,23 @@ where
         self.inner.store.allocation_size()
     }
 
-    /// A denial: reported to the listener and tracing, then enforced — or, in shadow mode,
-    /// only reported.
-    #[cold]
+    /// A denial: reported (when anything listens), then enforced — or, in shadow mode,
+    /// only reported. Kept inline and cheap: the deny path must cost what the allow path does.
+    #[inline]
     fn reject(&self, wait: u64) -> Result<(), RateLimited> {
+        let inner = &*self.inner;
+        if inner.on_rejection.is_some() || inner.metrics.active() || tracing_on() {
+            self.report(wait);
+        }
+        if inner.shadow {
+            Ok(())
+        } else {
+            Err(denied(wait))
+        }
+    }
+
+    #[cold]
+    fn report(&self, wait: u64) {
         let denied = denied(wait);
         #[cfg(feature = "tracing")]
         tracing::debug!(
@@ -295,13 +316,9 @@ where
             shadow = self.inner.shadow,
             "rate limited"
         );
+        self.inner.metrics.denied();
         if let Some(listener) = &self.inner.on_rejection {
             listener(&denied);
-        }
-        if self.inner.shadow {
-            Ok(())
-        } else {
-            Err(denied)
         }
     }
 
@@ -348,6 +365,19 @@ impl<K, A: Algorithm, C, S> RateLimiter<K, A, C, S> {
     }
 }
 
+/// Whether a tracing subscriber wants DEBUG events at all: one relaxed load.
+#[inline]
+fn tracing_on() -> bool {
+    #[cfg(feature = "tracing")]
+    {
+        tracing::level_enabled!(tracing::Level::DEBUG)
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        false
+    }
+}
+
 fn denied(wait: u64) -> RateLimited {
     RateLimited::new(Duration::from_nanos(wait))
 }
@@ -370,6 +400,7 @@ pub struct RateLimiterBuilder<K, A, C, S> {
     hasher: S,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    name: Option<String>,
     idle_ttl: Duration,
     max_keys: Option<usize>,
     shards: Option<usize>,
@@ -385,6 +416,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             hasher: self.hasher,
             shadow: self.shadow,
             on_rejection: self.on_rejection,
+            name: self.name,
             idle_ttl: self.idle_ttl,
             max_keys: self.max_keys,
             shards: self.shards,
@@ -400,6 +432,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             hasher,
             shadow: self.shadow,
             on_rejection: self.on_rejection,
+            name: self.name,
             idle_ttl: self.idle_ttl,
             max_keys: self.max_keys,
             shards: self.shards,
@@ -443,6 +476,14 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
         self
     }
 
+    /// A name for this limiter's metrics (feature `metrics`: label `name`); unnamed limiters
+    /// record no metrics.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The number of lock shards (default: four per core, rounded up to a power of two).
     #[must_use]
     pub fn shards(mut self, shards: usize) -> Self {
@@ -479,6 +520,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
                 clock: self.clock,
                 shadow: self.shadow,
                 on_rejection: self.on_rejection,
+                metrics: LimiterMetrics::new(self.name.as_deref()),
                 idle_ttl: nanos(self.idle_ttl),
                 store: Store::new(self.hasher, shards, self.max_keys),
             }),

@@ -1,0 +1,174 @@
+//! Metrics through the `metrics` facade (feature `metrics`), for components given a name.
+//!
+//! Handles are registered once, when the component is built, with the recorder installed at
+//! that time (install yours first), and labelled `name`. An unnamed component registers
+//! nothing and pays nothing; without the feature every call here compiles to nothing.
+//!
+//! | metric | kind | by |
+//! |---|---|---|
+//! | `limitpal_ratelimit_allowed_total` | counter | limiter |
+//! | `limitpal_ratelimit_denied_total` | counter | limiter (shadow denials included) |
+//! | `limitpal_breaker_rejected_total` | counter | breaker |
+//! | `limitpal_breaker_state` | gauge: 0 closed, 1 open, 2 half-open | breaker |
+//! | `limitpal_retry_retried_total` | counter | pipeline (executors, `ResilienceLayer`) |
+//! | `limitpal_retry_exhausted_total` | counter | pipeline |
+//! | `limitpal_retry_delay_seconds` | histogram | pipeline |
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use std::time::Duration;
+
+    use crate::CircuitState;
+
+    fn counter(metric: &'static str, name: Option<&str>) -> Option<metrics::Counter> {
+        name.map(|name| metrics::counter!(metric, "name" => name.to_owned()))
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct LimiterMetrics {
+        allowed: Option<metrics::Counter>,
+        denied: Option<metrics::Counter>,
+    }
+
+    impl LimiterMetrics {
+        pub(crate) fn new(name: Option<&str>) -> Self {
+            Self {
+                allowed: counter("limitpal_ratelimit_allowed_total", name),
+                denied: counter("limitpal_ratelimit_denied_total", name),
+            }
+        }
+
+        /// Whether denials are counted.
+        #[inline]
+        pub(crate) fn active(&self) -> bool {
+            self.denied.is_some()
+        }
+
+        #[inline]
+        pub(crate) fn allowed(&self) {
+            if let Some(c) = &self.allowed {
+                c.increment(1);
+            }
+        }
+
+        pub(crate) fn denied(&self) {
+            if let Some(c) = &self.denied {
+                c.increment(1);
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct BreakerMetrics {
+        rejected: Option<metrics::Counter>,
+        state: Option<metrics::Gauge>,
+    }
+
+    impl BreakerMetrics {
+        pub(crate) fn new(name: Option<&str>) -> Self {
+            let metrics = Self {
+                rejected: counter("limitpal_breaker_rejected_total", name),
+                state: name.map(
+                    |name| metrics::gauge!("limitpal_breaker_state", "name" => name.to_owned()),
+                ),
+            };
+            metrics.state(CircuitState::Closed);
+            metrics
+        }
+
+        pub(crate) fn rejected(&self) {
+            if let Some(c) = &self.rejected {
+                c.increment(1);
+            }
+        }
+
+        pub(crate) fn state(&self, state: CircuitState) {
+            if let Some(g) = &self.state {
+                g.set(match state {
+                    CircuitState::Closed => 0.0,
+                    CircuitState::Open => 1.0,
+                    CircuitState::HalfOpen => 2.0,
+                });
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct RetryMetrics {
+        retried: Option<metrics::Counter>,
+        exhausted: Option<metrics::Counter>,
+        delay: Option<metrics::Histogram>,
+    }
+
+    impl RetryMetrics {
+        pub(crate) fn new(name: Option<&str>) -> Self {
+            Self {
+                retried: counter("limitpal_retry_retried_total", name),
+                exhausted: counter("limitpal_retry_exhausted_total", name),
+                delay: name.map(|name| metrics::histogram!("limitpal_retry_delay_seconds", "name" => name.to_owned())),
+            }
+        }
+
+        pub(crate) fn retried(&self, delay: Duration) {
+            if let Some(c) = &self.retried {
+                c.increment(1);
+            }
+            if let Some(h) = &self.delay {
+                h.record(delay.as_secs_f64());
+            }
+        }
+
+        pub(crate) fn exhausted(&self) {
+            if let Some(c) = &self.exhausted {
+                c.increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod enabled {
+    use std::time::Duration;
+
+    use crate::CircuitState;
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct LimiterMetrics;
+
+    impl LimiterMetrics {
+        pub(crate) fn new(_: Option<&str>) -> Self {
+            Self
+        }
+        #[inline]
+        pub(crate) fn active(&self) -> bool {
+            false
+        }
+        #[inline]
+        pub(crate) fn allowed(&self) {}
+        pub(crate) fn denied(&self) {}
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct BreakerMetrics;
+
+    impl BreakerMetrics {
+        pub(crate) fn new(_: Option<&str>) -> Self {
+            Self
+        }
+        pub(crate) fn rejected(&self) {}
+        pub(crate) fn state(&self, _: CircuitState) {}
+    }
+
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct RetryMetrics;
+
+    impl RetryMetrics {
+        pub(crate) fn new(_: Option<&str>) -> Self {
+            Self
+        }
+        pub(crate) fn retried(&self, _: Duration) {}
+        pub(crate) fn exhausted(&self) {}
+    }
+}
+
+pub(crate) use enabled::{BreakerMetrics, LimiterMetrics, RetryMetrics};
