@@ -27,6 +27,7 @@
 //! | `tower` | yes | module [`tower`]: layers, [`TokioClock`](crate::tower::TokioClock) |
 //! | `http` | no | `tower::http`: HTTP key extractors, 429 responses with `Retry-After` and `RateLimit` fields |
 //! | `metrics` | no | counters, gauges and histograms through the `metrics` facade for components given a `.name(..)` (see [`metrics`]) |
+//! | `serde` | no | `config`: configuration structs that deserialize (humantime durations) and build, errors naming the field path |
 //! | `redis` | no | `redis`: a limiter shared through Redis, with failure policies |
 //! | `tracing` | yes | events for denials and transitions through `tracing` |
 //!
@@ -67,6 +68,10 @@ pub mod tower {
 }
 
 pub use limitpal_core::metrics;
+
+/// Configuration that deserializes and builds (feature `serde`).
+#[cfg(feature = "serde")]
+pub use limitpal_core::config;
 
 /// Distributed rate limiting on Redis (feature `redis`).
 #[cfg(feature = "redis")]

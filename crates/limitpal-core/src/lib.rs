@@ -24,6 +24,8 @@
 pub mod breaker;
 mod classify;
 pub mod clock;
+#[cfg(feature = "serde")]
+pub mod config;
 mod error;
 mod executor;
 mod limiter_async;

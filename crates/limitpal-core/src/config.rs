@@ -1,0 +1,374 @@
+//! Configuration that deserializes from TOML, JSON or any serde format (feature `serde`) and
+//! builds the same objects as the builders. Durations are humantime strings (`"250ms"`,
+//! `"1m 30s"`); unknown fields are rejected; every field has the builder's default. A
+//! rejected value names its path, such as `breaker.failure_threshold`.
+//!
+//! ```
+//! use limitpal_core::config::PipelineConfig;
+//!
+//! let config: PipelineConfig = serde_json::from_str(r#"{
+//!     "name": "payments",
+//!     "limiter": { "capacity": 20, "refill_per_sec": 10.0, "idle_ttl": "1m" },
+//!     "breaker": { "failure_threshold": 5, "recovery_timeout": "30s" },
+//!     "retry": { "max_attempts": 3, "base_delay": "100ms", "jitter": "full" },
+//!     "attempt_timeout": "2s"
+//! }"#)?;
+//! let executor = config.executor::<String>()?;
+//! assert_eq!(executor.run(&"alice".to_string(), || Ok::<_, ()>(1)), Ok(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::{
+    Backoff, CircuitBreaker, ConfigError, Jitter, RateLimiter, ResilientExecutor, RetryBudget,
+    RetryPolicy, TokenBucket,
+};
+
+/// A configuration value was rejected; `path` says where (`retry.max_delay`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPathError {
+    /// The dotted path of the rejected field.
+    pub path: String,
+    /// Why it was rejected.
+    pub error: ConfigError,
+}
+
+impl fmt::Display for ConfigPathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // "`capacity` must be ..." → "`limiter.capacity` must be ..."
+        let message = self.error.to_string();
+        let field = format!("`{}`", self.error.field());
+        write!(
+            f,
+            "{}",
+            message.replacen(&field, &format!("`{}`", self.path), 1)
+        )
+    }
+}
+
+impl std::error::Error for ConfigPathError {}
+
+fn at(section: &str) -> impl Fn(ConfigError) -> ConfigPathError + '_ {
+    move |error| ConfigPathError {
+        path: format!("{section}.{}", error.field()),
+        error,
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); write it as \"250ms\", \"2s\" or \"1m 30s\""
+        ))
+    })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// A keyed token-bucket limiter: `RateLimiter::builder(TokenBucket::new(..))`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterConfig {
+    /// Burst size.
+    pub capacity: u32,
+    /// Tokens per second.
+    pub refill_per_sec: f64,
+    /// How long a full bucket is kept (default 0).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub idle_ttl: Option<Duration>,
+    /// Hard bound on keys held.
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    /// Report denials without enforcing them.
+    #[serde(default)]
+    pub shadow: bool,
+    /// Metrics name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl LimiterConfig {
+    /// Builds the limiter.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `limiter.`.
+    pub fn build<K: std::hash::Hash + Eq>(&self) -> Result<RateLimiter<K>, ConfigPathError> {
+        let mut builder = RateLimiter::builder(
+            TokenBucket::new(self.capacity, self.refill_per_sec).map_err(at("limiter"))?,
+        )
+        .shadow(self.shadow);
+        if let Some(ttl) = self.idle_ttl {
+            builder = builder.idle_ttl(ttl);
+        }
+        if let Some(max) = self.max_keys {
+            builder = builder.max_keys(max);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        builder.build().map_err(at("limiter"))
+    }
+}
+
+/// The failure-rate trigger of a breaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRateConfig {
+    /// Failure ratio in (0, 1] that opens the breaker.
+    pub ratio: f64,
+    /// Calls needed in the window before the ratio counts.
+    pub min_calls: u32,
+    /// The sliding window.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+}
+
+/// A circuit breaker: `CircuitBreaker::builder()`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it (default 5).
+    pub failure_threshold: u32,
+    /// Optional failure-rate trigger.
+    pub failure_rate: Option<FailureRateConfig>,
+    /// Calls slower than this count as failures.
+    #[serde(deserialize_with = "optional_duration")]
+    pub slow_call: Option<Duration>,
+    /// Open → half-open after this (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub recovery_timeout: Duration,
+    /// Probes in flight while half-open (default 1).
+    pub half_open_max_calls: u32,
+    /// Successful probes that close it (default 1).
+    pub half_open_success_threshold: u32,
+    /// Report rejections without enforcing them.
+    pub shadow: bool,
+    /// Metrics name.
+    pub name: Option<String>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            failure_rate: None,
+            slow_call: None,
+            recovery_timeout: Duration::from_secs(30),
+            half_open_max_calls: 1,
+            half_open_success_threshold: 1,
+            shadow: false,
+            name: None,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Builds the breaker.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `breaker.`.
+    pub fn build(&self) -> Result<CircuitBreaker, ConfigPathError> {
+        let mut builder = CircuitBreaker::builder()
+            .failure_threshold(self.failure_threshold)
+            .recovery_timeout(self.recovery_timeout)
+            .half_open_max_calls(self.half_open_max_calls)
+            .half_open_success_threshold(self.half_open_success_threshold)
+            .shadow(self.shadow);
+        if let Some(rate) = &self.failure_rate {
+            builder = builder.failure_rate(rate.ratio, rate.min_calls, rate.window);
+        }
+        if let Some(slow) = self.slow_call {
+            builder = builder.slow_call(slow);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        builder.build().map_err(at("breaker"))
+    }
+}
+
+/// How delays grow, as configuration.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackoffConfig {
+    /// `base` every time.
+    Constant,
+    /// `base × n`.
+    Linear,
+    /// `base × factor^(n−1)`.
+    Exponential {
+        /// Growth per retry.
+        factor: f64,
+    },
+}
+
+/// How delays are randomised, as configuration.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JitterConfig {
+    /// No randomness.
+    None,
+    /// Uniform in `[0, delay]`.
+    Full,
+    /// Uniform in `[delay/2, delay]`.
+    Equal,
+    /// AWS decorrelated jitter.
+    Decorrelated,
+}
+
+/// A retry policy: `RetryPolicy::builder()`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Total calls, the first included (default 3).
+    pub max_attempts: u32,
+    /// First delay (default 100 ms).
+    #[serde(deserialize_with = "duration")]
+    pub base_delay: Duration,
+    /// Cap on any delay (default 10 s).
+    #[serde(deserialize_with = "duration")]
+    pub max_delay: Duration,
+    /// Growth (default exponential ×2).
+    pub backoff: BackoffConfig,
+    /// Randomisation (default full).
+    pub jitter: JitterConfig,
+    /// A fixed seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            backoff: BackoffConfig::Exponential { factor: 2.0 },
+            jitter: JitterConfig::Full,
+            seed: None,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Builds the policy.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `retry.`.
+    pub fn build(&self) -> Result<RetryPolicy, ConfigPathError> {
+        let mut builder = RetryPolicy::builder()
+            .max_attempts(self.max_attempts)
+            .base_delay(self.base_delay)
+            .max_delay(self.max_delay)
+            .backoff(match self.backoff {
+                BackoffConfig::Constant => Backoff::Constant,
+                BackoffConfig::Linear => Backoff::Linear,
+                BackoffConfig::Exponential { factor } => Backoff::Exponential { factor },
+            })
+            .jitter(match self.jitter {
+                JitterConfig::None => Jitter::None,
+                JitterConfig::Full => Jitter::Full,
+                JitterConfig::Equal => Jitter::Equal,
+                JitterConfig::Decorrelated => Jitter::Decorrelated,
+            });
+        if let Some(seed) = self.seed {
+            builder = builder.seed(seed);
+        }
+        builder.build().map_err(at("retry"))
+    }
+}
+
+/// A retry budget: `RetryBudget::new(ttl, min_per_sec, retry_ratio)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// The window.
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Retries per second always allowed.
+    #[serde(default)]
+    pub min_per_sec: u32,
+    /// Retries per request.
+    pub retry_ratio: f64,
+}
+
+impl BudgetConfig {
+    /// Builds the budget.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `budget.`.
+    pub fn build(&self) -> Result<RetryBudget, ConfigPathError> {
+        RetryBudget::new(self.ttl, self.min_per_sec, self.retry_ratio).map_err(at("budget"))
+    }
+}
+
+/// A whole pipeline: every part optional, as with the builders.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Metrics name of the pipeline's retries.
+    pub name: Option<String>,
+    /// Rate limit.
+    pub limiter: Option<LimiterConfig>,
+    /// Circuit breaker.
+    pub breaker: Option<BreakerConfig>,
+    /// Retries.
+    pub retry: Option<RetryConfig>,
+    /// Retry budget.
+    pub budget: Option<BudgetConfig>,
+    /// Whether retries are charged by the limiter (default true).
+    pub charge_retries: Option<bool>,
+    /// Per-attempt timeout.
+    #[serde(deserialize_with = "optional_duration")]
+    pub attempt_timeout: Option<Duration>,
+    /// Total deadline.
+    #[serde(deserialize_with = "optional_duration")]
+    pub deadline: Option<Duration>,
+}
+
+impl PipelineConfig {
+    /// Builds a sync [`ResilientExecutor`] keyed by `K`.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] naming the rejected field's path.
+    pub fn executor<K>(&self) -> Result<ResilientExecutor<K>, ConfigPathError>
+    where
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        let mut builder = ResilientExecutor::builder();
+        if let Some(limiter) = &self.limiter {
+            builder = builder.limiter(limiter.build::<K>()?);
+        }
+        if let Some(breaker) = &self.breaker {
+            builder = builder.breaker(breaker.build()?);
+        }
+        if let Some(retry) = &self.retry {
+            builder = builder.retry(retry.build()?);
+        }
+        if let Some(budget) = &self.budget {
+            builder = builder.budget(budget.build()?);
+        }
+        if let Some(charge) = self.charge_retries {
+            builder = builder.charge_retries(charge);
+        }
+        if let Some(timeout) = self.attempt_timeout {
+            builder = builder.attempt_timeout(timeout);
+        }
+        if let Some(deadline) = self.deadline {
+            builder = builder.deadline(deadline);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        builder.build().map_err(|error| ConfigPathError {
+            path: error.field().to_owned(),
+            error,
+        })
+    }
+}

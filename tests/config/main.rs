@@ -1,0 +1,122 @@
+//! Configuration files: TOML and JSON into the same objects the builders make.
+
+#![cfg(feature = "serde")]
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use limitpal::config::{BreakerConfig, PipelineConfig, RetryConfig};
+use limitpal::rand::SeedableRng;
+use limitpal::rand::rngs::StdRng;
+use limitpal::{CircuitState, Error};
+
+const TOML: &str = r#"
+name = "payments"
+attempt_timeout = "2s"
+deadline = "1m 30s"
+
+[limiter]
+capacity = 2
+refill_per_sec = 0.5
+idle_ttl = "10m"
+max_keys = 10000
+
+[breaker]
+failure_threshold = 3
+recovery_timeout = "45s"
+failure_rate = { ratio = 0.5, min_calls = 20, window = "30s" }
+
+[retry]
+max_attempts = 4
+base_delay = "250ms"
+max_delay = "5s"
+backoff = { exponential = { factor = 3.0 } }
+jitter = "none"
+
+[budget]
+ttl = "10s"
+min_per_sec = 5
+retry_ratio = 0.2
+"#;
+
+#[test]
+fn a_toml_file_builds_a_working_pipeline() {
+    let config: PipelineConfig = toml::from_str(TOML).unwrap();
+    assert_eq!(config.deadline, Some(Duration::from_secs(90)));
+    let retry = config.retry.as_ref().unwrap().build().unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    let delays: Vec<_> = (1..4).map(|n| retry.delay(n, &mut rng)).collect();
+    assert_eq!(
+        delays,
+        [
+            Duration::from_millis(250),
+            Duration::from_millis(750),
+            Duration::from_millis(2250)
+        ]
+    );
+    let exec = config.executor::<&str>().unwrap();
+    assert_eq!(exec.run(&"k", || Ok::<_, ()>(1)), Ok(1));
+    assert_eq!(exec.run(&"k", || Ok::<_, ()>(2)), Ok(2));
+    assert!(matches!(
+        exec.run(&"k", || Ok::<_, ()>(3)),
+        Err(Error::RateLimited(_))
+    ));
+}
+
+#[test]
+fn defaults_are_the_builders_defaults() {
+    let breaker: BreakerConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(breaker.failure_threshold, 5);
+    assert_eq!(breaker.recovery_timeout, Duration::from_secs(30));
+    let breaker = breaker.build().unwrap();
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    let retry: RetryConfig = serde_json::from_str("{}").unwrap();
+    let policy = retry.build().unwrap();
+    assert_eq!(policy.max_attempts(), 3);
+    assert_eq!(policy.max_delay(), Duration::from_secs(10));
+    let empty: PipelineConfig = serde_json::from_str("{}").unwrap();
+    assert!(empty.executor::<()>().is_ok());
+}
+
+#[test]
+fn rejected_values_name_their_path() {
+    let config: PipelineConfig =
+        serde_json::from_str(r#"{ "breaker": { "failure_threshold": 0 } }"#).unwrap();
+    let err = config.executor::<()>().unwrap_err();
+    assert_eq!(err.path, "breaker.failure_threshold");
+    assert_eq!(
+        err.to_string(),
+        "`breaker.failure_threshold` must be greater than zero"
+    );
+
+    let config: PipelineConfig =
+        serde_json::from_str(r#"{ "retry": { "base_delay": "2s", "max_delay": "1s" } }"#).unwrap();
+    assert_eq!(config.executor::<()>().unwrap_err().path, "retry.max_delay");
+
+    let config: PipelineConfig =
+        serde_json::from_str(r#"{ "limiter": { "capacity": 5, "refill_per_sec": -1 } }"#).unwrap();
+    assert_eq!(
+        config.executor::<()>().unwrap_err().path,
+        "limiter.refill_per_sec"
+    );
+
+    let config: PipelineConfig = serde_json::from_str(r#"{ "deadline": "0s" }"#).unwrap();
+    assert_eq!(config.executor::<()>().unwrap_err().path, "deadline");
+}
+
+#[test]
+fn unknown_fields_and_bad_durations_are_refused_when_parsing() {
+    let typo = toml::from_str::<PipelineConfig>("[breaker]\nfailure_treshold = 3\n").unwrap_err();
+    assert!(typo.to_string().contains("failure_treshold"), "{typo}");
+    let bad = serde_json::from_str::<PipelineConfig>(r#"{ "attempt_timeout": "two seconds" }"#)
+        .unwrap_err();
+    let message = bad.to_string();
+    assert!(
+        message.contains(r#"invalid duration "two seconds""#),
+        "{message}"
+    );
+    assert!(
+        message.contains("line 1 column"),
+        "the format reports where: {message}"
+    );
+}
