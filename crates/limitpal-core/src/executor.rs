@@ -94,8 +94,6 @@ pub struct ExecutorParts<K, Cl> {
     pub limiter: Option<CheckFn<K>>,
     /// Everything else, configured.
     pub pipeline: Pipeline<Cl>,
-    /// Whether `.clock(..)` was called; the async executor defaults to tokio's clock.
-    pub clock_set: bool,
 }
 
 impl<K, Cl> fmt::Debug for ExecutorParts<K, Cl> {
@@ -103,7 +101,6 @@ impl<K, Cl> fmt::Debug for ExecutorParts<K, Cl> {
         f.debug_struct("ExecutorParts")
             .field("limiter", &self.limiter.is_some())
             .field("pipeline", &self.pipeline)
-            .field("clock_set", &self.clock_set)
             .finish()
     }
 }
@@ -113,6 +110,8 @@ impl<K, Cl> fmt::Debug for ExecutorParts<K, Cl> {
 pub trait BuildTarget<K, Cl> {
     /// The executor built.
     type Output;
+    /// The clock used when the builder was given none.
+    fn default_clock() -> Arc<dyn Clock>;
     /// Builds it from validated parts.
     fn build(parts: ExecutorParts<K, Cl>) -> Self::Output;
 }
@@ -248,14 +247,10 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     where
         T: BuildTarget<K, Cl>,
     {
-        let clock_set = self.parts.clock.is_some();
-        let pipeline = self
-            .parts
-            .build(self.classifier, || Arc::new(MonotonicClock))?;
+        let pipeline = self.parts.build(self.classifier, T::default_clock)?;
         Ok(T::build(ExecutorParts {
             limiter: self.limiter,
             pipeline,
-            clock_set,
         }))
     }
 }
@@ -312,6 +307,10 @@ pub struct SyncTarget;
 
 impl<K, Cl> BuildTarget<K, Cl> for SyncTarget {
     type Output = ResilientExecutor<K, Cl>;
+
+    fn default_clock() -> Arc<dyn Clock> {
+        Arc::new(MonotonicClock)
+    }
 
     fn build(parts: ExecutorParts<K, Cl>) -> Self::Output {
         ResilientExecutor {

@@ -170,30 +170,6 @@ pub struct Pipeline<Cl> {
 }
 
 impl<Cl> Pipeline<Cl> {
-    /// A pipeline with no parts but a classifier and a clock (see [`PipelineParts`] for the
-    /// rest).
-    pub fn new(classifier: Cl, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            breaker: None,
-            retry: None,
-            budget: None,
-            classifier,
-            charge_retries: true,
-            attempt_timeout: None,
-            deadline: None,
-            clock,
-            on_retry: None,
-            metrics: RetryMetrics::new(None),
-        }
-    }
-
-    /// Replaces the clock.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// The clock that measures timeouts and does a sync executor's sleeping.
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use limitpal_core::pipeline::{Attempt, Pipeline, Settled};
 use limitpal_core::{
-    BuildTarget, CheckFn, Classify, DefaultClassifier, Error, ExecutorParts, LimitCheck,
+    BuildTarget, CheckFn, Classify, Clock, DefaultClassifier, Error, ExecutorParts, LimitCheck,
     ResilientExecutorBuilder, RetryPolicy,
 };
 
@@ -54,15 +54,14 @@ pub struct AsyncTarget;
 impl<K, Cl> BuildTarget<K, Cl> for AsyncTarget {
     type Output = AsyncResilientExecutor<K, Cl>;
 
+    fn default_clock() -> Arc<dyn Clock> {
+        Arc::new(TokioClock::new())
+    }
+
     fn build(parts: ExecutorParts<K, Cl>) -> Self::Output {
-        let pipeline = if parts.clock_set {
-            parts.pipeline
-        } else {
-            parts.pipeline.with_clock(Arc::new(TokioClock::new()))
-        };
         AsyncResilientExecutor {
             limiter: parts.limiter,
-            pipeline,
+            pipeline: parts.pipeline,
         }
     }
 }
