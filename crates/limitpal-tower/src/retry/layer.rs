@@ -2,6 +2,7 @@ use limitpal_core::{DefaultClassifier, RetryBudget, RetryPolicy};
 use tower_layer::Layer;
 
 use super::RetryService;
+use crate::ResilienceLayer;
 
 /// Makes the copy of a request that a retry sends: `None` means "cannot be replayed".
 ///
@@ -91,13 +92,19 @@ impl<Cl, R> RetryLayer<Cl, R> {
 impl<S, Cl: Clone, R: Clone> Layer<S> for RetryLayer<Cl, R> {
     type Service = RetryService<S, Cl, R>;
 
+    /// A retry-only pipeline: the one retry state machine of [`ResilienceLayer`], with
+    /// no limiter, breaker or timeouts.
     fn layer(&self, inner: S) -> Self::Service {
-        RetryService::new(
-            inner,
-            self.policy.clone(),
-            self.classifier.clone(),
-            self.budget.clone(),
-            self.replay.clone(),
-        )
+        let mut builder = ResilienceLayer::builder()
+            .retry(self.policy.clone())
+            .classifier(self.classifier.clone())
+            .clone_request(self.replay.clone());
+        if let Some(budget) = &self.budget {
+            builder = builder.budget(budget.clone());
+        }
+        builder
+            .build()
+            .expect("a pipeline without timeouts has nothing to reject")
+            .layer(inner)
     }
 }

@@ -14,6 +14,8 @@
 //!   the last error as `source()`.
 //! - Every service instance draws its own random stream from the policy (one per request,
 //!   no synchronisation per request), so clones never retry in lockstep.
+//! - It is [`ResilienceLayer`](crate::ResilienceLayer) with retries only: one retry state
+//!   machine serves both.
 //!
 //! ```
 //! use limitpal_core::{Jitter, RetryPolicy};
@@ -41,12 +43,16 @@
 //! # Ok(()) }
 //! ```
 
-mod future;
 mod layer;
-mod service;
 
-pub use future::ResponseFuture;
 pub use layer::{CloneRequest, ReplayRequest, RetryLayer};
-pub use service::RetryService;
+
+use crate::resilience::{self, NoKey, ResilienceService};
+
+/// A service behind a [`RetryLayer`]: the resilience pipeline with retries only.
+pub type RetryService<S, Cl, R> = ResilienceService<S, NoKey, (), Cl, R>;
+
+/// The response future of a [`RetryService`].
+pub type ResponseFuture<S, Req, Cl, R> = resilience::ResponseFuture<S, Req, (), Cl, R>;
 
 pub use crate::error::RetryExhausted;
