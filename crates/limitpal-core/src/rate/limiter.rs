@@ -228,11 +228,7 @@ where
         let now = now_nanos(&inner.clock);
         let alg = &inner.algorithm;
         let decide = |cell: &A::Cell| (alg.check_cell(cell, now, 1), alg.cell_quota(cell, now));
-        let (result, (remaining, reset)) = if size_of::<K>() == 0 {
-            decide(&inner.single)
-        } else {
-            inner.store.with_cell(alg, key, now, inner.idle_ttl, decide)
-        };
+        let (result, (remaining, reset)) = self.with_cell(key, now, decide);
         let quota = Quota {
             limit: alg.capacity(),
             remaining,
@@ -329,14 +325,24 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &*self.inner;
+        self.with_cell(key, now, |cell| inner.algorithm.check_cell(cell, now, cost))
+    }
+
+    /// Runs `f` on `key`'s cell: the single cell for zero-sized keys (no hashing), else the
+    /// store's (inserting a fresh one for a new key).
+    #[inline]
+    fn with_cell<Q, R>(&self, key: &Q, now: u64, f: impl FnOnce(&A::Cell) -> R) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
         if size_of::<K>() == 0 {
-            return inner.algorithm.check_cell(&inner.single, now, cost);
+            return f(&inner.single);
         }
         inner
             .store
-            .with_cell(&inner.algorithm, key, now, inner.idle_ttl, |cell| {
-                inner.algorithm.check_cell(cell, now, cost)
-            })
+            .with_cell(&inner.algorithm, key, now, inner.idle_ttl, f)
     }
 }
 

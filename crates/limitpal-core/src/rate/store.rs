@@ -97,8 +97,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
-        #[allow(clippy::cast_possible_truncation)] // only the low bits are kept
-        let shard = &self.shards[(hash >> SHARD_SHIFT) as usize & self.mask];
+        let shard = self.shard(hash);
         {
             let read = read(shard);
             if let Some((_, cell)) = read.table.find(hash, |(k, _)| k.borrow() == key) {
@@ -135,12 +134,18 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
-        #[allow(clippy::cast_possible_truncation)] // only the low bits are kept
-        let shard = &self.shards[(hash >> SHARD_SHIFT) as usize & self.mask];
+        let shard = self.shard(hash);
         let read = read(shard);
         read.table
             .find(hash, |(k, _)| k.borrow() == key)
             .map(|(_, cell)| f(cell))
+    }
+
+    /// The shard that holds keys with this hash.
+    #[inline]
+    fn shard(&self, hash: u64) -> &LockedShard<K, A::Cell> {
+        #[allow(clippy::cast_possible_truncation)] // only the low bits are kept
+        &self.shards[(hash >> SHARD_SHIFT) as usize & self.mask]
     }
 
     /// Drops every idle key, then counts the rest. `O(keys)`.
