@@ -38,19 +38,25 @@
 //!   [`Algorithm::and`], the keyed [`RateLimiter`], [`AsyncLimiter`].
 //! - Circuit breaking: [`CircuitBreaker`], [`CallPermit`], [`CircuitState`].
 //! - Retries: [`RetryPolicy`] ([`Backoff`], [`Jitter`]), [`RetryBudget`], [`RetryState`].
+//! - Concurrency: [`Bulkhead`] (at most N at once, optional wait queue), [`AdaptiveLimit`]
+//!   (N follows the callee: [`concurrency::Aimd`], [`concurrency::Gradient2`]), [`BulkheadFull`].
 //! - The pipeline: [`ResilientExecutor`] (sync), [`Error`]; with `tower`:
 //!   `tower::ResilienceLayer` and `tower::AsyncResilientExecutor`.
 //! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
-//! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`].
+//! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`], [`BulkheadFull`].
 
 pub use limitpal_core::{
-    Algorithm, All, AsyncLimiter, Backoff, CallPermit, CheckNError, CircuitBreaker,
-    CircuitBreakerBuilder, CircuitOpen, CircuitState, Classify, Clock, ConfigError,
-    DefaultClassifier, DefaultHashBuilder, Error, Jitter, LeakyBucket, ManualClock, MonotonicClock,
-    Outcome, OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, ResilientExecutor,
-    ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng,
-    RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
+    AdaptiveLimit, Algorithm, All, AsyncLimiter, Backoff, Bulkhead, BulkheadFull, BulkheadPermit,
+    CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, CircuitState,
+    Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Jitter,
+    LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, Quota, RateLimited,
+    RateLimiter, RateLimiterBuilder, ResilientExecutor, ResilientExecutorBuilder, RetryBudget,
+    RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep,
+    SlidingWindow, TokenBucket,
 };
+
+/// Concurrency limits: [`Bulkhead`], [`AdaptiveLimit`] and its algorithms.
+pub use limitpal_core::concurrency;
 
 /// The `rand` version whose RNGs [`RetryPolicy::delay`] takes.
 pub use limitpal_core::rand;
@@ -61,10 +67,11 @@ pub mod tower {
     #[cfg(feature = "http")]
     pub use limitpal_tower::http;
     pub use limitpal_tower::{
-        AsyncResilientExecutor, CircuitBreakerLayer, KeyExtractor, KeyMissing, MissingKey,
-        RateLimitLayer, ResilienceLayer, RetryExhausted, RetryLayer, TimedOut, TokioClock,
+        AdaptiveLimitLayer, AsyncResilientExecutor, BulkheadLayer, CircuitBreakerLayer,
+        KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, ResilienceLayer, RetryExhausted,
+        RetryLayer, TimedOut, TokioClock,
     };
-    pub use limitpal_tower::{breaker, limit, resilience, retry};
+    pub use limitpal_tower::{breaker, bulkhead, limit, resilience, retry};
 }
 
 pub use limitpal_core::metrics;

@@ -4,13 +4,14 @@ use std::any::Any;
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use crate::{CircuitOpen, RateLimited};
+use crate::{BulkheadFull, CircuitOpen, RateLimited};
 
 /// What a call's result means.
 ///
 /// Components recognise limitpal's own rejections coming back from an inner layer *before*
 /// asking the classifier: a [`RateLimited`] is never recorded by a breaker and is retried
-/// after its `retry_after`; a [`CircuitOpen`] is never recorded and never retried.
+/// after its `retry_after`; a [`CircuitOpen`] is never recorded and never retried; a
+/// [`BulkheadFull`] is never recorded and is retried after the usual backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The call worked: the breaker records a success.
@@ -132,6 +133,8 @@ pub enum OwnRejection {
     RateLimited(Duration),
     /// An inner breaker is open: retrying cannot help now.
     CircuitOpen,
+    /// An inner bulkhead or adaptive limit had no slot: retryable after a backoff.
+    BulkheadFull,
 }
 
 impl OwnRejection {
@@ -142,6 +145,8 @@ impl OwnRejection {
             Some(Self::RateLimited(limited.retry_after))
         } else if find::<CircuitOpen, E>(err).is_some() {
             Some(Self::CircuitOpen)
+        } else if find::<BulkheadFull, E>(err).is_some() {
+            Some(Self::BulkheadFull)
         } else {
             None
         }

@@ -146,6 +146,8 @@ pub enum Error<E> {
         /// Attempts started.
         attempts: u32,
     },
+    /// The executor's own bulkhead or adaptive limit had no slot (nor room to wait).
+    BulkheadFull(crate::BulkheadFull),
 }
 
 impl<E> Error<E> {
@@ -170,6 +172,7 @@ impl<E: std::fmt::Display> std::fmt::Display for Error<E> {
             Self::TimedOut { attempts } => {
                 write!(f, "deadline passed after {attempts} attempts")
             }
+            Self::BulkheadFull(e) => e.fmt(f),
         }
     }
 }
@@ -180,6 +183,7 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
             Self::RateLimited(e) => Some(e),
             Self::CircuitOpen(e) => Some(e),
             Self::RetryExhausted { last, .. } | Self::Failed(last) => Some(last),
+            Self::BulkheadFull(e) => Some(e),
             Self::TimedOut { .. } => None,
         }
     }

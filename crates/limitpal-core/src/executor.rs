@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::pipeline::{Attempt, Pipeline, PipelineParts, Settled};
 use crate::{
-    AsyncLimiter, CircuitBreaker, Classify, Clock, ConfigError, DefaultClassifier, Error,
-    MonotonicClock, Outcome, RateLimited, RetryBudget, RetryPolicy,
+    AdaptiveLimit, AsyncLimiter, Bulkhead, CircuitBreaker, Classify, Clock, ConfigError,
+    DefaultClassifier, Error, MonotonicClock, Outcome, RateLimited, RetryBudget, RetryPolicy,
 };
 
 /// A rate limiter with its algorithm, clock and hasher erased; checks one key.
@@ -153,10 +153,28 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         self
     }
 
-    /// Admits attempts through `breaker` (step 2) and records their outcomes (step 5).
+    /// Admits attempts through `breaker` (step 2) and records their outcomes (step 6).
     #[must_use]
     pub fn breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
         self.parts.breaker = Some(breaker.into());
+        self
+    }
+
+    /// Runs at most the bulkhead's limit of attempts at once (step 4, after the limiter),
+    /// waiting for a slot up to its `max_wait` if it has a queue; full → [`Error::BulkheadFull`].
+    /// The sync executor blocks its thread for that wait.
+    #[must_use]
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.parts.bulkhead = Some(bulkhead);
+        self
+    }
+
+    /// Like [`bulkhead`](Self::bulkhead), with a limit that follows the callee's latency and
+    /// errors: every attempt's outcome (as classified) and duration feed it. The pipeline has
+    /// one slot stage: this replaces a `bulkhead` given before, and the reverse.
+    #[must_use]
+    pub fn adaptive_limit(mut self, limit: AdaptiveLimit) -> Self {
+        self.parts.bulkhead = Some(limit.into());
         self
     }
 
@@ -264,7 +282,7 @@ impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
     }
 }
 
-/// The sync pipeline: runs a closure through limiter, breaker and retries, sleeping between
+/// The sync pipeline: runs a closure through breaker, limiter, bulkhead and retries, sleeping between
 /// attempts through its clock (so with [`ManualClock`](crate::ManualClock) a run of minutes
 /// of backoff completes at once). Clones share every part's state.
 ///
@@ -345,7 +363,7 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
         let mut run = p.start(stream);
         loop {
-            let permit = p.admit(&run)?;
+            let mut permits = p.admit(&run)?;
             if p.charges(&run)
                 && let Some(limiter) = &self.limiter
                 && let Err(denied) = match limiter(key) {
@@ -353,8 +371,11 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                     LimitCheck::Later(future) => block_on(future),
                 }
             {
-                drop(permit); // released unrecorded: the breaker learns nothing
+                drop(permits); // released unrecorded: the breaker learns nothing
                 return Err(Error::RateLimited(denied));
+            }
+            if let Some(bulkhead) = p.bulkhead() {
+                permits.slot = Some(bulkhead.acquire_blocking().map_err(Error::BulkheadFull)?);
             }
             let limit = p.attempt_limit(&run);
             let started = p.clock().now();
@@ -362,7 +383,7 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
             let attempt = match limit {
                 Some(limit) if p.clock().now().saturating_sub(started) > limit => {
                     if p.past_deadline(&run) {
-                        drop(permit);
+                        drop(permits);
                         return Err(Error::TimedOut {
                             attempts: run.attempts(),
                         });
@@ -371,7 +392,7 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                 }
                 _ => Attempt::Done(result),
             };
-            match p.settle(&mut run, permit, attempt) {
+            match p.settle(&mut run, permits, attempt) {
                 Settled::Retry(delay) => p.clock().sleep(delay),
                 Settled::Done(result) => return result,
             }

@@ -24,6 +24,7 @@
 pub mod breaker;
 mod classify;
 pub mod clock;
+pub mod concurrency;
 #[cfg(feature = "serde")]
 pub mod config;
 mod error;
@@ -38,6 +39,7 @@ mod sync;
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadFull, BulkheadPermit};
 pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, LimiterFn, ResilientExecutor,

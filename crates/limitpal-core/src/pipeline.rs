@@ -7,9 +7,12 @@
 //! 3. rate limiter (done by the caller, which owns the limiter): denied →
 //!    [`Error::RateLimited`], and the breaker permit is released unrecorded. Every attempt is
 //!    charged unless `charge_retries(false)`;
-//! 4. the call (done by the caller), bounded by the attempt timeout;
-//! 5. classify and record the outcome in the breaker;
-//! 6. retryable, attempts left, budget allows → wait `max(backoff, retry_after)` and go
+//! 4. bulkhead or adaptive limit (done by the caller, which does any waiting): a slot, or
+//!    [`Error::BulkheadFull`] when none is free within its `max_wait` (the breaker permit is
+//!    released unrecorded);
+//! 5. the call (done by the caller), bounded by the attempt timeout;
+//! 6. classify and record the outcome in the breaker and the adaptive limit;
+//! 7. retryable, attempts left, budget allows → wait `max(backoff, retry_after)` and go
 //!    again; a `retry_after` beyond `max_delay` or the deadline stops the run with the last
 //!    outcome; a breaker that will still be Open when the next attempt would start stops the
 //!    run with `CircuitOpen` without sleeping.
@@ -23,8 +26,9 @@ use std::time::Duration;
 
 use crate::metrics::RetryMetrics;
 use crate::{
-    CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock, ConfigError, Error, Outcome,
-    OwnRejection, RetryBudget, RetryPolicy, RetryState, RetryStep, Verdict,
+    Bulkhead, BulkheadPermit, CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock,
+    ConfigError, Error, Outcome, OwnRejection, RetryBudget, RetryPolicy, RetryState, RetryStep,
+    Verdict,
 };
 
 /// A circuit breaker with its clock type erased.
@@ -67,6 +71,8 @@ impl fmt::Debug for AnyBreaker {
 pub struct PipelineParts {
     /// The breaker, if any.
     pub breaker: Option<AnyBreaker>,
+    /// The bulkhead or adaptive limit, if any.
+    pub bulkhead: Option<Bulkhead>,
     /// The retry policy, if any.
     pub retry: Option<RetryPolicy>,
     /// The retry budget, if any.
@@ -92,6 +98,7 @@ impl Default for PipelineParts {
     fn default() -> Self {
         Self {
             breaker: None,
+            bulkhead: None,
             retry: None,
             budget: None,
             charge_retries: true,
@@ -125,6 +132,7 @@ impl PipelineParts {
         }
         Ok(Pipeline {
             breaker: self.breaker,
+            bulkhead: self.bulkhead,
             retry: self.retry,
             budget: self.budget,
             classifier,
@@ -142,6 +150,7 @@ impl fmt::Debug for PipelineParts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineParts")
             .field("breaker", &self.breaker)
+            .field("bulkhead", &self.bulkhead)
             .field("retry", &self.retry)
             .field("budget", &self.budget)
             .field("charge_retries", &self.charge_retries)
@@ -158,6 +167,7 @@ impl fmt::Debug for PipelineParts {
 #[derive(Clone)]
 pub struct Pipeline<Cl> {
     breaker: Option<AnyBreaker>,
+    bulkhead: Option<Bulkhead>,
     retry: Option<RetryPolicy>,
     budget: Option<RetryBudget>,
     classifier: Cl,
@@ -180,6 +190,23 @@ impl<Cl> Pipeline<Cl> {
         self.retry.as_ref()
     }
 
+    /// Step 4's bulkhead or adaptive limit, if any: the caller takes the slot (waiting up to
+    /// [`slot_wait`](Self::slot_wait)) into [`Permits::slot`].
+    pub fn bulkhead(&self) -> Option<&Bulkhead> {
+        self.bulkhead.as_ref()
+    }
+
+    /// How long step 4 may wait for a slot: the bulkhead's `max_wait`, cut to the time left
+    /// before the deadline.
+    pub fn slot_wait(&self, run: &Run) -> Duration {
+        let wait = self
+            .bulkhead
+            .as_ref()
+            .map_or(Duration::ZERO, Bulkhead::max_wait);
+        run.deadline_at
+            .map_or(wait, |at| wait.min(at.saturating_sub(self.clock.now())))
+    }
+
     /// Starts a run: deposits in the budget, fixes the deadline. `stream` seeds the run's
     /// jitter (see [`RetryPolicy::new_stream_seed`]).
     pub fn start(&self, stream: u64) -> Run {
@@ -196,11 +223,12 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Steps 1 and 2: the deadline, then the breaker. `Ok` carries the breaker's permit
-    /// (if there is a breaker); the caller checks its limiter next if [`charges`](Self::charges).
+    /// (if there is a breaker); the caller checks its limiter next if [`charges`](Self::charges),
+    /// then takes a [`bulkhead`](Self::bulkhead) slot.
     ///
     /// # Errors
     /// [`Error::TimedOut`] past the deadline, [`Error::CircuitOpen`] when the breaker is open.
-    pub fn admit<E>(&self, run: &Run) -> Result<Option<CallPermit>, Error<E>> {
+    pub fn admit<E>(&self, run: &Run) -> Result<Permits, Error<E>> {
         if let Some(at) = run.deadline_at
             && self.clock.now() >= at
         {
@@ -208,14 +236,14 @@ impl<Cl> Pipeline<Cl> {
                 attempts: run.attempts() - 1,
             });
         }
-        match &self.breaker {
-            None => Ok(None),
-            Some(breaker) => breaker
-                .0
-                .try_acquire()
-                .map(Some)
-                .map_err(Error::CircuitOpen),
-        }
+        let breaker = match &self.breaker {
+            None => None,
+            Some(breaker) => Some(breaker.0.try_acquire().map_err(Error::CircuitOpen)?),
+        };
+        Ok(Permits {
+            breaker,
+            slot: None,
+        })
     }
 
     /// Step 3's condition: whether this attempt is checked and charged by the limiter.
@@ -241,13 +269,9 @@ impl<Cl> Pipeline<Cl> {
         run.deadline_at.is_some_and(|at| self.clock.now() >= at)
     }
 
-    /// Step 5: classifies the attempt and records it in the breaker. Returns
-    /// `Some(retry_after)` when the outcome is retryable.
-    fn record<T, E>(
-        &self,
-        permit: Option<CallPermit>,
-        attempt: &Attempt<T, E>,
-    ) -> Option<Option<Duration>>
+    /// Step 6: classifies the attempt and records it in the breaker and the adaptive limit.
+    /// Returns `Some(retry_after)` when the outcome is retryable.
+    fn record<T, E>(&self, permits: Permits, attempt: &Attempt<T, E>) -> Option<Option<Duration>>
     where
         Cl: Classify<T, E>,
         E: 'static,
@@ -263,43 +287,51 @@ impl<Cl> Pipeline<Cl> {
                     retry_after: Some(wait),
                 },
                 Some(OwnRejection::CircuitOpen) => Verdict::from(Outcome::Ignore),
+                Some(OwnRejection::BulkheadFull) => Verdict {
+                    breaker: Outcome::Ignore,
+                    retry: true,
+                    retry_after: None,
+                },
                 None => self.classifier.verdict(result.as_ref()),
             },
         };
-        if let Some(permit) = permit {
+        if let Some(permit) = permits.breaker {
             permit.record(verdict.breaker);
+        }
+        if let Some(slot) = permits.slot {
+            slot.record(verdict.breaker);
         }
         verdict.retry.then_some(verdict.retry_after)
     }
 
-    /// Steps 5 and 6 for an attempt that cannot be retried whatever its outcome (its request
+    /// Steps 6 and 7 for an attempt that cannot be retried whatever its outcome (its request
     /// cannot be replayed): classify, record, and end the run.
     pub fn settle_final<T, E>(
         &self,
         run: &Run,
-        permit: Option<CallPermit>,
+        permits: Permits,
         attempt: Attempt<T, E>,
     ) -> Result<T, Error<E>>
     where
         Cl: Classify<T, E>,
         E: 'static,
     {
-        let _ = self.record(permit, &attempt);
+        let _ = self.record(permits, &attempt);
         finish(attempt, run, Stop::NotRetryable)
     }
 
-    /// Steps 5 and 6: classify the attempt, record it in the breaker, decide what follows.
+    /// Steps 6 and 7: classify the attempt, record it in the breaker, decide what follows.
     pub fn settle<T, E>(
         &self,
         run: &mut Run,
-        permit: Option<CallPermit>,
+        permits: Permits,
         attempt: Attempt<T, E>,
     ) -> Settled<T, E>
     where
         Cl: Classify<T, E>,
         E: 'static,
     {
-        let Some(retry_after) = self.record(permit, &attempt) else {
+        let Some(retry_after) = self.record(permits, &attempt) else {
             return Settled::Done(finish(attempt, run, Stop::NotRetryable));
         };
         let Some(policy) = &self.retry else {
@@ -364,6 +396,7 @@ impl<Cl> fmt::Debug for Pipeline<Cl> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("breaker", &self.breaker.is_some())
+            .field("bulkhead", &self.bulkhead)
             .field("retry", &self.retry)
             .field("budget", &self.budget)
             .field("charge_retries", &self.charge_retries)
@@ -386,6 +419,16 @@ impl Run {
     pub fn attempts(&self) -> u32 {
         self.retry.attempts()
     }
+}
+
+/// What an attempt holds while it runs: the breaker's permit and the bulkhead's slot.
+/// Dropped unsettled (a cancelled attempt), both are released and record nothing.
+#[derive(Debug, Default)]
+pub struct Permits {
+    /// The breaker's permit, if there is a breaker.
+    pub breaker: Option<CallPermit>,
+    /// The bulkhead's slot, once taken.
+    pub slot: Option<BulkheadPermit>,
 }
 
 /// How an attempt ended.

@@ -97,6 +97,7 @@ pub(crate) fn boxed<E: Into<BoxError>>(error: limitpal_core::Error<E>) -> BoxErr
         }
         Error::Failed(e) => e.into(),
         Error::TimedOut { attempts } => Box::new(TimedOut::new(attempts)),
+        Error::BulkheadFull(e) => Box::new(e),
         _ => "unknown pipeline error".into(),
     }
 }

@@ -78,8 +78,8 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     /// Runs the futures `op()` makes through the pipeline for `key`.
     ///
     /// # Errors
-    /// [`Error`]: our limiter or breaker refused, retries ran out, the call failed for good,
-    /// or the deadline passed.
+    /// [`Error`]: our breaker, limiter or bulkhead refused, retries ran out, the call failed
+    /// for good, or the deadline passed.
     pub async fn run<T, E, F, Fut>(&self, key: &K, mut op: F) -> Result<T, Error<E>>
     where
         F: FnMut() -> Fut,
@@ -91,7 +91,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
         let mut run = p.start(stream);
         loop {
-            let permit = p.admit(&run)?;
+            let mut permits = p.admit(&run)?;
             if p.charges(&run)
                 && let Some(limiter) = &self.limiter
                 && let Err(denied) = match limiter(key) {
@@ -99,15 +99,31 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     LimitCheck::Later(future) => future.await,
                 }
             {
-                drop(permit);
+                drop(permits);
                 return Err(Error::RateLimited(denied));
+            }
+            if let Some(bulkhead) = p.bulkhead() {
+                let mut acquire = bulkhead.acquire();
+                let slot = match acquire.answer() {
+                    Some(answer) => answer,
+                    None => match tokio::time::timeout(p.slot_wait(&run), acquire).await {
+                        Ok(answer) => answer,
+                        Err(_) if p.past_deadline(&run) => {
+                            return Err(Error::TimedOut {
+                                attempts: run.attempts() - 1,
+                            });
+                        }
+                        Err(_) => Err(bulkhead.full()),
+                    },
+                };
+                permits.slot = Some(slot.map_err(Error::BulkheadFull)?);
             }
             let attempt = match p.attempt_limit(&run) {
                 None => Attempt::Done(op().await),
                 Some(limit) => match tokio::time::timeout(limit, op()).await {
                     Ok(result) => Attempt::Done(result),
                     Err(_) if p.past_deadline(&run) => {
-                        drop(permit); // cancelled by the deadline: nothing recorded
+                        drop(permits); // cancelled by the deadline: nothing recorded
                         return Err(Error::TimedOut {
                             attempts: run.attempts(),
                         });
@@ -115,7 +131,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     Err(_) => Attempt::TimedOut,
                 },
             };
-            match p.settle(&mut run, permit, attempt) {
+            match p.settle(&mut run, permits, attempt) {
                 Settled::Retry(delay) => tokio::time::sleep(delay).await,
                 Settled::Done(result) => return result,
             }

@@ -8,12 +8,15 @@
 //! - [`RateLimitLayer`]: a keyed rate limit, shared by every clone; [`KeyExtractor`].
 //! - [`CircuitBreakerLayer`]: a shared circuit breaker around a service.
 //! - [`RetryLayer`]: retries with backoff, jitter and a budget; [`RetryExhausted`].
+//! - [`BulkheadLayer`], [`AdaptiveLimitLayer`]: at most N calls in flight, N fixed or
+//!   following the callee's latency and errors.
 //! - `http` (feature `http`): HTTP key extractors and `HttpRateLimitLayer` (429 responses).
-//! - [`ResilienceLayer`]: limiter, breaker and retries as one service and one future.
+//! - [`ResilienceLayer`]: breaker, limiter, bulkhead and retries as one service and one future.
 //! - [`AsyncResilientExecutor`]: the pipeline for async closures.
 //! - [`TokioClock`]: the clock to use under `#[tokio::test(start_paused = true)]`.
 
 pub mod breaker;
+pub mod bulkhead;
 mod clock;
 mod error;
 mod executor;
@@ -25,6 +28,7 @@ pub mod resilience;
 pub mod retry;
 
 pub use breaker::CircuitBreakerLayer;
+pub use bulkhead::{AdaptiveLimitLayer, BulkheadLayer};
 pub use clock::TokioClock;
 pub use error::{RetryExhausted, TimedOut};
 pub use executor::{AsyncResilientExecutor, AsyncTarget};

@@ -3,8 +3,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use limitpal_core::pipeline::{Attempt, Run, Settled};
-use limitpal_core::{CallPermit, Classify};
+use limitpal_core::Classify;
+use limitpal_core::concurrency::Acquire;
+use limitpal_core::pipeline::{Attempt, Permits, Run, Settled};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
@@ -17,7 +18,8 @@ use crate::retry::ReplayRequest;
 
 pin_project! {
     /// The response future of [`ResilienceService`](super::ResilienceService): one state
-    /// machine of call → (sleep → ready → admit → call)*, no allocation of its own.
+    /// machine of [wait for a slot →] call → (sleep → ready → admit [→ wait] → call)*, no
+    /// allocation of its own.
     pub struct ResponseFuture<S, Req, K, Cl, R>
     where
         S: Service<Req>,
@@ -45,10 +47,10 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        permit: Option<CallPermit>,
-        // the ready service, kept only when retries are configured
+        permits: Permits,
+        // the ready service, kept when retries are configured or a slot is awaited
         service: Option<S>,
-        // the copy of the request for the next attempt
+        // the request for the next attempt (or, while a slot is awaited, for this one)
         request: Option<Req>,
         run: Run,
         key: Option<K>,
@@ -60,6 +62,7 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
+        Queued { acquire: Acquire, #[pin] timer: Sleep },
         Calling { #[pin] future: F, #[pin] timer: Option<Sleep> },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
@@ -77,7 +80,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
     pub(crate) fn running(
         future: S::Future,
         timer: Option<Sleep>,
-        permit: Option<CallPermit>,
+        permits: Permits,
         service: Option<S>,
         request: Option<Req>,
         run: Run,
@@ -89,9 +92,38 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
             kind: Kind::Running {
                 running: Running {
                     state: State::Calling { future, timer },
-                    permit,
+                    permits,
                     service,
                     request,
+                    run,
+                    key,
+                    shared,
+                    replay,
+                },
+            },
+        }
+    }
+
+    /// The first attempt waits for a bulkhead slot before it calls.
+    #[allow(clippy::too_many_arguments)] // one constructor, called from `call`
+    pub(crate) fn queued(
+        acquire: Acquire,
+        timer: Sleep,
+        permits: Permits,
+        service: S,
+        request: Req,
+        run: Run,
+        key: Option<K>,
+        shared: Arc<Shared<K, Cl>>,
+        replay: R,
+    ) -> Self {
+        Self {
+            kind: Kind::Running {
+                running: Running {
+                    state: State::Queued { acquire, timer },
+                    permits,
+                    service: Some(service),
+                    request: Some(request),
                     run,
                     key,
                     shared,
@@ -140,7 +172,7 @@ where
                         && timer.poll(cx).is_ready()
                     {
                         if pipeline.past_deadline(this.run) {
-                            drop(this.permit.take()); // cancelled: nothing recorded
+                            drop(std::mem::take(this.permits)); // cancelled: nothing recorded
                             let attempts = this.run.attempts();
                             return Poll::Ready(Err(Box::new(TimedOut::new(attempts))));
                         }
@@ -152,11 +184,11 @@ where
                         // nothing to retry with: settle as a pipeline without retries would
                         return Poll::Ready(finish(pipeline.settle_final(
                             this.run,
-                            this.permit.take(),
+                            std::mem::take(this.permits),
                             attempt,
                         )));
                     }
-                    match pipeline.settle(this.run, this.permit.take(), attempt) {
+                    match pipeline.settle(this.run, std::mem::take(this.permits), attempt) {
                         Settled::Retry(delay) => this.state.set(State::Sleeping {
                             sleep: tokio::time::sleep(delay),
                         }),
@@ -174,14 +206,52 @@ where
                     if let Err(e) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
-                    *this.permit = match admit(this.shared, this.run, this.key.as_ref()) {
-                        Ok(permit) => permit,
+                    let wait;
+                    (*this.permits, wait) = match admit(this.shared, this.run, this.key.as_ref()) {
+                        Ok(admitted) => admitted,
                         Err(error) => return Poll::Ready(Err(error)),
                     };
+                    if let Some(acquire) = wait {
+                        let timer = tokio::time::sleep(pipeline.slot_wait(this.run));
+                        this.state.set(State::Queued { acquire, timer });
+                        continue;
+                    }
                     let Some(request) = this.request.take() else {
                         return Poll::Ready(Err("retry without a request".into()));
                     };
                     *this.request = this.replay.replay(&request);
+                    let future = service.call(request);
+                    let timer = pipeline.attempt_limit(this.run).map(tokio::time::sleep);
+                    this.state.set(State::Calling { future, timer });
+                }
+                StateProj::Queued { acquire, timer } => {
+                    let slot = match Pin::new(acquire).poll(cx) {
+                        Poll::Ready(Ok(slot)) => slot,
+                        Poll::Ready(Err(full)) => return Poll::Ready(Err(Box::new(full))),
+                        Poll::Pending => {
+                            ready!(timer.poll(cx));
+                            // out of patience: the breaker permit goes unrecorded
+                            drop(std::mem::take(this.permits));
+                            if pipeline.past_deadline(this.run) {
+                                let attempts = this.run.attempts() - 1;
+                                return Poll::Ready(Err(Box::new(TimedOut::new(attempts))));
+                            }
+                            let full = pipeline.bulkhead().map(limitpal_core::Bulkhead::full);
+                            return Poll::Ready(Err(full.map_or_else(
+                                || "slot wait without a bulkhead".into(),
+                                |full| Box::new(full) as BoxError,
+                            )));
+                        }
+                    };
+                    this.permits.slot = Some(slot);
+                    let (Some(service), Some(request)) =
+                        (this.service.as_mut(), this.request.take())
+                    else {
+                        return Poll::Ready(Err("slot without a request".into()));
+                    };
+                    if pipeline.retry_policy().is_some() {
+                        *this.request = this.replay.replay(&request);
+                    }
                     let future = service.call(request);
                     let timer = pipeline.attempt_limit(this.run).map(tokio::time::sleep);
                     this.state.set(State::Calling { future, timer });

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use limitpal_core::pipeline::{Pipeline, PipelineParts};
 use limitpal_core::{
-    Algorithm, CircuitBreaker, Clock, ConfigError, DefaultClassifier, LimiterFn, RateLimiter,
-    RetryBudget, RetryPolicy,
+    AdaptiveLimit, Algorithm, Bulkhead, CircuitBreaker, Clock, ConfigError, DefaultClassifier,
+    LimiterFn, RateLimiter, RetryBudget, RetryPolicy,
 };
 use tower_layer::Layer;
 
@@ -136,6 +136,24 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     #[must_use]
     pub fn circuit_breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
         self.parts.breaker = Some(breaker.into());
+        self
+    }
+
+    /// Runs at most the bulkhead's limit of attempts at once, after the breaker and the rate
+    /// limit and right before the call; callers beyond it wait in its queue (up to its
+    /// `max_wait`, cut to the deadline) or get [`BulkheadFull`](limitpal_core::BulkheadFull).
+    #[must_use]
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.parts.bulkhead = Some(bulkhead);
+        self
+    }
+
+    /// Like [`bulkhead`](Self::bulkhead), with a limit that follows the callee: every
+    /// attempt's duration and classified outcome feed it. One slot stage per pipeline: this
+    /// replaces a `bulkhead` given before, and the reverse.
+    #[must_use]
+    pub fn adaptive_limit(mut self, limit: AdaptiveLimit) -> Self {
+        self.parts.bulkhead = Some(limit.into());
         self
     }
 

@@ -3,9 +3,10 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use limitpal_core::pipeline::Run;
+use limitpal_core::concurrency::Acquire;
+use limitpal_core::pipeline::{Permits, Run};
 use limitpal_core::rand::RngCore;
-use limitpal_core::{CallPermit, Classify, RetryRng};
+use limitpal_core::{Classify, RetryRng};
 use tower::{BoxError, Service};
 
 use super::ResponseFuture;
@@ -72,13 +73,14 @@ impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
     }
 }
 
-/// Steps 1–3 of an attempt: deadline, breaker, limiter.
+/// Steps 1–4 of an attempt: deadline, breaker, limiter, bulkhead. `Ok` carries the permits
+/// and, when the bulkhead's queue must be waited in, the wait (its slot is not taken yet).
 pub(crate) fn admit<K, Cl>(
     shared: &Shared<K, Cl>,
     run: &Run,
     key: Option<&K>,
-) -> Result<Option<CallPermit>, BoxError> {
-    let permit = shared
+) -> Result<(Permits, Option<Acquire>), BoxError> {
+    let mut permits = shared
         .pipeline
         .admit::<Infallible>(run)
         .map_err(boxed::<Infallible>)?;
@@ -86,10 +88,21 @@ pub(crate) fn admit<K, Cl>(
         && let (Some(limiter), Some(key)) = (&shared.limiter, key)
         && let Err(denied) = limiter(key)
     {
-        drop(permit); // released unrecorded: the breaker learns nothing from our own denial
+        drop(permits); // released unrecorded: the breaker learns nothing from our own denial
         return Err(Box::new(denied));
     }
-    Ok(permit)
+    let Some(bulkhead) = shared.pipeline.bulkhead() else {
+        return Ok((permits, None));
+    };
+    let mut acquire = bulkhead.acquire();
+    match acquire.answer() {
+        Some(Ok(slot)) => {
+            permits.slot = Some(slot);
+            Ok((permits, None))
+        }
+        Some(Err(full)) => Err(Box::new(full)), // the breaker permit goes unrecorded
+        None => Ok((permits, Some(acquire))),
+    }
 }
 
 impl<S, Req, X, K, Cl, R> Service<Req> for ResilienceService<S, X, K, Cl, R>
@@ -121,17 +134,35 @@ where
             },
         };
         let run = shared.pipeline.start(self.streams.next_u64());
-        let permit = match admit(shared, &run, key.as_ref()) {
-            Ok(permit) => permit,
+        let (permits, wait) = match admit(shared, &run, key.as_ref()) {
+            Ok(admitted) => admitted,
             Err(error) => return ResponseFuture::failed(error),
         };
+        let retries = shared.pipeline.retry_policy().is_some();
+        if let Some(acquire) = wait {
+            // The ready service and the request wait in the future for a slot.
+            let clone = self.inner.clone();
+            let service = mem::replace(&mut self.inner, clone);
+            let timer = tokio::time::sleep(shared.pipeline.slot_wait(&run));
+            return ResponseFuture::queued(
+                acquire,
+                timer,
+                permits,
+                service,
+                req,
+                run,
+                key,
+                Arc::clone(shared),
+                self.replay.clone(),
+            );
+        }
         let timer = shared.pipeline.attempt_limit(&run).map(tokio::time::sleep);
-        if shared.pipeline.retry_policy().is_none() {
+        if !retries {
             let future = self.inner.call(req);
             return ResponseFuture::running(
                 future,
                 timer,
-                permit,
+                permits,
                 None,
                 None,
                 run,
@@ -148,7 +179,7 @@ where
         ResponseFuture::running(
             future,
             timer,
-            permit,
+            permits,
             Some(service),
             replay,
             run,

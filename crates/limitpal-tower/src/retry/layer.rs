@@ -25,6 +25,18 @@ impl<Req: Clone> ReplayRequest<Req> for CloneRequest {
     }
 }
 
+/// The [`ReplayRequest`] of a pipeline that never retries: nothing is copied, so any
+/// request type works.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReplay;
+
+impl<Req> ReplayRequest<Req> for NoReplay {
+    #[inline]
+    fn replay(&self, _: &Req) -> Option<Req> {
+        None
+    }
+}
+
 impl<Req, F> ReplayRequest<Req> for F
 where
     F: Fn(&Req) -> Option<Req> + Clone,

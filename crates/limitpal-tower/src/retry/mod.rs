@@ -45,7 +45,7 @@
 
 mod layer;
 
-pub use layer::{CloneRequest, ReplayRequest, RetryLayer};
+pub use layer::{CloneRequest, NoReplay, ReplayRequest, RetryLayer};
 
 use crate::resilience::{self, NoKey, ResilienceService};
 

@@ -1,0 +1,80 @@
+use limitpal_core::{AdaptiveLimit, Bulkhead, DefaultClassifier};
+use tower_layer::Layer;
+
+use super::BulkheadService;
+use crate::ResilienceLayer;
+use crate::retry::NoReplay;
+
+/// At most a [`Bulkhead`]'s limit of calls at once; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct BulkheadLayer {
+    bulkhead: Bulkhead,
+}
+
+impl BulkheadLayer {
+    /// Limits calls through the services it makes to `bulkhead`, shared by every clone.
+    #[must_use]
+    pub fn new(bulkhead: Bulkhead) -> Self {
+        Self { bulkhead }
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = BulkheadService<S, DefaultClassifier>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        slot_only(self.bulkhead.clone(), DefaultClassifier).layer(inner)
+    }
+}
+
+/// At most an [`AdaptiveLimit`]'s current limit of calls at once, fed by every call's
+/// duration and outcome; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimitLayer<Cl = DefaultClassifier> {
+    limit: AdaptiveLimit,
+    classifier: Cl,
+}
+
+impl AdaptiveLimitLayer {
+    /// Limits calls to `limit`; an `Err` is a failure (a drop, to the algorithm).
+    #[must_use]
+    pub fn new(limit: AdaptiveLimit) -> Self {
+        Self {
+            limit,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<Cl> AdaptiveLimitLayer<Cl> {
+    /// What counts as a failure (an HTTP 503 is an `Ok` to tower): any
+    /// `Fn(Result<&Res, &Err>) -> Outcome`; `Ignore` teaches the limit nothing.
+    #[must_use]
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> AdaptiveLimitLayer<Cl2> {
+        AdaptiveLimitLayer {
+            limit: self.limit,
+            classifier,
+        }
+    }
+}
+
+impl<S, Cl: Clone> Layer<S> for AdaptiveLimitLayer<Cl> {
+    type Service = BulkheadService<S, Cl>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        slot_only(self.limit.clone().into(), self.classifier.clone()).layer(inner)
+    }
+}
+
+/// A pipeline with a slot stage only.
+fn slot_only<Cl>(
+    bulkhead: Bulkhead,
+    classifier: Cl,
+) -> ResilienceLayer<crate::resilience::NoKey, (), Cl, NoReplay> {
+    ResilienceLayer::builder()
+        .bulkhead(bulkhead)
+        .classifier(classifier)
+        .clone_request(NoReplay)
+        .build()
+        .expect("a pipeline without timeouts has nothing to reject")
+}
