@@ -50,25 +50,38 @@ pub trait LimitAlgorithm: fmt::Debug + Send + 'static {
     }
 }
 
-/// Additive increase, multiplicative decrease (Netflix concurrency-limits' `AIMDLimit`, TCP
-/// Reno's rule): a call that failed or took longer than `timeout` multiplies the limit by
-/// `backoff_ratio`; a successful call while at least half the limit is in use adds one.
+/// Additive increase, multiplicative decrease, with TCP congestion avoidance's pacing: a
+/// call that failed or took longer than `timeout` multiplies the limit by `backoff_ratio`
+/// (once per round trip: failures of calls that started before the last decrease are the
+/// same congestion event); a successful call while at least half the limit is in use adds
+/// `1 / limit` (so +1 per limit's worth of calls, one round trip).
+///
+/// Netflix concurrency-limits' `AIMDLimit` adds 1 per call and backs off on every failure.
+/// With many calls in flight, feedback arrives a whole round trip late, so that overshoots
+/// by up to a doubling and then collapses under a burst of failures (our test on a
+/// rejecting upstream of capacity 40 saw it swing from 1 to 81); the paced rule keeps it
+/// within a few calls of the capacity.
 ///
 /// ```
 /// use limitpal_core::concurrency::{Aimd, LimitAlgorithm, Sample};
 /// use std::time::Duration;
 ///
 /// let mut aimd = Aimd::new().backoff_ratio(0.5)?;
-/// let ok = Sample::new(Duration::ZERO, Duration::from_millis(5), 10, false);
-/// assert_eq!(aimd.update(10.0, &ok), 11.0);
-/// let failed = Sample::new(Duration::ZERO, Duration::from_millis(5), 10, true);
+/// let ms = Duration::from_millis;
+/// let ok = Sample::new(ms(10), ms(5), 10, false);
+/// assert_eq!(aimd.update(10.0, &ok), 10.1);
+/// let failed = Sample::new(ms(20), ms(5), 10, true);
 /// assert_eq!(aimd.update(10.0, &failed), 5.0);
+/// // a call that started before that decrease: the same event, no second cut
+/// let late = Sample::new(ms(21), ms(8), 10, true);
+/// assert_eq!(aimd.update(5.0, &late), 5.0);
 /// # Ok::<(), limitpal_core::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Aimd {
     backoff_ratio: f64,
     timeout: Duration,
+    last_decrease: Option<Duration>,
 }
 
 impl Default for Aimd {
@@ -84,6 +97,7 @@ impl Aimd {
         Self {
             backoff_ratio: 0.9,
             timeout: Duration::from_secs(5),
+            last_decrease: None,
         }
     }
 
@@ -119,9 +133,14 @@ impl Aimd {
 impl LimitAlgorithm for Aimd {
     fn update(&mut self, limit: f64, sample: &Sample) -> f64 {
         if sample.dropped || sample.rtt > self.timeout {
+            let started = sample.now.saturating_sub(sample.rtt);
+            if self.last_decrease.is_some_and(|at| started < at) {
+                return limit; // sent before the last decrease: already answered
+            }
+            self.last_decrease = Some(sample.now);
             limit * self.backoff_ratio
         } else if f64::from(sample.in_flight) * 2.0 >= limit {
-            limit + 1.0
+            limit + 1.0 / limit.max(1.0)
         } else {
             // not using half the limit: success says nothing about a higher one
             limit

@@ -446,11 +446,11 @@ impl fmt::Debug for Acquire {
 /// assert!(limit.try_acquire().is_err()); // 4 in flight
 /// clock.advance(Duration::from_millis(10));
 /// for p in permits {
-///     p.success(); // healthy while at least half the slots were busy: +1
+///     p.success(); // healthy while at least half the slots were busy: +1/limit each
 /// }
-/// assert_eq!(limit.limit(), 7); // the first call ran alone: no increase
+/// assert!(limit.estimate() > 4.5);
 /// limit.try_acquire()?.failure(); // overloaded: x0.9
-/// assert_eq!(limit.limit(), 6);
+/// assert!(limit.estimate() < 4.5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
