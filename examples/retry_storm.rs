@@ -22,9 +22,11 @@
 //! latency — and writes a plot of upstream calls per second (default
 //! `target/retry_storm.svg`; the README shows `examples/retry_storm.svg`).
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[path = "common/chart.rs"]
+mod chart;
 
 use limitpal::tower::{AsyncResilientExecutor, TokioClock};
 use limitpal::{
@@ -270,94 +272,41 @@ fn report(
     }
 }
 
-/// An SVG line chart of upstream calls per second, one line per strategy.
+/// A plot of upstream calls per second, one line per strategy, the outage shaded.
 fn svg(config: Config, reports: &[Report]) -> String {
-    let (w, h, left, bottom, top) = (760.0, 360.0, 60.0, 40.0, 40.0);
+    #[allow(clippy::cast_precision_loss)]
+    let series = reports
+        .iter()
+        .zip(chart::COLORS)
+        .map(|(report, color)| chart::Series {
+            name: report.strategy.name().to_owned(),
+            color,
+            points: report
+                .calls_per_sec
+                .iter()
+                .take(usize::try_from(config.seconds).unwrap_or(0))
+                .enumerate()
+                .map(|(t, n)| (t as f64, f64::from(*n)))
+                .collect(),
+            dashed: false,
+        })
+        .collect();
     let max = reports
         .iter()
         .flat_map(|r| r.calls_per_sec.iter().copied())
         .max()
-        .unwrap_or(1)
-        .max(1);
+        .unwrap_or(1);
     #[allow(clippy::cast_precision_loss)]
-    let x = |t: usize| left + (w - left - 20.0) * t as f64 / config.seconds as f64;
-    let y = |n: u32| h - bottom - (h - bottom - top) * f64::from(n) / f64::from(max);
-    let colors = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c"];
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<rect x="{}" y="{top}" width="{}" height="{}" fill="#eeeeee"/>
-<text x="{left}" y="20" font-size="14">Upstream calls per second ({} callers, 1 req/s each, capacity {}/s, down {}-{} s)</text>
-"##,
-        x(usize::try_from(config.down_from).unwrap_or(0)),
-        x(usize::try_from(config.down_until).unwrap_or(0))
-            - x(usize::try_from(config.down_from).unwrap_or(0)),
-        h - bottom - top,
-        config.clients,
-        config.capacity_per_sec,
-        config.down_from,
-        config.down_until,
-    );
-    let _ = writeln!(
-        out,
-        r##"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"##,
-        h - bottom,
-        w - 20.0,
-        h - bottom
-    );
-    let _ = writeln!(
-        out,
-        r##"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"##,
-        h - bottom
-    );
-    for tick in 0..=4 {
-        let n = max * tick / 4;
-        let _ = writeln!(
-            out,
-            r##"<text x="{}" y="{}" text-anchor="end">{n}</text>"##,
-            left - 6.0,
-            y(n) + 4.0
-        );
-    }
-    for t in (0..=config.seconds).step_by(5) {
-        let t = usize::try_from(t).unwrap_or(0);
-        let _ = writeln!(
-            out,
-            r##"<text x="{}" y="{}" text-anchor="middle">{t}s</text>"##,
-            x(t),
-            h - bottom + 16.0
-        );
-    }
-    for (i, report) in reports.iter().enumerate() {
-        let points: Vec<String> = report
-            .calls_per_sec
-            .iter()
-            .take(usize::try_from(config.seconds).unwrap_or(0))
-            .enumerate()
-            .map(|(t, n)| format!("{:.1},{:.1}", x(t), y(*n)))
-            .collect();
-        let color = colors[i % colors.len()];
-        let _ = writeln!(
-            out,
-            r##"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"##,
-            points.join(" ")
-        );
-        #[allow(clippy::cast_precision_loss)]
-        let ly = top + 16.0 * i as f64 + 10.0;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"##,
-            w - 170.0,
-            w - 150.0,
-            w - 145.0,
-            ly + 4.0,
-            report.strategy.name()
-        );
-    }
-    out.push_str("</svg>\n");
-    out
+    chart::svg(&[chart::Panel {
+        title: format!(
+            "Upstream calls per second ({} callers, 1 req/s each, capacity {}/s, down {}-{} s)",
+            config.clients, config.capacity_per_sec, config.down_from, config.down_until
+        ),
+        x_max: config.seconds as f64,
+        y_max: f64::from(max.max(1)),
+        shade: Some((config.down_from as f64, config.down_until as f64)),
+        series,
+    }])
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

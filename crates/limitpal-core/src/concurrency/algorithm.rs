@@ -171,7 +171,8 @@ impl LimitAlgorithm for Aimd {
 /// the upstream queue drain, and feeds only the baseline.
 ///
 /// Defaults: window 100 ms (and at least 10 calls), long window 600 windows, tolerance 1.0,
-/// smoothing 0.2, queue size 2, probe every 50 windows.
+/// smoothing 0.5 (per window of many calls, not per call as in Netflix's 0.2), queue size 2,
+/// probe every 50 windows.
 #[derive(Clone)]
 pub struct Gradient2 {
     window: Duration,
@@ -226,7 +227,7 @@ impl Gradient2 {
             min_samples: 10,
             long_window: 600,
             tolerance: 1.0,
-            smoothing: 0.2,
+            smoothing: 0.5,
             queue_size: 2.0,
             probe_interval: 50,
             state: WindowState::default(),
