@@ -4,6 +4,7 @@
 
 #![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+#![allow(clippy::duplicate_mod)] // both examples, standalone programs, bring their own chart module
 
 #[allow(dead_code)] // the example's `main` and plot are not used here
 #[path = "../../examples/retry_storm.rs"]
