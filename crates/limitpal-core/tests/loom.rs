@@ -107,3 +107,70 @@ fn keyed_inserts_and_evictions_keep_max_keys() {
         assert_eq!(limiter.len(), 1, "the bound held through the race");
     });
 }
+
+/// Polls `acquire` until it answers, yielding to the other loom thread in between.
+fn wait(mut acquire: limitpal_core::concurrency::Acquire) -> Option<limitpal_core::BulkheadPermit> {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        match std::pin::Pin::new(&mut acquire).poll(&mut cx) {
+            std::task::Poll::Ready(answer) => return answer.ok(),
+            std::task::Poll::Pending => thread::yield_now(),
+        }
+    }
+}
+
+#[test]
+fn bulkhead_hands_a_released_slot_to_a_waiter_exactly_once() {
+    loom::model(|| {
+        let bulkhead = limitpal_core::Bulkhead::builder(1)
+            .queue(1, Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let held = bulkhead.try_acquire().unwrap();
+        let b = bulkhead.clone();
+        let waiter = thread::spawn(move || {
+            let permit = wait(b.acquire());
+            assert!(permit.is_some(), "the queued caller gets the slot");
+            assert_eq!(b.in_flight(), 1);
+        });
+        drop(held);
+        waiter.join().unwrap();
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+    });
+}
+
+#[test]
+fn bulkhead_wait_cancelled_while_the_slot_is_released_leaks_nothing() {
+    loom::model(|| {
+        let bulkhead = limitpal_core::Bulkhead::builder(1)
+            .queue(1, Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let held = bulkhead.try_acquire().unwrap();
+        let b = bulkhead.clone();
+        let waiter = thread::spawn(move || drop(b.acquire())); // queues, then gives up
+        drop(held);
+        waiter.join().unwrap();
+        assert_eq!((bulkhead.in_flight(), bulkhead.waiting()), (0, 0));
+        drop(bulkhead.try_acquire().unwrap());
+    });
+}
+
+#[test]
+fn bulkhead_never_exceeds_its_limit_under_contention() {
+    loom::model(|| {
+        let bulkhead = limitpal_core::Bulkhead::new(1).unwrap();
+        let b = bulkhead.clone();
+        let (x, y) = both(move |_| {
+            let permit = b.try_acquire();
+            let ok = permit.is_ok();
+            if ok {
+                assert_eq!(b.in_flight(), 1);
+            }
+            ok
+        });
+        assert!(x || y, "one of them gets the slot");
+        assert_eq!(bulkhead.in_flight(), 0);
+    });
+}
