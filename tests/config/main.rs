@@ -120,3 +120,44 @@ fn unknown_fields_and_bad_durations_are_refused_when_parsing() {
         "the format reports where: {message}"
     );
 }
+
+#[test]
+fn bulkheads_and_adaptive_limits_come_from_configuration_too() {
+    let config: PipelineConfig = toml::from_str(
+        r#"
+[bulkhead]
+max_concurrent = 2
+max_waiting = 4
+max_wait = "50ms"
+"#,
+    )
+    .unwrap();
+    let bulkhead = config.bulkhead.as_ref().unwrap().build().unwrap();
+    assert_eq!(
+        (bulkhead.limit(), bulkhead.max_wait()),
+        (2, Duration::from_millis(50))
+    );
+    let exec = config.executor::<()>().unwrap();
+    assert_eq!(exec.run(&(), || Ok::<_, ()>(3)), Ok(3));
+
+    let adaptive: PipelineConfig = serde_json::from_str(
+        r#"{ "adaptive_limit": { "algorithm": "gradient2", "initial_limit": 8, "max_limit": 64 } }"#,
+    )
+    .unwrap();
+    let limit = adaptive.adaptive_limit.as_ref().unwrap().build().unwrap();
+    assert_eq!(limit.limit(), 8);
+
+    let no_wait: PipelineConfig =
+        toml::from_str("[bulkhead]\nmax_concurrent = 1\nmax_waiting = 1\n").unwrap();
+    let err = no_wait.executor::<()>().unwrap_err();
+    assert_eq!(err.path, "bulkhead.max_wait");
+    assert_eq!(
+        err.to_string(),
+        "`bulkhead.max_wait` must be greater than zero"
+    );
+
+    let both: PipelineConfig =
+        toml::from_str("[bulkhead]\nmax_concurrent = 1\n[adaptive_limit]\nalgorithm = \"aimd\"\n")
+            .unwrap();
+    assert_eq!(both.executor::<()>().unwrap_err().path, "adaptive_limit");
+}

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::concurrency::{Aimd, Gradient2};
 use crate::{
-    Backoff, CircuitBreaker, ConfigError, Jitter, RateLimiter, ResilientExecutor, RetryBudget,
-    RetryPolicy, TokenBucket,
+    AdaptiveLimit, Backoff, Bulkhead, CircuitBreaker, ConfigError, Jitter, RateLimiter,
+    ResilientExecutor, RetryBudget, RetryPolicy, TokenBucket,
 };
 
 /// A configuration value was rejected; `path` says where (`retry.max_delay`).
@@ -308,6 +309,90 @@ impl BudgetConfig {
     }
 }
 
+/// A bulkhead: `Bulkhead::builder(max_concurrent).queue(max_waiting, max_wait)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkheadConfig {
+    /// Calls at once.
+    pub max_concurrent: u32,
+    /// Callers that may wait for a slot (default 0: no queue).
+    #[serde(default)]
+    pub max_waiting: u32,
+    /// How long each may wait (required with a queue).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_wait: Option<Duration>,
+}
+
+impl BulkheadConfig {
+    /// Builds the bulkhead.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `bulkhead.`.
+    pub fn build(&self) -> Result<Bulkhead, ConfigPathError> {
+        Bulkhead::builder(self.max_concurrent)
+            .queue(self.max_waiting, self.max_wait.unwrap_or_default())
+            .build()
+            .map_err(at("bulkhead"))
+    }
+}
+
+/// Which algorithm moves an adaptive limit (each with its defaults).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlgorithmConfig {
+    /// [`Aimd`]: errors and timeouts.
+    Aimd,
+    /// [`Gradient2`]: latency.
+    Gradient2,
+}
+
+/// An adaptive limit: `AdaptiveLimit::builder(algorithm)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveLimitConfig {
+    /// The algorithm, with its defaults.
+    pub algorithm: AlgorithmConfig,
+    /// Starting limit (default 20).
+    #[serde(default)]
+    pub initial_limit: Option<u32>,
+    /// Lowest limit (default 1).
+    #[serde(default)]
+    pub min_limit: Option<u32>,
+    /// Highest limit (default 1000).
+    #[serde(default)]
+    pub max_limit: Option<u32>,
+    /// Callers that may wait for a slot (default 0: no queue).
+    #[serde(default)]
+    pub max_waiting: u32,
+    /// How long each may wait (required with a queue).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_wait: Option<Duration>,
+}
+
+impl AdaptiveLimitConfig {
+    /// Builds the limit (on [`MonotonicClock`](crate::MonotonicClock)).
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `adaptive_limit.`.
+    pub fn build(&self) -> Result<AdaptiveLimit, ConfigPathError> {
+        let mut builder = match self.algorithm {
+            AlgorithmConfig::Aimd => AdaptiveLimit::builder(Aimd::new()),
+            AlgorithmConfig::Gradient2 => AdaptiveLimit::builder(Gradient2::new()),
+        }
+        .queue(self.max_waiting, self.max_wait.unwrap_or_default());
+        if let Some(limit) = self.initial_limit {
+            builder = builder.initial_limit(limit);
+        }
+        if let Some(limit) = self.min_limit {
+            builder = builder.min_limit(limit);
+        }
+        if let Some(limit) = self.max_limit {
+            builder = builder.max_limit(limit);
+        }
+        builder.build().map_err(at("adaptive_limit"))
+    }
+}
+
 /// A whole pipeline: every part optional, as with the builders.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -318,6 +403,10 @@ pub struct PipelineConfig {
     pub limiter: Option<LimiterConfig>,
     /// Circuit breaker.
     pub breaker: Option<BreakerConfig>,
+    /// Bulkhead (not with `adaptive_limit`: one slot stage per pipeline).
+    pub bulkhead: Option<BulkheadConfig>,
+    /// Adaptive concurrency limit (not with `bulkhead`).
+    pub adaptive_limit: Option<AdaptiveLimitConfig>,
     /// Retries.
     pub retry: Option<RetryConfig>,
     /// Retry budget.
@@ -347,6 +436,21 @@ impl PipelineConfig {
         }
         if let Some(breaker) = &self.breaker {
             builder = builder.breaker(breaker.build()?);
+        }
+        match (&self.bulkhead, &self.adaptive_limit) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigPathError {
+                    path: "adaptive_limit".to_owned(),
+                    error: ConfigError::out_of_range(
+                        "adaptive_limit",
+                        "given",
+                        "absent when `bulkhead` is given (one slot stage per pipeline)",
+                    ),
+                });
+            }
+            (Some(bulkhead), None) => builder = builder.bulkhead(bulkhead.build()?),
+            (None, Some(limit)) => builder = builder.adaptive_limit(limit.build()?),
+            (None, None) => {}
         }
         if let Some(retry) = &self.retry {
             builder = builder.retry(retry.build()?);
