@@ -4,8 +4,12 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::time::Duration;
 
-use limitpal::tower::{CircuitBreakerLayer, RateLimitLayer, ResilienceLayer, RetryLayer};
-use limitpal::{CircuitBreaker, RateLimiter, RetryPolicy, TokenBucket};
+use limitpal::concurrency::{AdaptiveLimit, Gradient2};
+use limitpal::tower::{
+    AdaptiveLimitLayer, BulkheadLayer, CircuitBreakerLayer, RateLimitLayer, ResilienceLayer,
+    RetryLayer,
+};
+use limitpal::{Bulkhead, CircuitBreaker, RateLimiter, RetryPolicy, TokenBucket};
 use tower::util::BoxCloneService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -65,6 +69,27 @@ pub fn ours_breaker() -> impl Service<u64, Response = u64, Error = BoxError> + C
 /// limitpal's `RetryLayer`.
 pub fn ours_retry() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
     RetryLayer::new(policy()).layer(Echo)
+}
+
+/// limitpal's `BulkheadLayer`, 1000 slots.
+pub fn ours_bulkhead() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    BulkheadLayer::new(Bulkhead::new(1000).expect("valid bulkhead")).layer(Echo)
+}
+
+/// limitpal's `AdaptiveLimitLayer` with `Gradient2`.
+pub fn ours_adaptive() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    let limit = AdaptiveLimit::builder(Gradient2::new())
+        .initial_limit(1000)
+        .min_limit(1000)
+        .max_limit(1000)
+        .build()
+        .expect("valid limit");
+    AdaptiveLimitLayer::new(limit).layer(Echo)
+}
+
+/// tower's `ConcurrencyLimit`, 1000 slots (the permit is taken in `poll_ready`).
+pub fn tower_concurrency_limit() -> impl Service<u64, Response = u64> {
+    ServiceBuilder::new().concurrency_limit(1000).service(Echo)
 }
 
 /// limitpal's `ResilienceLayer`: rate limit (one key) + breaker + retry, one service.

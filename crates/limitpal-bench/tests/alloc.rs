@@ -6,7 +6,9 @@
 
 use limitpal_bench::alloc::{self, Counting};
 use limitpal_bench::drive::{request, runtime};
-use limitpal_bench::layers::{ours_breaker, ours_rate_limit, ours_resilience, ours_retry};
+use limitpal_bench::layers::{
+    ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience, ours_retry,
+};
 use limitpal_bench::limiters::ours_keyed_slow;
 use tower::Service;
 
@@ -38,6 +40,12 @@ fn targets() {
         "CircuitBreakerLayer"
     );
     assert_eq!(allocations_per_request(ours_retry()), 0, "RetryLayer");
+    assert_eq!(allocations_per_request(ours_bulkhead()), 0, "BulkheadLayer");
+    assert_eq!(
+        allocations_per_request(ours_adaptive()),
+        0,
+        "AdaptiveLimitLayer"
+    );
     assert_eq!(
         allocations_per_request(ours_resilience()),
         0,

@@ -228,6 +228,7 @@ impl<Cl> Pipeline<Cl> {
     ///
     /// # Errors
     /// [`Error::TimedOut`] past the deadline, [`Error::CircuitOpen`] when the breaker is open.
+    #[inline]
     pub fn admit<E>(&self, run: &Run) -> Result<Permits, Error<E>> {
         if let Some(at) = run.deadline_at
             && self.clock.now() >= at
@@ -271,6 +272,7 @@ impl<Cl> Pipeline<Cl> {
 
     /// Step 6: classifies the attempt and records it in the breaker and the adaptive limit.
     /// Returns `Some(retry_after)` when the outcome is retryable.
+    #[inline]
     fn record<T, E>(&self, permits: Permits, attempt: &Attempt<T, E>) -> Option<Option<Duration>>
     where
         Cl: Classify<T, E>,

@@ -11,8 +11,9 @@ use std::hint::black_box;
 use limitpal_bench::alloc::{self, Counting};
 use limitpal_bench::drive::{complete, request, runtime};
 use limitpal_bench::layers::{
-    Echo, ours_breaker, ours_rate_limit, ours_resilience, ours_resilience_named, ours_retry,
-    tower_builtin_stack, tower_resilience_stack,
+    Echo, ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience,
+    ours_resilience_named, ours_retry, tower_builtin_stack, tower_concurrency_limit,
+    tower_resilience_stack,
 };
 use limitpal_bench::limiters::{
     governor_denying, governor_direct, governor_keyed, governor_keyed_slow, ours_denying,
@@ -199,6 +200,8 @@ fn layers(report: &mut Report) {
             "ResilienceLayer (limit+breaker+retry)",
             measure(&rt, ours_resilience()),
         ),
+        ("BulkheadLayer", measure(&rt, ours_bulkhead())),
+        ("AdaptiveLimitLayer", measure(&rt, ours_adaptive())),
     ];
     let (peer_ns, peer_allocs) = measure(&rt, tower_resilience_stack());
     let builtin = {
@@ -215,7 +218,10 @@ fn layers(report: &mut Report) {
         let _ = ns;
     }
     let (resilience_ns, _) = cases[3].1;
-    for (name, (ns, _)) in &cases[..3] {
+    for (name, (ns, _)) in cases
+        .iter()
+        .filter(|(name, _)| !name.starts_with("Resilience"))
+    {
         println!(
             "{:<34} {:>10.1} {:>10} {:<6}",
             format!("overhead {name}"),
@@ -251,6 +257,14 @@ fn layers(report: &mut Report) {
     println!(
         "{:<34} {builtin_allocs:>10.1} {:>10} {:<6}",
         "allocs/request tower built-ins", "-", "allocs"
+    );
+    let (concurrency_ns, _) = measure(&rt, tower_concurrency_limit());
+    report.line(
+        "BulkheadLayer vs tower ConcurrencyLimit",
+        cases[4].1.0,
+        concurrency_ns,
+        "ns",
+        None,
     );
 }
 

@@ -204,13 +204,14 @@ impl Bulkhead {
     }
 
     fn permit(&self) -> BulkheadPermit {
-        let started = self.shared.adaptive.as_ref().map(|a| {
+        let (started_nanos, in_flight) = self.shared.adaptive.as_ref().map_or((0, 0), |a| {
             // calls in flight now, this one included
-            (a.clock.now(), self.shared.semaphore.in_flight())
+            (a.clock.now_nanos(), self.shared.semaphore.in_flight())
         });
         BulkheadPermit {
             bulkhead: Some(self.clone()),
-            started,
+            started_nanos,
+            in_flight,
         }
     }
 }
@@ -304,8 +305,10 @@ impl BulkheadBuilder {
 #[must_use = "the slot is freed when the permit is dropped"]
 pub struct BulkheadPermit {
     bulkhead: Option<Bulkhead>,
-    /// For an adaptive limit: (start time, calls in flight at the start).
-    started: Option<(Duration, u32)>,
+    /// For an adaptive limit: the start time in nanoseconds...
+    started_nanos: u64,
+    /// ...and the calls in flight then, this one included (0: not adaptive).
+    in_flight: u32,
 }
 
 impl BulkheadPermit {
@@ -324,15 +327,15 @@ impl BulkheadPermit {
         let Some(bulkhead) = self.bulkhead.take() else {
             return;
         };
-        if let (Some(adaptive), Some((start, in_flight))) =
-            (&bulkhead.shared.adaptive, self.started)
+        if let Some(adaptive) = &bulkhead.shared.adaptive
             && outcome != Outcome::Ignore
         {
             let now = adaptive.clock.now();
+            let start = Duration::from_nanos(self.started_nanos);
             let sample = Sample::new(
                 now,
                 now.saturating_sub(start),
-                in_flight,
+                self.in_flight,
                 matches!(outcome, Outcome::Failure { .. }),
             );
             adaptive.sample(&bulkhead.shared.semaphore, &sample);
@@ -352,7 +355,7 @@ impl Drop for BulkheadPermit {
 impl fmt::Debug for BulkheadPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadPermit")
-            .field("started", &self.started.map(|(at, _)| at))
+            .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
 }

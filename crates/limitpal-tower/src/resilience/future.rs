@@ -62,11 +62,31 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Queued { acquire: Acquire, #[pin] timer: Sleep },
+        // boxed: waiting for a slot is the slow path, and keeps the future small for the rest
+        Queued { wait: SlotWait },
         Calling { #[pin] future: F, #[pin] timer: Option<Sleep> },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
     }
+}
+
+pin_project! {
+    /// A wait for a bulkhead slot, bounded by a timer.
+    #[project = WaitProj]
+    pub(crate) struct Wait {
+        acquire: Acquire,
+        #[pin]
+        timer: Sleep,
+    }
+}
+
+/// A wait for a slot, boxed: waiting is the slow path, and the box keeps every other
+/// request's future small.
+pub(crate) type SlotWait = Pin<Box<Wait>>;
+
+/// Boxes a wait for a slot.
+pub(crate) fn wait(acquire: Acquire, timer: Sleep) -> SlotWait {
+    Box::pin(Wait { acquire, timer })
 }
 
 impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
@@ -107,8 +127,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
     /// The first attempt waits for a bulkhead slot before it calls.
     #[allow(clippy::too_many_arguments)] // one constructor, called from `call`
     pub(crate) fn queued(
-        acquire: Acquire,
-        timer: Sleep,
+        wait: SlotWait,
         permits: Permits,
         service: S,
         request: Req,
@@ -120,7 +139,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         Self {
             kind: Kind::Running {
                 running: Running {
-                    state: State::Queued { acquire, timer },
+                    state: State::Queued { wait },
                     permits,
                     service: Some(service),
                     request: Some(request),
@@ -211,9 +230,8 @@ where
                         Ok(admitted) => admitted,
                         Err(error) => return Poll::Ready(Err(error)),
                     };
-                    if let Some(acquire) = wait {
-                        let timer = tokio::time::sleep(pipeline.slot_wait(this.run));
-                        this.state.set(State::Queued { acquire, timer });
+                    if let Some(wait) = wait {
+                        this.state.set(State::Queued { wait });
                         continue;
                     }
                     let Some(request) = this.request.take() else {
@@ -224,7 +242,8 @@ where
                     let timer = pipeline.attempt_limit(this.run).map(tokio::time::sleep);
                     this.state.set(State::Calling { future, timer });
                 }
-                StateProj::Queued { acquire, timer } => {
+                StateProj::Queued { wait } => {
+                    let WaitProj { acquire, timer } = wait.as_mut().project();
                     let slot = match Pin::new(acquire).poll(cx) {
                         Poll::Ready(Ok(slot)) => slot,
                         Poll::Ready(Err(full)) => return Poll::Ready(Err(Box::new(full))),

@@ -3,13 +3,13 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use limitpal_core::concurrency::Acquire;
 use limitpal_core::pipeline::{Permits, Run};
 use limitpal_core::rand::RngCore;
 use limitpal_core::{Classify, RetryRng};
 use tower::{BoxError, Service};
 
 use super::ResponseFuture;
+use super::future::{SlotWait, wait};
 use super::layer::Shared;
 use crate::error::boxed;
 use crate::retry::ReplayRequest;
@@ -74,12 +74,14 @@ impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
 }
 
 /// Steps 1–4 of an attempt: deadline, breaker, limiter, bulkhead. `Ok` carries the permits
-/// and, when the bulkhead's queue must be waited in, the wait (its slot is not taken yet).
+/// and, when the bulkhead's queue must be waited in, the wait (its slot is not taken yet),
+/// bounded by the bulkhead's `max_wait` cut to the deadline.
+#[inline]
 pub(crate) fn admit<K, Cl>(
     shared: &Shared<K, Cl>,
     run: &Run,
     key: Option<&K>,
-) -> Result<(Permits, Option<Acquire>), BoxError> {
+) -> Result<(Permits, Option<SlotWait>), BoxError> {
     let mut permits = shared
         .pipeline
         .admit::<Infallible>(run)
@@ -94,6 +96,10 @@ pub(crate) fn admit<K, Cl>(
     let Some(bulkhead) = shared.pipeline.bulkhead() else {
         return Ok((permits, None));
     };
+    if let Ok(slot) = bulkhead.try_acquire() {
+        permits.slot = Some(slot);
+        return Ok((permits, None));
+    }
     let mut acquire = bulkhead.acquire();
     match acquire.answer() {
         Some(Ok(slot)) => {
@@ -101,7 +107,10 @@ pub(crate) fn admit<K, Cl>(
             Ok((permits, None))
         }
         Some(Err(full)) => Err(Box::new(full)), // the breaker permit goes unrecorded
-        None => Ok((permits, Some(acquire))),
+        None => {
+            let timer = tokio::time::sleep(shared.pipeline.slot_wait(run));
+            Ok((permits, Some(wait(acquire, timer))))
+        }
     }
 }
 
@@ -139,14 +148,12 @@ where
             Err(error) => return ResponseFuture::failed(error),
         };
         let retries = shared.pipeline.retry_policy().is_some();
-        if let Some(acquire) = wait {
+        if let Some(wait) = wait {
             // The ready service and the request wait in the future for a slot.
             let clone = self.inner.clone();
             let service = mem::replace(&mut self.inner, clone);
-            let timer = tokio::time::sleep(shared.pipeline.slot_wait(&run));
             return ResponseFuture::queued(
-                acquire,
-                timer,
+                wait,
                 permits,
                 service,
                 req,

@@ -1,0 +1,63 @@
+//! One workload, many times, for a profiler: instruction counts from callgrind, simulated
+//! cache misses from cachegrind (this machine's `perf` has no hardware counters).
+//!
+//! ```text
+//! cargo build --release -p limitpal-bench --bin profile
+//! valgrind --tool=callgrind target/release/profile resilience 100000
+//! valgrind --tool=cachegrind --cache-sim=yes target/release/profile keyed-ours 1000000
+//! ```
+//!
+//! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
+//! layer), `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys; the key set is
+//! built first, so profile twice with different counts and subtract).
+
+use std::hint::black_box;
+
+use limitpal_bench::drive::{request, runtime};
+use limitpal_bench::layers::{Echo, ours_bulkhead, ours_resilience, tower_concurrency_limit};
+use limitpal_bench::limiters::{governor_keyed_slow, ours_keyed_slow};
+use tower::Service;
+
+const KEYS: u64 = 1_000_000;
+
+fn requests<S: Service<u64>>(mut svc: S, n: u64) {
+    let rt = runtime();
+    for i in 0..n {
+        let _ = black_box(request(&rt, &mut svc, i));
+    }
+}
+
+/// The `i`-th key of a fixed pseudo-random walk over the live keys.
+fn key(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let workload = args.next().unwrap_or_default();
+    let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    match workload.as_str() {
+        "bare" => requests(Echo, n),
+        "resilience" => requests(ours_resilience(), n),
+        "bulkhead" => requests(ours_bulkhead(), n),
+        "tower-concurrency" => requests(tower_concurrency_limit(), n),
+        "keyed-ours" => {
+            let limiter = ours_keyed_slow();
+            (0..KEYS).for_each(|k| {
+                let _ = limiter.check(&k);
+            });
+            (0..n).for_each(|i| {
+                let _ = black_box(limiter.check(&key(i)));
+            });
+        }
+        "keyed-governor" => {
+            let limiter = governor_keyed_slow();
+            (0..KEYS).for_each(|k| drop(limiter.check_key(&k)));
+            (0..n).for_each(|i| drop(black_box(limiter.check_key(&key(i)))));
+        }
+        other => {
+            eprintln!("unknown workload {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
