@@ -101,3 +101,36 @@ pub(crate) fn boxed<E: Into<BoxError>>(error: limitpal_core::Error<E>) -> BoxErr
         _ => "unknown pipeline error".into(),
     }
 }
+
+/// A permit that learns from the call it admitted: a breaker's or a bulkhead's.
+pub(crate) trait Permit {
+    /// Records the outcome and gives the permit back.
+    fn record(self, outcome: limitpal_core::Outcome);
+}
+
+impl Permit for limitpal_core::CallPermit {
+    fn record(self, outcome: limitpal_core::Outcome) {
+        limitpal_core::CallPermit::record(self, outcome);
+    }
+}
+
+impl Permit for limitpal_core::BulkheadPermit {
+    fn record(self, outcome: limitpal_core::Outcome) {
+        limitpal_core::BulkheadPermit::record(self, outcome);
+    }
+}
+
+/// Settles `permit` with what `result` means: limitpal's own rejections from inner layers
+/// say nothing about the callee (the permit is released unrecorded), anything else is
+/// classified.
+pub(crate) fn settle<P, T, E, Cl>(permit: P, classifier: &Cl, result: &Result<T, E>)
+where
+    P: Permit,
+    E: 'static,
+    Cl: limitpal_core::Classify<T, E>,
+{
+    match result {
+        Err(e) if limitpal_core::OwnRejection::find(e).is_some() => drop(permit),
+        _ => permit.record(classifier.verdict(result.as_ref()).breaker),
+    }
+}

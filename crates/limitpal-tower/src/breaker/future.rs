@@ -2,7 +2,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use limitpal_core::{CallPermit, CircuitOpen, Classify, OwnRejection};
+use limitpal_core::{CallPermit, CircuitOpen, Classify};
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
@@ -67,11 +67,7 @@ where
             } => {
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = permit.take() {
-                    match &result {
-                        // our own rejections from inner layers say nothing about the callee
-                        Err(e) if OwnRejection::find(e).is_some() => drop(permit),
-                        _ => permit.record(classifier.verdict(result.as_ref()).breaker),
-                    }
+                    crate::error::settle(permit, classifier, &result);
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

@@ -2,8 +2,6 @@ use limitpal_core::{AdaptiveLimit, Bulkhead, DefaultClassifier};
 use tower_layer::Layer;
 
 use super::BulkheadService;
-use crate::ResilienceLayer;
-use crate::retry::NoReplay;
 
 /// At most a [`Bulkhead`]'s limit of calls at once; see the [module docs](super).
 #[derive(Debug, Clone)]
@@ -23,7 +21,7 @@ impl<S> Layer<S> for BulkheadLayer {
     type Service = BulkheadService<S, DefaultClassifier>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        slot_only(self.bulkhead.clone(), DefaultClassifier).layer(inner)
+        BulkheadService::new(inner, self.bulkhead.clone(), DefaultClassifier)
     }
 }
 
@@ -62,19 +60,6 @@ impl<S, Cl: Clone> Layer<S> for AdaptiveLimitLayer<Cl> {
     type Service = BulkheadService<S, Cl>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        slot_only(self.limit.clone().into(), self.classifier.clone()).layer(inner)
+        BulkheadService::new(inner, self.limit.clone().into(), self.classifier.clone())
     }
-}
-
-/// A pipeline with a slot stage only.
-fn slot_only<Cl>(
-    bulkhead: Bulkhead,
-    classifier: Cl,
-) -> ResilienceLayer<crate::resilience::NoKey, (), Cl, NoReplay> {
-    ResilienceLayer::builder()
-        .bulkhead(bulkhead)
-        .classifier(classifier)
-        .clone_request(NoReplay)
-        .build()
-        .expect("a pipeline without timeouts has nothing to reject")
 }

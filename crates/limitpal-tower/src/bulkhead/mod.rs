@@ -13,8 +13,9 @@
 //! - [`AdaptiveLimitLayer`]: each call's duration and classified outcome move the limit
 //!   (default classifier: `Err` = the callee is struggling). Its clock times the calls:
 //!   build the limit with `.clock(TokioClock::new())` under paused tokio time.
-//! - Both are [`ResilienceLayer`](crate::ResilienceLayer) with a slot stage only: the same
-//!   service and future; combine them with a breaker, rate limit and retries there.
+//! - In a full pipeline, use [`ResilienceLayer`](crate::ResilienceLayer)'s `.bulkhead(..)` or
+//!   `.adaptive_limit(..)` instead: the slot is then taken after the breaker and the rate
+//!   limit, and given back between retries.
 //!
 //! ```
 //! use limitpal_core::{Bulkhead, BulkheadFull};
@@ -37,15 +38,10 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod future;
 mod layer;
+mod service;
 
+pub use future::ResponseFuture;
 pub use layer::{AdaptiveLimitLayer, BulkheadLayer};
-
-use crate::resilience::{self, NoKey, ResilienceService};
-use crate::retry::NoReplay;
-
-/// A service behind a [`BulkheadLayer`] or [`AdaptiveLimitLayer`].
-pub type BulkheadService<S, Cl> = ResilienceService<S, NoKey, (), Cl, NoReplay>;
-
-/// The response future of a [`BulkheadService`].
-pub type ResponseFuture<S, Req, Cl> = resilience::ResponseFuture<S, Req, (), Cl, NoReplay>;
+pub use service::BulkheadService;

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use limitpal_core::Classify;
-use limitpal_core::concurrency::Acquire;
 use limitpal_core::pipeline::{Attempt, Permits, Run, Settled};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -13,6 +12,7 @@ use tower::{BoxError, Service};
 use super::layer::Shared;
 use super::service::admit;
 use crate::TimedOut;
+use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
 use crate::retry::ReplayRequest;
 
@@ -68,25 +68,6 @@ pin_project! {
         Sleeping { #[pin] sleep: Sleep },
         Readying,
     }
-}
-
-pin_project! {
-    /// A wait for a bulkhead slot, bounded by a timer.
-    #[project = WaitProj]
-    pub(crate) struct Wait {
-        acquire: Acquire,
-        #[pin]
-        timer: Sleep,
-    }
-}
-
-/// A wait for a slot, boxed: waiting is the slow path, and the box keeps every other
-/// request's future small.
-pub(crate) type SlotWait = Pin<Box<Wait>>;
-
-/// Boxes a wait for a slot.
-pub(crate) fn wait(acquire: Acquire, timer: Sleep) -> SlotWait {
-    Box::pin(Wait { acquire, timer })
 }
 
 impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
@@ -243,12 +224,10 @@ where
                     this.state.set(State::Calling { future, timer });
                 }
                 StateProj::Queued { wait } => {
-                    let WaitProj { acquire, timer } = wait.as_mut().project();
-                    let slot = match Pin::new(acquire).poll(cx) {
-                        Poll::Ready(Ok(slot)) => slot,
-                        Poll::Ready(Err(full)) => return Poll::Ready(Err(Box::new(full))),
-                        Poll::Pending => {
-                            ready!(timer.poll(cx));
+                    let slot = match ready!(poll_wait(wait, cx)) {
+                        Waited::Slot(slot) => slot,
+                        Waited::Full(Some(full)) => return Poll::Ready(Err(Box::new(full))),
+                        Waited::Full(None) => {
                             // out of patience: the breaker permit goes unrecorded
                             drop(std::mem::take(this.permits));
                             if pipeline.past_deadline(this.run) {

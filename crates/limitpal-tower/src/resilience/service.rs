@@ -9,8 +9,8 @@ use limitpal_core::{Classify, RetryRng};
 use tower::{BoxError, Service};
 
 use super::ResponseFuture;
-use super::future::{SlotWait, wait};
 use super::layer::Shared;
+use crate::bulkhead::future::{SlotWait, wait};
 use crate::error::boxed;
 use crate::retry::ReplayRequest;
 use crate::{KeyExtractor, KeyMissing, MissingKey};
