@@ -281,3 +281,75 @@ fn bad_configuration_is_a_config_error_naming_the_field() {
         "min_samples"
     );
 }
+
+/// A raised limit lets waiters in at once; a lowered one is reached by not handing freed
+/// slots over until the calls in flight fall below it.
+#[test]
+fn a_moving_limit_admits_waiters_when_raised_and_drains_when_lowered() {
+    use limitpal::Outcome;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let clock = ManualClock::new();
+    let limit = AdaptiveLimit::builder(Aimd::new().backoff_ratio(0.5).unwrap())
+        .initial_limit(2)
+        .max_limit(4)
+        .queue(4, Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut granted =
+        |w: &mut limitpal::concurrency::Acquire| match std::pin::Pin::new(w).poll(&mut cx) {
+            Poll::Ready(Ok(p)) => p,
+            other => panic!("not granted: {other:?}"),
+        };
+    let a = limit.try_acquire().unwrap();
+    let b = limit.try_acquire().unwrap();
+    let mut w: Vec<_> = (0..3).map(|_| limit.acquire()).collect();
+    assert_eq!(limit.waiting(), 3);
+    b.success(); // both busy: 2 + 1/2 = 2.5, still 2 slots: b's goes to the oldest waiter
+    assert_eq!(
+        (limit.limit(), limit.in_flight(), limit.waiting()),
+        (2, 2, 2)
+    );
+    let p1 = granted(&mut w[0]);
+    p1.success(); // 2.5 + 1/2.5 = 2.9: handed over again
+    assert_eq!(
+        (limit.limit(), limit.in_flight(), limit.waiting()),
+        (2, 2, 1)
+    );
+    let p2 = granted(&mut w[1]);
+    p2.success(); // 2.9 + 1/2.9 = 3.24: the raise admits the last waiter, then p2's slot frees
+    assert_eq!(
+        (limit.limit(), limit.in_flight(), limit.waiting()),
+        (3, 2, 0)
+    );
+    let p3 = granted(&mut w[2]);
+    let q = limit.try_acquire().unwrap();
+    let queued = limit.acquire();
+    assert!(queued.is_waiting());
+    assert_eq!((limit.in_flight(), limit.waiting()), (3, 1));
+    clock.advance(Duration::from_millis(1));
+    p3.failure(); // 3.24 x 0.5 = 1.62: one slot
+    assert_eq!(limit.limit(), 1);
+    assert_eq!(
+        (limit.in_flight(), limit.waiting()),
+        (2, 1),
+        "over the limit: freed, not handed over"
+    );
+    a.record(Outcome::Ignore);
+    assert_eq!(
+        (limit.in_flight(), limit.waiting()),
+        (1, 1),
+        "still over the limit: freed"
+    );
+    q.record(Outcome::Ignore);
+    assert_eq!(
+        (limit.in_flight(), limit.waiting()),
+        (1, 0),
+        "at the limit: handed over, the count stays"
+    );
+    drop(queued); // granted but never polled: its slot is freed
+    assert_eq!((limit.in_flight(), limit.waiting()), (0, 0));
+}

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use limitpal_bench::drive::{complete, request, runtime};
 use limitpal_bench::layers::{
-    Echo, ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience,
-    ours_retry, tower_builtin_stack, tower_concurrency_limit, tower_resilience_stack,
+    Echo, ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience, ours_retry,
+    tower_builtin_stack, tower_concurrency_limit, tower_resilience_stack,
 };
 use tower::{Service, ServiceExt};
 
@@ -45,7 +45,11 @@ fn layers(c: &mut Criterion) {
     bench_service(c, "layers/tower RateLimit+Retry", builtin);
     bench_service(c, "layers/limitpal BulkheadLayer", ours_bulkhead());
     bench_service(c, "layers/limitpal AdaptiveLimitLayer", ours_adaptive());
-    bench_service(c, "layers/tower ConcurrencyLimit", tower_concurrency_limit());
+    bench_service(
+        c,
+        "layers/tower ConcurrencyLimit",
+        tower_concurrency_limit(),
+    );
 }
 
 fn http(c: &mut Criterion) {
