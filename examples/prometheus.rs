@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use limitpal::{
-    CircuitBreaker, Jitter, ManualClock, RateLimiter, ResilientExecutor, RetryPolicy, TokenBucket,
+    Bulkhead, CircuitBreaker, Jitter, ManualClock, RateLimiter, ResilientExecutor, RetryPolicy,
+    TokenBucket,
 };
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -40,6 +41,7 @@ pub(crate) fn scenario() -> Result<String, Box<dyn std::error::Error>> {
                 .jitter(Jitter::None)
                 .build()?,
         )
+        .bulkhead(Bulkhead::builder(8).name("upstream").build()?)
         .clock(clock)
         .build()?;
     // Run 1: ok. Run 2: fails twice (retried once, then exhausted), which opens the breaker.
@@ -49,6 +51,10 @@ pub(crate) fn scenario() -> Result<String, Box<dyn std::error::Error>> {
     let _ = exec.run(&"user", || Err::<(), _>("503"));
     let _ = exec.run(&"user", || Ok::<_, &str>(()));
     let _ = limiter.check(&"user");
+    // A second bulkhead, full: one refusal.
+    let db = Bulkhead::builder(1).name("db").build()?;
+    let _held = db.try_acquire()?;
+    let _ = db.try_acquire();
     Ok(handle.render())
 }
 

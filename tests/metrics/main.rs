@@ -51,4 +51,7 @@ fn the_scrape_counts_exactly_what_the_scenario_did() {
         value(r#"limitpal_retry_delay_seconds_sum{name="upstream"}"#),
         0.1
     );
+    assert_eq!(value(r#"limitpal_bulkhead_limit{name="upstream"}"#), 8.0);
+    assert_eq!(value(r#"limitpal_bulkhead_limit{name="db"}"#), 1.0);
+    assert_eq!(value(r#"limitpal_bulkhead_rejected_total{name="db"}"#), 1.0);
 }

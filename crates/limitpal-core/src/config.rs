@@ -321,6 +321,9 @@ pub struct BulkheadConfig {
     /// How long each may wait (required with a queue).
     #[serde(default, deserialize_with = "optional_duration")]
     pub max_wait: Option<Duration>,
+    /// Metrics name.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl BulkheadConfig {
@@ -329,10 +332,12 @@ impl BulkheadConfig {
     /// # Errors
     /// [`ConfigPathError`] under `bulkhead.`.
     pub fn build(&self) -> Result<Bulkhead, ConfigPathError> {
-        Bulkhead::builder(self.max_concurrent)
-            .queue(self.max_waiting, self.max_wait.unwrap_or_default())
-            .build()
-            .map_err(at("bulkhead"))
+        let mut builder = Bulkhead::builder(self.max_concurrent)
+            .queue(self.max_waiting, self.max_wait.unwrap_or_default());
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        builder.build().map_err(at("bulkhead"))
     }
 }
 
@@ -367,6 +372,9 @@ pub struct AdaptiveLimitConfig {
     /// How long each may wait (required with a queue).
     #[serde(default, deserialize_with = "optional_duration")]
     pub max_wait: Option<Duration>,
+    /// Metrics name.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl AdaptiveLimitConfig {
@@ -388,6 +396,9 @@ impl AdaptiveLimitConfig {
         }
         if let Some(limit) = self.max_limit {
             builder = builder.max_limit(limit);
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
         }
         builder.build().map_err(at("adaptive_limit"))
     }

@@ -13,6 +13,8 @@
 //! | `limitpal_retry_retried_total` | counter | pipeline (executors, `ResilienceLayer`) |
 //! | `limitpal_retry_exhausted_total` | counter | pipeline |
 //! | `limitpal_retry_delay_seconds` | histogram | pipeline |
+//! | `limitpal_bulkhead_rejected_total` | counter | bulkhead, adaptive limit |
+//! | `limitpal_bulkhead_limit` | gauge: calls allowed at once | bulkhead, adaptive limit (moves) |
 
 #[cfg(feature = "metrics")]
 mod enabled {
@@ -94,6 +96,37 @@ mod enabled {
     }
 
     #[derive(Debug, Clone, Default)]
+    pub(crate) struct BulkheadMetrics {
+        rejected: Option<metrics::Counter>,
+        limit: Option<metrics::Gauge>,
+    }
+
+    impl BulkheadMetrics {
+        pub(crate) fn new(name: Option<&str>, limit: u32) -> Self {
+            let metrics = Self {
+                rejected: counter("limitpal_bulkhead_rejected_total", name),
+                limit: name.map(
+                    |name| metrics::gauge!("limitpal_bulkhead_limit", "name" => name.to_owned()),
+                ),
+            };
+            metrics.limit(limit);
+            metrics
+        }
+
+        pub(crate) fn rejected(&self) {
+            if let Some(c) = &self.rejected {
+                c.increment(1);
+            }
+        }
+
+        pub(crate) fn limit(&self, limit: u32) {
+            if let Some(g) = &self.limit {
+                g.set(f64::from(limit));
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
     pub(crate) struct RetryMetrics {
         retried: Option<metrics::Counter>,
         exhausted: Option<metrics::Counter>,
@@ -160,6 +193,17 @@ mod enabled {
     }
 
     #[derive(Debug, Clone, Default)]
+    pub(crate) struct BulkheadMetrics;
+
+    impl BulkheadMetrics {
+        pub(crate) fn new(_: Option<&str>, _: u32) -> Self {
+            Self
+        }
+        pub(crate) fn rejected(&self) {}
+        pub(crate) fn limit(&self, _: u32) {}
+    }
+
+    #[derive(Debug, Clone, Default)]
     pub(crate) struct RetryMetrics;
 
     impl RetryMetrics {
@@ -171,4 +215,4 @@ mod enabled {
     }
 }
 
-pub(crate) use enabled::{BreakerMetrics, LimiterMetrics, RetryMetrics};
+pub(crate) use enabled::{BreakerMetrics, BulkheadMetrics, LimiterMetrics, RetryMetrics};

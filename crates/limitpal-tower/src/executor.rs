@@ -113,7 +113,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                                 attempts: run.attempts() - 1,
                             });
                         }
-                        Err(_) => Err(bulkhead.full()),
+                        Err(_) => Err(bulkhead.refuse()),
                     },
                 };
                 permits.slot = Some(slot.map_err(Error::BulkheadFull)?);

@@ -40,6 +40,7 @@ use std::time::Duration;
 pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample};
 use semaphore::{Entry, Semaphore, Waiter};
 
+use crate::metrics::BulkheadMetrics;
 use crate::sync::Mutex;
 use crate::{Clock, ConfigError, MonotonicClock, Outcome};
 
@@ -65,6 +66,7 @@ struct Shared {
     semaphore: Semaphore,
     max_wait: Duration,
     adaptive: Option<Adaptive>,
+    metrics: BulkheadMetrics,
 }
 
 /// An adaptive limit's moving part.
@@ -77,7 +79,7 @@ struct Adaptive {
 
 impl Adaptive {
     /// Folds one call into the limit and moves the semaphore's limit with it.
-    fn sample(&self, semaphore: &Semaphore, sample: &Sample) {
+    fn sample(&self, semaphore: &Semaphore, metrics: &BulkheadMetrics, sample: &Sample) {
         let mut state = self.state.lock().expect("adaptive limit lock");
         let (limit, algorithm) = &mut *state;
         let next = algorithm.update(*limit, sample);
@@ -92,8 +94,9 @@ impl Adaptive {
         let enforced = enforced as u32;
         if enforced != semaphore.limit() {
             #[cfg(feature = "tracing")]
-            tracing::debug!(target: "limitpal::adaptive", limit = enforced, "concurrency limit moved");
+            tracing::debug!(target: "limitpal::bulkhead", limit = enforced, "concurrency limit moved");
             semaphore.set_limit(enforced);
+            metrics.limit(enforced);
         }
     }
 }
@@ -134,6 +137,7 @@ impl Bulkhead {
         BulkheadBuilder {
             max_concurrent,
             queue: Queue::default(),
+            name: None,
         }
     }
 
@@ -145,7 +149,7 @@ impl Bulkhead {
         if self.shared.semaphore.try_acquire() {
             Ok(self.permit())
         } else {
-            Err(self.full())
+            Err(self.refuse())
         }
     }
 
@@ -156,7 +160,7 @@ impl Bulkhead {
         let state = match self.shared.semaphore.enter() {
             Entry::Slot => AcquireState::Ready(Ok(self.permit())),
             Entry::Queued(waiter) => AcquireState::Waiting(waiter),
-            Entry::Full => AcquireState::Ready(Err(self.full())),
+            Entry::Full => AcquireState::Ready(Err(self.refuse())),
         };
         Acquire {
             bulkhead: self.clone(),
@@ -170,7 +174,7 @@ impl Bulkhead {
     /// # Errors
     /// [`BulkheadFull`] when full with no room to wait, or the wait timed out.
     pub fn acquire_blocking(&self) -> Result<BulkheadPermit, BulkheadFull> {
-        block_on_for(self.acquire(), self.shared.max_wait).unwrap_or_else(|| Err(self.full()))
+        block_on_for(self.acquire(), self.shared.max_wait).unwrap_or_else(|| Err(self.refuse()))
     }
 
     /// Calls allowed at once now.
@@ -197,10 +201,22 @@ impl Bulkhead {
         self.shared.max_wait
     }
 
-    /// The refusal for now.
+    /// The refusal for now (reports nothing; see [`refuse`](Self::refuse)).
     #[must_use]
     pub fn full(&self) -> BulkheadFull {
         BulkheadFull::new(self.limit())
+    }
+
+    /// Refuses a call: reports it (tracing at DEBUG, target `limitpal::bulkhead`; the
+    /// `limitpal_bulkhead_rejected_total` counter of a named bulkhead) and returns the error.
+    /// What a caller whose wait for a slot timed out returns.
+    #[cold]
+    pub fn refuse(&self) -> BulkheadFull {
+        let full = self.full();
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "limitpal::bulkhead", limit = full.limit, "bulkhead full: call refused");
+        self.shared.metrics.rejected();
+        full
     }
 
     fn permit(&self) -> BulkheadPermit {
@@ -262,6 +278,7 @@ impl Queue {
 pub struct BulkheadBuilder {
     max_concurrent: u32,
     queue: Queue,
+    name: Option<String>,
 }
 
 impl BulkheadBuilder {
@@ -273,6 +290,13 @@ impl BulkheadBuilder {
             max_waiting,
             max_wait,
         };
+        self
+    }
+
+    /// A name for its metrics (feature `metrics`: label `name`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -292,6 +316,7 @@ impl BulkheadBuilder {
                 semaphore: Semaphore::new(self.max_concurrent, queue.max_waiting),
                 max_wait: queue.max_wait,
                 adaptive: None,
+                metrics: BulkheadMetrics::new(self.name.as_deref(), self.max_concurrent),
             }),
         })
     }
@@ -338,7 +363,11 @@ impl BulkheadPermit {
                 self.in_flight,
                 matches!(outcome, Outcome::Failure { .. }),
             );
-            adaptive.sample(&bulkhead.shared.semaphore, &sample);
+            adaptive.sample(
+                &bulkhead.shared.semaphore,
+                &bulkhead.shared.metrics,
+                &sample,
+            );
         }
         bulkhead.shared.semaphore.release();
     }
@@ -482,6 +511,7 @@ impl AdaptiveLimit {
             max: 1000,
             queue: Queue::default(),
             clock: None,
+            name: None,
         }
     }
 
@@ -542,6 +572,7 @@ pub struct AdaptiveLimitBuilder {
     max: u32,
     queue: Queue,
     clock: Option<Arc<dyn Clock>>,
+    name: Option<String>,
 }
 
 impl fmt::Debug for AdaptiveLimitBuilder {
@@ -588,6 +619,13 @@ impl AdaptiveLimitBuilder {
         self
     }
 
+    /// A name for its metrics (feature `metrics`: label `name`; the limit is a gauge).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The clock that times calls (default [`MonotonicClock`]; `TokioClock` or
     /// [`ManualClock`](crate::ManualClock) in tests).
     #[must_use]
@@ -626,6 +664,7 @@ impl AdaptiveLimitBuilder {
                 shared: Arc::new(Shared {
                     semaphore: Semaphore::new(self.initial, queue.max_waiting),
                     max_wait: queue.max_wait,
+                    metrics: BulkheadMetrics::new(self.name.as_deref(), self.initial),
                     adaptive: Some(Adaptive {
                         clock,
                         min: f64::from(self.min),

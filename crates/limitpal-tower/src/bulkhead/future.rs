@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use limitpal_core::concurrency::Acquire;
-use limitpal_core::{BulkheadFull, BulkheadPermit, Classify};
+use limitpal_core::{Bulkhead, BulkheadFull, BulkheadPermit, Classify};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
@@ -75,7 +75,7 @@ pin_project! {
             service: S,
             request: Option<Req>,
             classifier: Cl,
-            limit: u32,
+            bulkhead: Bulkhead,
         },
         Rejected {
             full: Option<BulkheadFull>,
@@ -99,7 +99,7 @@ impl<S: Service<Req>, Req, Cl> ResponseFuture<S, Req, Cl> {
         service: S,
         request: Req,
         classifier: Cl,
-        limit: u32,
+        bulkhead: Bulkhead,
     ) -> Self {
         Self {
             kind: Kind::Waiting {
@@ -107,7 +107,7 @@ impl<S: Service<Req>, Req, Cl> ResponseFuture<S, Req, Cl> {
                 service,
                 request: Some(request),
                 classifier,
-                limit,
+                bulkhead,
             },
         }
     }
@@ -146,7 +146,7 @@ where
                     service,
                     request,
                     classifier,
-                    limit,
+                    bulkhead,
                 } => match ready!(poll_wait(wait, cx)) {
                     Waited::Slot(permit) => {
                         let Some(request) = request.take() else {
@@ -159,7 +159,7 @@ where
                         }
                     }
                     Waited::Full(full) => {
-                        let full = full.unwrap_or_else(|| BulkheadFull::new(*limit));
+                        let full = full.unwrap_or_else(|| bulkhead.refuse());
                         return Poll::Ready(Err(Box::new(full)));
                     }
                 },

@@ -69,7 +69,7 @@ where
                     service,
                     req,
                     self.classifier.clone(),
-                    self.bulkhead.limit(),
+                    self.bulkhead.clone(),
                 )
             }
         }

@@ -234,7 +234,7 @@ where
                                 let attempts = this.run.attempts() - 1;
                                 return Poll::Ready(Err(Box::new(TimedOut::new(attempts))));
                             }
-                            let full = pipeline.bulkhead().map(limitpal_core::Bulkhead::full);
+                            let full = pipeline.bulkhead().map(limitpal_core::Bulkhead::refuse);
                             return Poll::Ready(Err(full.map_or_else(
                                 || "slot wait without a bulkhead".into(),
                                 |full| Box::new(full) as BoxError,
