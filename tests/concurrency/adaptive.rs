@@ -353,3 +353,29 @@ fn a_moving_limit_admits_waiters_when_raised_and_drains_when_lowered() {
     drop(queued); // granted but never polled: its slot is freed
     assert_eq!((limit.in_flight(), limit.waiting()), (0, 0));
 }
+
+/// An algorithm of the user's that panics loses its sample, not the slot, and does not
+/// disable the limit for later calls.
+#[test]
+fn a_panicking_algorithm_frees_the_slot_and_the_limit_keeps_working() {
+    #[derive(Debug)]
+    struct Flaky(u32);
+    impl limitpal::concurrency::LimitAlgorithm for Flaky {
+        fn update(&mut self, limit: f64, _: &limitpal::concurrency::Sample) -> f64 {
+            self.0 += 1;
+            assert!(self.0 > 1, "the first sample panics");
+            limit + 1.0
+        }
+    }
+    let limit = AdaptiveLimit::builder(Flaky(0))
+        .initial_limit(1)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let permit = limit.try_acquire().unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| permit.success()));
+    assert!(panicked.is_err());
+    assert_eq!(limit.in_flight(), 0, "the slot was freed while unwinding");
+    limit.try_acquire().unwrap().success();
+    assert_eq!(limit.limit(), 2);
+}

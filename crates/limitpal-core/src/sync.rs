@@ -10,3 +10,13 @@ pub(crate) use loom::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWr
 pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Locks `mutex`, taking over a poisoned one: nothing in this crate leaves shared state
+/// half-updated when it panics under a lock (a user's `LimitAlgorithm` may panic, but the
+/// limit it was computing is simply not applied), so one panic must not disable the
+/// component for every later caller.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

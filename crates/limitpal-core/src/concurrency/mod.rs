@@ -41,7 +41,7 @@ pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample};
 use semaphore::{Entry, Semaphore, Waiter};
 
 use crate::metrics::BulkheadMetrics;
-use crate::sync::Mutex;
+use crate::sync::{Mutex, lock};
 use crate::{Clock, ConfigError, MonotonicClock, Outcome};
 
 /// No slot was free and no room to wait for one (or the wait timed out).
@@ -80,7 +80,7 @@ struct Adaptive {
 impl Adaptive {
     /// Folds one call into the limit and moves the semaphore's limit with it.
     fn sample(&self, semaphore: &Semaphore, metrics: &BulkheadMetrics, sample: &Sample) {
-        let mut state = self.state.lock().expect("adaptive limit lock");
+        let mut state = lock(&self.state);
         let (limit, algorithm) = &mut *state;
         let next = algorithm.update(*limit, sample);
         *limit = if next.is_nan() {
@@ -352,6 +352,9 @@ impl BulkheadPermit {
         let Some(bulkhead) = self.bulkhead.take() else {
             return;
         };
+        // freed after the sample (a lowered limit must not hand the slot on), and freed even
+        // if a user's algorithm panics
+        let _release = Release(&bulkhead.shared.semaphore);
         if let Some(adaptive) = &bulkhead.shared.adaptive
             && outcome != Outcome::Ignore
         {
@@ -369,7 +372,15 @@ impl BulkheadPermit {
                 &sample,
             );
         }
-        bulkhead.shared.semaphore.release();
+    }
+}
+
+/// Frees a slot when dropped.
+struct Release<'a>(&'a Semaphore);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -542,7 +553,7 @@ impl AdaptiveLimit {
             .shared
             .adaptive
             .as_ref()
-            .map_or(0.0, |a| a.state.lock().expect("adaptive limit lock").0)
+            .map_or(0.0, |a| lock(&a.state).0)
     }
 
     /// Calls holding a slot now.

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 const IN_FLIGHT: u64 = u32::MAX as u64;
 const ONE_WAITER: u64 = 1 << 32;
@@ -39,13 +39,13 @@ struct WaiterState {
 impl Waiter {
     /// Marks the slot as handed over; returns the waker to wake once the locks are released.
     fn grant(&self) -> Option<Waker> {
-        let mut state = self.inner.lock().expect("waiter lock");
+        let mut state = lock(&self.inner);
         state.granted = true;
         state.waker.take()
     }
 
     pub(crate) fn poll(&self, cx: &Context<'_>) -> Poll<()> {
-        let mut state = self.inner.lock().expect("waiter lock");
+        let mut state = lock(&self.inner);
         if state.granted {
             return Poll::Ready(());
         }
@@ -128,7 +128,7 @@ impl Semaphore {
         if self.max_waiting == 0 {
             return Entry::Full;
         }
-        let mut queue = self.queue.lock().expect("queue lock");
+        let mut queue = lock(&self.queue);
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             let (next, entry) =
@@ -174,7 +174,7 @@ impl Semaphore {
                 }
                 continue;
             }
-            let mut queue = self.queue.lock().expect("queue lock");
+            let mut queue = lock(&self.queue);
             if let Some(waiter) = queue.pop_front() {
                 self.state.fetch_sub(ONE_WAITER, Ordering::AcqRel);
                 let waker = waiter.grant();
@@ -197,7 +197,7 @@ impl Semaphore {
             return;
         }
         let mut wake = Vec::new();
-        let mut queue = self.queue.lock().expect("queue lock");
+        let mut queue = lock(&self.queue);
         let mut state = self.state.load(Ordering::Relaxed);
         while waiting(state) > 0 && in_flight(state) < u64::from(limit) {
             match self.state.compare_exchange(
@@ -222,7 +222,7 @@ impl Semaphore {
     /// A queued caller gave up: leaves the queue, or, if a slot was handed over meanwhile,
     /// frees it.
     pub(crate) fn leave(&self, waiter: &Arc<Waiter>) {
-        let mut queue = self.queue.lock().expect("queue lock");
+        let mut queue = lock(&self.queue);
         if let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
             queue.remove(at);
             self.state.fetch_sub(ONE_WAITER, Ordering::AcqRel);
