@@ -219,6 +219,18 @@ impl Bulkhead {
         full
     }
 
+    /// The one constructor behind both builders.
+    fn with(limit: u32, queue: Queue, name: Option<&str>, adaptive: Option<Adaptive>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                semaphore: Semaphore::new(limit, queue.max_waiting),
+                max_wait: queue.max_wait,
+                adaptive,
+                metrics: BulkheadMetrics::new(name, limit),
+            }),
+        }
+    }
+
     fn permit(&self) -> BulkheadPermit {
         let (started_nanos, in_flight) = self.shared.adaptive.as_ref().map_or((0, 0), |a| {
             // calls in flight now, this one included
@@ -311,14 +323,12 @@ impl BulkheadBuilder {
             });
         }
         let queue = self.queue.validate()?;
-        Ok(Bulkhead {
-            shared: Arc::new(Shared {
-                semaphore: Semaphore::new(self.max_concurrent, queue.max_waiting),
-                max_wait: queue.max_wait,
-                adaptive: None,
-                metrics: BulkheadMetrics::new(self.name.as_deref(), self.max_concurrent),
-            }),
-        })
+        Ok(Bulkhead::with(
+            self.max_concurrent,
+            queue,
+            self.name.as_deref(),
+            None,
+        ))
     }
 }
 
@@ -670,20 +680,14 @@ impl AdaptiveLimitBuilder {
         }
         let queue = self.queue.validate()?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(MonotonicClock));
+        let adaptive = Adaptive {
+            clock,
+            min: f64::from(self.min),
+            max: f64::from(self.max),
+            state: Mutex::new((f64::from(self.initial), self.algorithm)),
+        };
         Ok(AdaptiveLimit {
-            bulkhead: Bulkhead {
-                shared: Arc::new(Shared {
-                    semaphore: Semaphore::new(self.initial, queue.max_waiting),
-                    max_wait: queue.max_wait,
-                    metrics: BulkheadMetrics::new(self.name.as_deref(), self.initial),
-                    adaptive: Some(Adaptive {
-                        clock,
-                        min: f64::from(self.min),
-                        max: f64::from(self.max),
-                        state: Mutex::new((f64::from(self.initial), self.algorithm)),
-                    }),
-                }),
-            },
+            bulkhead: Bulkhead::with(self.initial, queue, self.name.as_deref(), Some(adaptive)),
         })
     }
 }

@@ -89,20 +89,8 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         shared: Arc<Shared<K, Cl>>,
         replay: R,
     ) -> Self {
-        Self {
-            kind: Kind::Running {
-                running: Running {
-                    state: State::Calling { future, timer },
-                    permits,
-                    service,
-                    request,
-                    run,
-                    key,
-                    shared,
-                    replay,
-                },
-            },
-        }
+        let state = State::Calling { future, timer };
+        Self::start(state, permits, service, request, run, key, shared, replay)
     }
 
     /// The first attempt waits for a bulkhead slot before it calls.
@@ -117,13 +105,37 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         shared: Arc<Shared<K, Cl>>,
         replay: R,
     ) -> Self {
+        let state = State::Queued { wait };
+        Self::start(
+            state,
+            permits,
+            Some(service),
+            Some(request),
+            run,
+            key,
+            shared,
+            replay,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // the parts of a running request
+    fn start(
+        state: State<S::Future>,
+        permits: Permits,
+        service: Option<S>,
+        request: Option<Req>,
+        run: Run,
+        key: Option<K>,
+        shared: Arc<Shared<K, Cl>>,
+        replay: R,
+    ) -> Self {
         Self {
             kind: Kind::Running {
                 running: Running {
-                    state: State::Queued { wait },
+                    state,
                     permits,
-                    service: Some(service),
-                    request: Some(request),
+                    service,
+                    request,
                     run,
                     key,
                     shared,
