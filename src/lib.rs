@@ -57,6 +57,7 @@ pub use limitpal_core::{
 
 /// Concurrency limits: [`Bulkhead`], [`AdaptiveLimit`] and its algorithms.
 pub use limitpal_core::concurrency;
+pub use limitpal_core::concurrency::{Aimd, Gradient2};
 
 /// The `rand` version whose RNGs [`RetryPolicy::delay`] takes.
 pub use limitpal_core::rand;
