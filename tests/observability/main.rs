@@ -131,6 +131,20 @@ async fn on_retry_through_the_layer() {
     assert_eq!(retries.load(Ordering::SeqCst), 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn on_retry_through_the_retry_layer() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let layer = limitpal::tower::RetryLayer::new(policy(3))
+        .name("upstream")
+        .on_retry(move |attempt, delay| log.lock().unwrap().push((attempt, delay)));
+    let svc = layer.layer(service_fn(|_: ()| async {
+        Err::<(), _>(std::io::Error::other("x"))
+    }));
+    assert!(svc.oneshot(()).await.is_err());
+    assert_eq!(*seen.lock().unwrap(), vec![(2, SEC), (3, 2 * SEC)]);
+}
+
 /// Records (target, message) of every event.
 #[derive(Default, Clone)]
 struct Events(Arc<Mutex<Vec<(String, String)>>>);

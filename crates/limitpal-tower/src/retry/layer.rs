@@ -1,3 +1,7 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use limitpal_core::pipeline::RetryListener;
 use limitpal_core::{DefaultClassifier, RetryBudget, RetryPolicy};
 use tower_layer::Layer;
 
@@ -48,12 +52,27 @@ where
 }
 
 /// Retries failed calls according to a [`RetryPolicy`]; see the [module docs](super).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RetryLayer<Cl = DefaultClassifier, R = CloneRequest> {
     policy: RetryPolicy,
     classifier: Cl,
     budget: Option<RetryBudget>,
     replay: R,
+    name: Option<String>,
+    on_retry: Option<RetryListener>,
+}
+
+impl<Cl: std::fmt::Debug, R: std::fmt::Debug> std::fmt::Debug for RetryLayer<Cl, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("policy", &self.policy)
+            .field("classifier", &self.classifier)
+            .field("budget", &self.budget)
+            .field("replay", &self.replay)
+            .field("name", &self.name)
+            .field("on_retry", &self.on_retry.is_some())
+            .finish()
+    }
 }
 
 impl RetryLayer {
@@ -65,6 +84,8 @@ impl RetryLayer {
             classifier: DefaultClassifier,
             budget: None,
             replay: CloneRequest,
+            name: None,
+            on_retry: None,
         }
     }
 }
@@ -78,6 +99,8 @@ impl<Cl, R> RetryLayer<Cl, R> {
             classifier,
             budget: self.budget,
             replay: self.replay,
+            name: self.name,
+            on_retry: self.on_retry,
         }
     }
 
@@ -97,7 +120,23 @@ impl<Cl, R> RetryLayer<Cl, R> {
             classifier: self.classifier,
             budget: self.budget,
             replay,
+            name: self.name,
+            on_retry: self.on_retry,
         }
+    }
+
+    /// A name for its retry metrics (feature `metrics`: label `name`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Called before every retry with (the attempt about to start, the wait before it).
+    #[must_use]
+    pub fn on_retry(mut self, listener: impl Fn(u32, Duration) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(Arc::new(listener));
+        self
     }
 }
 
@@ -113,6 +152,13 @@ impl<S, Cl: Clone, R: Clone> Layer<S> for RetryLayer<Cl, R> {
             .clone_request(self.replay.clone());
         if let Some(budget) = &self.budget {
             builder = builder.budget(budget.clone());
+        }
+        if let Some(name) = &self.name {
+            builder = builder.name(name.clone());
+        }
+        if let Some(listener) = &self.on_retry {
+            let listener = Arc::clone(listener);
+            builder = builder.on_retry(move |attempt, wait| listener(attempt, wait));
         }
         builder
             .build()
