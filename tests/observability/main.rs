@@ -27,6 +27,7 @@ fn policy(attempts: u32) -> RetryPolicy {
 
 #[test]
 fn a_shadow_limiter_reports_every_denial_and_denies_nothing() {
+    let _ = events();
     let clock = ManualClock::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
@@ -50,6 +51,7 @@ fn a_shadow_limiter_reports_every_denial_and_denies_nothing() {
 
 #[test]
 fn an_enforcing_limiter_reports_its_denials() {
+    let _ = events();
     let denials = Arc::new(AtomicU32::new(0));
     let count = Arc::clone(&denials);
     let limiter = RateLimiter::builder(TokenBucket::new(2, 1.0).unwrap())
@@ -65,6 +67,7 @@ fn an_enforcing_limiter_reports_its_denials() {
 
 #[test]
 fn a_shadow_breaker_reports_rejections_lets_calls_through_and_learns_nothing_from_them() {
+    let _ = events();
     let clock = ManualClock::new();
     let rejections = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&rejections);
@@ -100,6 +103,7 @@ fn a_shadow_breaker_reports_rejections_lets_calls_through_and_learns_nothing_fro
 
 #[test]
 fn on_retry_sees_each_retry_with_its_wait() {
+    let _ = events();
     let clock = ManualClock::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
@@ -115,6 +119,7 @@ fn on_retry_sees_each_retry_with_its_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn on_retry_through_the_layer() {
+    let _ = events();
     let retries = Arc::new(AtomicU32::new(0));
     let count = Arc::clone(&retries);
     let layer = ResilienceLayer::builder()
@@ -133,6 +138,7 @@ async fn on_retry_through_the_layer() {
 
 #[tokio::test(start_paused = true)]
 async fn on_retry_through_the_retry_layer() {
+    let _ = events();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let layer = limitpal::tower::RetryLayer::new(policy(3))
@@ -180,10 +186,23 @@ impl tracing::Subscriber for Events {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// The process-wide collector, installed before any test of this binary runs limitpal code
+/// (each test calls this first; `OnceLock` makes the others wait for it). A subscriber
+/// scoped to one test is not enough: a callsite first reached by another test's thread while
+/// it is being installed can keep a stale "never" interest, and its events are lost.
+fn events() -> &'static Events {
+    static EVENTS: std::sync::OnceLock<Events> = std::sync::OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let events = Events::default();
+        tracing::subscriber::set_global_default(events.clone()).unwrap();
+        events
+    })
+}
+
 #[test]
 fn tracing_events_have_stable_targets_and_messages() {
-    let events = Events::default();
-    tracing::subscriber::with_default(events.clone(), || {
+    let events = events();
+    {
         let clock = ManualClock::new();
         let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
             .clock(clock.clone())
@@ -216,7 +235,8 @@ fn tracing_events_have_stable_targets_and_messages() {
             .build()
             .unwrap();
         let _ = budgeted.run(&(), || Err::<(), _>("down"));
-    });
+    }
+    // other tests add their events too: check that each expected one is there
     let events = events.0.lock().unwrap().clone();
     let has = |target: &str, message: &str| events.iter().any(|(t, m)| t == target && m == message);
     assert!(has("limitpal::limiter", "rate limited"), "{events:?}");

@@ -365,3 +365,67 @@ async fn the_async_executor_takes_the_redis_limiter_like_a_local_one() {
         "the denied run never called"
     );
 }
+
+/// The whole pipeline in one layer with the Redis limiter: breaker → Redis → bulkhead → call,
+/// retries charged by Redis like any other attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resilience_layer_takes_the_redis_limiter_like_a_local_one() {
+    use limitpal::tower::ResilienceLayer;
+    use limitpal::{Bulkhead, CircuitBreaker, Jitter, RetryPolicy};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = limiter(
+        &server,
+        3,
+        0.001,
+        FailurePolicy::Deny(Duration::from_secs(1)),
+    )
+    .await;
+    let bulkhead = Bulkhead::new(4).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let probe = bulkhead.clone();
+    // the first call fails once, so its retry is charged by Redis too
+    let upstream = service_fn(move |_: String| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(probe.in_flight(), 1, "the call runs holding its slot");
+        async move {
+            if n == 0 {
+                Err::<&str, _>(std::io::Error::other("503"))
+            } else {
+                Ok("ok")
+            }
+        }
+    });
+    let svc = ResilienceLayer::builder()
+        .rate_limit(redis, |req: &String| req.clone())
+        .circuit_breaker(CircuitBreaker::builder().build().unwrap())
+        .bulkhead(bulkhead.clone())
+        .retry(
+            RetryPolicy::builder()
+                .max_attempts(2)
+                .base_delay(Duration::from_millis(1))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        outcomes.push(match svc.clone().oneshot("tenant".to_owned()).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(e.is::<RateLimited>()),
+        });
+    }
+    // 3 tokens: attempt 1 (fails) + its retry, then one more request; the 4th is denied
+    assert_eq!(outcomes, vec![Ok("ok"), Ok("ok"), Err(true), Err(true)]);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "denied requests never called"
+    );
+    assert_eq!(bulkhead.in_flight(), 0);
+}

@@ -19,6 +19,18 @@ pub type LimiterFn<K> = Arc<dyn Fn(&K) -> Result<(), RateLimited> + Send + Sync>
 /// An executor's limiter: any [`AsyncLimiter`], erased; answers now or through a future.
 pub type CheckFn<K> = Arc<dyn Fn(&K) -> LimitCheck + Send + Sync>;
 
+/// Erases `limiter` into a [`CheckFn`]: a local limiter answers now (nothing boxed), a remote
+/// one through a boxed future.
+pub fn check_fn<K, L>(limiter: L) -> CheckFn<K>
+where
+    L: AsyncLimiter<K> + Send + Sync + 'static,
+{
+    Arc::new(move |key: &K| match limiter.check_now(key) {
+        Some(answer) => LimitCheck::Now(answer),
+        None => LimitCheck::Later(Box::pin(limiter.check(key))),
+    })
+}
+
 /// A limiter's answer: now (a local limiter), or later (a remote one such as Redis).
 pub enum LimitCheck {
     /// Decided without waiting.
@@ -146,10 +158,7 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     where
         L: AsyncLimiter<K> + Send + Sync + 'static,
     {
-        self.limiter = Some(Arc::new(move |key: &K| match limiter.check_now(key) {
-            Some(answer) => LimitCheck::Now(answer),
-            None => LimitCheck::Later(Box::pin(limiter.check(key))),
-        }));
+        self.limiter = Some(check_fn(limiter));
         self
     }
 

@@ -43,7 +43,7 @@ pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadFull, BulkheadPermit};
 pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, LimiterFn, ResilientExecutor,
-    ResilientExecutorBuilder, RetryIf, SyncTarget,
+    ResilientExecutorBuilder, RetryIf, SyncTarget, check_fn,
 };
 pub use limiter_async::AsyncLimiter;
 pub use rate::{

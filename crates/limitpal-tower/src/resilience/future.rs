@@ -10,7 +10,7 @@ use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
 use super::layer::Shared;
-use super::service::admit;
+use super::service::{LimitFuture, Pending, admit, take_slot};
 use crate::TimedOut;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
@@ -62,8 +62,11 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        // boxed: waiting for a slot is the slow path, and keeps the future small for the rest
+        // boxed: waiting is the slow path, and keeps the future small for the rest
+        Limiting { answer: LimitFuture },
         Queued { wait: SlotWait },
+        // admitted, slot taken: call now
+        Starting,
         Calling { #[pin] future: F, #[pin] timer: Option<Sleep> },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
@@ -93,10 +96,10 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         Self::start(state, permits, service, request, run, key, shared, replay)
     }
 
-    /// The first attempt waits for a bulkhead slot before it calls.
+    /// The first attempt waits for a remote limiter or a bulkhead slot before it calls.
     #[allow(clippy::too_many_arguments)] // one constructor, called from `call`
-    pub(crate) fn queued(
-        wait: SlotWait,
+    pub(crate) fn admitting(
+        pending: Pending,
         permits: Permits,
         service: S,
         request: Req,
@@ -105,7 +108,10 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         shared: Arc<Shared<K, Cl>>,
         replay: R,
     ) -> Self {
-        let state = State::Queued { wait };
+        let state = match pending {
+            Pending::Limit(answer) => State::Limiting { answer },
+            Pending::Slot(wait) => State::Queued { wait },
+        };
         Self::start(
             state,
             permits,
@@ -218,22 +224,31 @@ where
                     if let Err(e) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
-                    let wait;
-                    (*this.permits, wait) = match admit(this.shared, this.run, this.key.as_ref()) {
+                    let pending;
+                    (*this.permits, pending) = match admit(this.shared, this.run, this.key.as_ref())
+                    {
                         Ok(admitted) => admitted,
                         Err(error) => return Poll::Ready(Err(error)),
                     };
-                    if let Some(wait) = wait {
-                        this.state.set(State::Queued { wait });
-                        continue;
+                    this.state.set(match pending {
+                        Some(Pending::Limit(answer)) => State::Limiting { answer },
+                        Some(Pending::Slot(wait)) => State::Queued { wait },
+                        None => State::Starting,
+                    });
+                }
+                StateProj::Limiting { answer } => {
+                    if let Err(denied) = ready!(answer.as_mut().poll(cx)) {
+                        drop(std::mem::take(this.permits)); // unrecorded, as for a local denial
+                        return Poll::Ready(Err(Box::new(denied)));
                     }
-                    let Some(request) = this.request.take() else {
-                        return Poll::Ready(Err("retry without a request".into()));
+                    let wait = match take_slot(this.shared, this.run, this.permits) {
+                        Ok(wait) => wait,
+                        Err(error) => return Poll::Ready(Err(error)),
                     };
-                    *this.request = this.replay.replay(&request);
-                    let future = service.call(request);
-                    let timer = pipeline.attempt_limit(this.run).map(tokio::time::sleep);
-                    this.state.set(State::Calling { future, timer });
+                    this.state.set(match wait {
+                        Some(wait) => State::Queued { wait },
+                        None => State::Starting,
+                    });
                 }
                 StateProj::Queued { wait } => {
                     let slot = match ready!(poll_wait(wait, cx)) {
@@ -254,10 +269,13 @@ where
                         }
                     };
                     this.permits.slot = Some(slot);
+                    this.state.set(State::Starting);
+                }
+                StateProj::Starting => {
                     let (Some(service), Some(request)) =
                         (this.service.as_mut(), this.request.take())
                     else {
-                        return Poll::Ready(Err("slot without a request".into()));
+                        return Poll::Ready(Err("admitted without a request".into()));
                     };
                     if pipeline.retry_policy().is_some() {
                         *this.request = this.replay.replay(&request);

@@ -1,12 +1,11 @@
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
 use limitpal_core::pipeline::{Pipeline, PipelineParts};
 use limitpal_core::{
-    AdaptiveLimit, Algorithm, Bulkhead, CircuitBreaker, Clock, ConfigError, DefaultClassifier,
-    LimiterFn, RateLimiter, RetryBudget, RetryPolicy,
+    AdaptiveLimit, AsyncLimiter, Bulkhead, CheckFn, CircuitBreaker, Clock, ConfigError,
+    DefaultClassifier, RetryBudget, RetryPolicy, check_fn,
 };
 use tower_layer::Layer;
 
@@ -29,7 +28,7 @@ impl<Req> KeyExtractor<Req> for NoKey {
 
 /// What every service of a layer shares: limiter, missing-key policy, the pipeline.
 pub(crate) struct Shared<K, Cl> {
-    pub(crate) limiter: Option<LimiterFn<K>>,
+    pub(crate) limiter: Option<CheckFn<K>>,
     pub(crate) missing: MissingKey<K>,
     pub(crate) pipeline: Pipeline<Cl>,
 }
@@ -91,7 +90,7 @@ impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayer<X, K, Cl, R> {
 
 /// Configures a [`ResilienceLayer`]; made by [`ResilienceLayer::builder`].
 pub struct ResilienceLayerBuilder<X, K, Cl, R> {
-    limiter: Option<LimiterFn<K>>,
+    limiter: Option<CheckFn<K>>,
     key: X,
     missing: MissingKey<K>,
     parts: PipelineParts,
@@ -101,21 +100,17 @@ pub struct ResilienceLayerBuilder<X, K, Cl, R> {
 
 impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     /// Checks every attempt against `limiter`, keyed by what `key` finds in the request (a
-    /// closure `Fn(&Req) -> K` or an extractor). Keyless requests are rejected unless
-    /// [`missing_key`](Self::missing_key) says otherwise.
-    pub fn rate_limit<K2, A, C, S, X2>(
-        self,
-        limiter: RateLimiter<K2, A, C, S>,
-        key: X2,
-    ) -> ResilienceLayerBuilder<X2, K2, Cl, R>
+    /// closure `Fn(&Req) -> K` or an extractor): a local
+    /// [`RateLimiter`](limitpal_core::RateLimiter) answers inside `call`; a remote one (the
+    /// Redis limiter) is awaited by the response future before the slot and the call.
+    /// Keyless requests are rejected unless [`missing_key`](Self::missing_key) says otherwise.
+    pub fn rate_limit<K2, L, X2>(self, limiter: L, key: X2) -> ResilienceLayerBuilder<X2, K2, Cl, R>
     where
-        K2: Hash + Eq + Clone + Send + Sync + 'static,
-        A: Algorithm,
-        C: Clock,
-        S: BuildHasher + Send + Sync + 'static,
+        L: AsyncLimiter<K2> + Send + Sync + 'static,
+        K2: Clone + Send + Sync + 'static,
     {
         ResilienceLayerBuilder {
-            limiter: Some(Arc::new(move |k: &K2| limiter.check(k))),
+            limiter: Some(check_fn(limiter)),
             key,
             missing: MissingKey::Reject,
             parts: self.parts,

@@ -1,11 +1,13 @@
 use std::convert::Infallible;
+use std::future::Future;
 use std::mem;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use limitpal_core::pipeline::{Permits, Run};
 use limitpal_core::rand::RngCore;
-use limitpal_core::{Classify, RetryRng};
+use limitpal_core::{Classify, LimitCheck, RateLimited, RetryRng};
 use tower::{BoxError, Service};
 
 use super::ResponseFuture;
@@ -73,43 +75,71 @@ impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
     }
 }
 
+/// What admission left to wait for before the call.
+pub(crate) enum Pending {
+    /// A remote limiter's answer; the slot is taken after it.
+    Limit(LimitFuture),
+    /// A place in the bulkhead's queue.
+    Slot(SlotWait),
+}
+
+/// A remote limiter's answer.
+pub(crate) type LimitFuture = Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>;
+
 /// Steps 1–4 of an attempt: deadline, breaker, limiter, bulkhead. `Ok` carries the permits
-/// and, when the bulkhead's queue must be waited in, the wait (its slot is not taken yet),
-/// bounded by the bulkhead's `max_wait` cut to the deadline.
+/// and what is left to wait for, if anything: a remote limiter's answer, or a place in the
+/// bulkhead's queue (bounded by its `max_wait` cut to the deadline).
 #[inline]
 pub(crate) fn admit<K, Cl>(
     shared: &Shared<K, Cl>,
     run: &Run,
     key: Option<&K>,
-) -> Result<(Permits, Option<SlotWait>), BoxError> {
+) -> Result<(Permits, Option<Pending>), BoxError> {
     let mut permits = shared
         .pipeline
         .admit::<Infallible>(run)
         .map_err(boxed::<Infallible>)?;
     if shared.pipeline.charges(run)
         && let (Some(limiter), Some(key)) = (&shared.limiter, key)
-        && let Err(denied) = limiter(key)
     {
-        drop(permits); // released unrecorded: the breaker learns nothing from our own denial
-        return Err(Box::new(denied));
+        match limiter(key) {
+            LimitCheck::Now(Ok(())) => {}
+            LimitCheck::Now(Err(denied)) => {
+                drop(permits); // released unrecorded: the breaker learns nothing from our own denial
+                return Err(Box::new(denied));
+            }
+            LimitCheck::Later(answer) => return Ok((permits, Some(Pending::Limit(answer)))),
+        }
     }
+    let wait = take_slot(shared, run, &mut permits)?;
+    Ok((permits, wait.map(Pending::Slot)))
+}
+
+/// Step 4: a bulkhead slot into `permits`, or the wait for one. A refusal drops nothing
+/// itself: the caller's permits go unrecorded with it.
+#[inline]
+pub(crate) fn take_slot<K, Cl>(
+    shared: &Shared<K, Cl>,
+    run: &Run,
+    permits: &mut Permits,
+) -> Result<Option<SlotWait>, BoxError> {
     let Some(bulkhead) = shared.pipeline.bulkhead() else {
-        return Ok((permits, None));
+        return Ok(None);
     };
     if let Ok(slot) = bulkhead.try_acquire() {
         permits.slot = Some(slot);
-        return Ok((permits, None));
+        return Ok(None);
     }
     let mut acquire = bulkhead.acquire();
     match acquire.answer() {
         Some(Ok(slot)) => {
             permits.slot = Some(slot);
-            Ok((permits, None))
+            Ok(None)
         }
-        Some(Err(full)) => Err(Box::new(full)), // the breaker permit goes unrecorded
+        Some(Err(full)) => Err(Box::new(full)),
         None => {
             let timer = tokio::time::sleep(shared.pipeline.slot_wait(run));
-            Ok((permits, Some(wait(acquire, timer))))
+            Ok(Some(wait(acquire, timer)))
         }
     }
 }
@@ -148,12 +178,13 @@ where
             Err(error) => return ResponseFuture::failed(error),
         };
         let retries = shared.pipeline.retry_policy().is_some();
-        if let Some(wait) = wait {
-            // The ready service and the request wait in the future for a slot.
+        if let Some(pending) = wait {
+            // The ready service and the request wait in the future for the limiter's answer
+            // or a slot.
             let clone = self.inner.clone();
             let service = mem::replace(&mut self.inner, clone);
-            return ResponseFuture::queued(
-                wait,
+            return ResponseFuture::admitting(
+                pending,
                 permits,
                 service,
                 req,
