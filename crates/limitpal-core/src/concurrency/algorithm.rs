@@ -157,9 +157,10 @@ impl LimitAlgorithm for Aimd {
 /// ```
 ///
 /// `short_rtt` is the mean latency of the window's successful calls. While latency stays at
-/// the baseline the limit grows by `queue_size × smoothing` per window; once calls queue
-/// upstream, latency rises in proportion and the limit settles where the upstream is just
-/// saturated: about capacity + `queue_size`. A window in which fewer than half the slots
+/// the baseline (gradient 1: nothing queues) the growth term is `max(queue_size, limit / 4)`
+/// (a slow start, so capacity that comes back is found in a few windows); once calls queue
+/// upstream, latency rises in proportion, the growth term is `queue_size`, and the limit
+/// settles where the upstream is just saturated: about capacity + `queue_size`. A window in which fewer than half the slots
 /// were used leaves the limit alone (nothing learned about a higher one).
 ///
 /// Where it differs from Netflix's, and why: `long_rtt` is the **lowest window mean over the
@@ -378,7 +379,12 @@ impl LimitAlgorithm for Gradient2 {
         }
         let long = s.lows.front().map_or(short, |&(_, low)| low);
         let gradient = (self.tolerance * long / short.max(1.0)).clamp(0.5, 1.0);
-        let target = limit * gradient + self.queue_size;
+        let growth = if gradient >= 1.0 {
+            self.queue_size.max(limit * GROWTH)
+        } else {
+            self.queue_size
+        };
+        let target = limit * gradient + growth;
         limit * (1.0 - self.smoothing) + target * self.smoothing
     }
 
@@ -390,3 +396,6 @@ impl LimitAlgorithm for Gradient2 {
         }
     }
 }
+/// While nothing queues (gradient 1), the limit may grow by this share of itself per window
+/// rather than by `queue_size` alone: capacity that returns is found in a few windows.
+const GROWTH: f64 = 0.25;
