@@ -7,14 +7,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::blocking::block_on;
 use crate::pipeline::{Attempt, Pipeline, PipelineParts, Settled};
 use crate::{
     AdaptiveLimit, AsyncLimiter, Bulkhead, CircuitBreaker, Classify, Clock, ConfigError,
     DefaultClassifier, Error, MonotonicClock, Outcome, RateLimited, RetryBudget, RetryPolicy,
 };
-
-/// A rate limiter with its algorithm, clock and hasher erased; checks one key.
-pub type LimiterFn<K> = Arc<dyn Fn(&K) -> Result<(), RateLimited> + Send + Sync>;
 
 /// An executor's limiter: any [`AsyncLimiter`], erased; answers now or through a future.
 pub type CheckFn<K> = Arc<dyn Fn(&K) -> LimitCheck + Send + Sync>;
@@ -45,27 +43,6 @@ impl fmt::Debug for LimitCheck {
             Self::Now(result) => f.debug_tuple("Now").field(result).finish(),
             Self::Later(_) => f.write_str("Later(..)"),
         }
-    }
-}
-
-/// Runs a future to completion on this thread, parking it while the future waits: how the
-/// sync executor consults a remote limiter. The future must not need this thread to make
-/// progress (a Redis limiter's needs a tokio runtime running elsewhere).
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
     }
 }
 
@@ -377,7 +354,9 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                 && let Some(limiter) = &self.limiter
                 && let Err(denied) = match limiter(key) {
                     LimitCheck::Now(answer) => answer,
-                    LimitCheck::Later(future) => block_on(future),
+                    LimitCheck::Later(future) => {
+                        block_on(future, None).expect("a wait without a timeout ends done")
+                    }
                 }
             {
                 drop(permits); // released unrecorded: the breaker learns nothing

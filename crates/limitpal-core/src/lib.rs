@@ -21,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod blocking;
 pub mod breaker;
 mod classify;
 pub mod clock;
@@ -42,8 +43,8 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadFull, BulkheadPermit};
 pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
-    BuildTarget, CheckFn, ExecutorParts, LimitCheck, LimiterFn, ResilientExecutor,
-    ResilientExecutorBuilder, RetryIf, SyncTarget, check_fn,
+    BuildTarget, CheckFn, ExecutorParts, LimitCheck, ResilientExecutor, ResilientExecutorBuilder,
+    RetryIf, SyncTarget, check_fn,
 };
 pub use limiter_async::AsyncLimiter;
 pub use rate::{

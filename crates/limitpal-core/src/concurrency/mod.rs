@@ -40,6 +40,7 @@ use std::time::Duration;
 pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample};
 use semaphore::{Entry, Semaphore, Waiter};
 
+use crate::blocking::block_on;
 use crate::metrics::BulkheadMetrics;
 use crate::sync::{Mutex, lock};
 use crate::{Clock, ConfigError, MonotonicClock, Outcome};
@@ -174,7 +175,7 @@ impl Bulkhead {
     /// # Errors
     /// [`BulkheadFull`] when full with no room to wait, or the wait timed out.
     pub fn acquire_blocking(&self) -> Result<BulkheadPermit, BulkheadFull> {
-        block_on_for(self.acquire(), self.shared.max_wait).unwrap_or_else(|| Err(self.refuse()))
+        block_on(self.acquire(), Some(self.shared.max_wait)).unwrap_or_else(|| Err(self.refuse()))
     }
 
     /// Calls allowed at once now.
@@ -241,32 +242,6 @@ impl Bulkhead {
             started_nanos,
             in_flight,
         }
-    }
-}
-
-/// Runs `future` on this thread for at most `timeout` of real time; `None` if it did not
-/// finish. Dropping the future on timeout is what cancels its wait.
-fn block_on_for<F: Future>(future: F, timeout: Duration) -> Option<F::Output> {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let clock = MonotonicClock;
-    let until = clock.now().saturating_add(timeout);
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return Some(out);
-        }
-        let left = until.saturating_sub(clock.now());
-        if left.is_zero() {
-            return None;
-        }
-        std::thread::park_timeout(left);
     }
 }
 
