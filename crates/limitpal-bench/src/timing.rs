@@ -5,21 +5,41 @@ use limitpal::{Clock, MonotonicClock};
 /// Runs `op` `iters` times per round for `rounds` rounds (after one warm-up round) and
 /// returns the median nanoseconds per call.
 pub fn ns_per_op(rounds: usize, iters: u64, mut op: impl FnMut(u64)) -> f64 {
+    round(iters, &mut op);
+    median((0..rounds).map(|_| round(iters, &mut op)).collect())
+}
+
+/// [`ns_per_op`] for two operations whose rounds alternate, so a noisy neighbour on a shared
+/// machine slows both alike and their ratio stays fair: `(median of a, median of b)`.
+pub fn ns_per_op_pair(
+    rounds: usize,
+    iters: u64,
+    mut a: impl FnMut(u64),
+    mut b: impl FnMut(u64),
+) -> (f64, f64) {
+    round(iters, &mut a);
+    round(iters, &mut b);
+    let (mut sa, mut sb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        sa.push(round(iters, &mut a));
+        sb.push(round(iters, &mut b));
+    }
+    (median(sa), median(sb))
+}
+
+/// One timed round: nanoseconds per call.
+fn round(iters: u64, op: &mut impl FnMut(u64)) -> f64 {
     let clock = MonotonicClock;
+    let start = clock.now();
     for i in 0..iters {
         op(i);
     }
-    let mut samples: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let start = clock.now();
-            for i in 0..iters {
-                op(i);
-            }
-            #[allow(clippy::cast_precision_loss)]
-            let per_op = (clock.now() - start).as_nanos() as f64 / iters as f64;
-            per_op
-        })
-        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let per_op = (clock.now() - start).as_nanos() as f64 / iters as f64;
+    per_op
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }

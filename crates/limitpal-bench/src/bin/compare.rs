@@ -19,7 +19,7 @@ use limitpal_bench::limiters::{
     governor_denying, governor_direct, governor_keyed, governor_keyed_slow, ours_denying,
     ours_direct, ours_keyed, ours_keyed_slow, spread,
 };
-use limitpal_bench::timing::ns_per_op;
+use limitpal_bench::timing::{ns_per_op, ns_per_op_pair};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
@@ -77,12 +77,16 @@ fn main() {
     // ---- direct (unkeyed), each library's default clock ----
     let ours = ours_direct();
     let peer = governor_direct();
-    let ours_allow = ns_per_op(ROUNDS, 2_000_000, |_| {
-        black_box(ours.check(&()).is_ok());
-    });
-    let peer_allow = ns_per_op(ROUNDS, 2_000_000, |_| {
-        black_box(peer.check().is_ok());
-    });
+    let (ours_allow, peer_allow) = ns_per_op_pair(
+        ROUNDS,
+        2_000_000,
+        |_| {
+            black_box(ours.check(&()).is_ok());
+        },
+        |_| {
+            black_box(peer.check().is_ok());
+        },
+    );
     report.line(
         "direct check, allow (vs governor)",
         ours_allow,
@@ -92,12 +96,16 @@ fn main() {
     );
     let ours = ours_denying();
     let peer = governor_denying();
-    let ours_deny = ns_per_op(ROUNDS, 2_000_000, |_| {
-        black_box(ours.check(&()).is_err());
-    });
-    let peer_deny = ns_per_op(ROUNDS, 2_000_000, |_| {
-        black_box(peer.check().is_err());
-    });
+    let (ours_deny, peer_deny) = ns_per_op_pair(
+        ROUNDS,
+        2_000_000,
+        |_| {
+            black_box(ours.check(&()).is_err());
+        },
+        |_| {
+            black_box(peer.check().is_err());
+        },
+    );
     report.line(
         "direct check, deny (vs governor)",
         ours_deny,
@@ -122,12 +130,16 @@ fn main() {
             let _ = peer.check_key(&k);
         }
         let iters = 2_000_000;
-        let ours_ns = ns_per_op(ROUNDS, iters, |i| {
-            black_box(ours.check(&(spread(i) % keys)).is_ok());
-        });
-        let peer_ns = ns_per_op(ROUNDS, iters, |i| {
-            black_box(peer.check_key(&(spread(i) % keys)).is_ok());
-        });
+        let (ours_ns, peer_ns) = ns_per_op_pair(
+            ROUNDS,
+            iters,
+            |i| {
+                black_box(ours.check(&(spread(i) % keys)).is_ok());
+            },
+            |i| {
+                black_box(peer.check_key(&(spread(i) % keys)).is_ok());
+            },
+        );
         let target = match keys {
             1 => Some(1.0),
             1_000_000 => Some(0.7),
@@ -189,9 +201,24 @@ fn measure<S: Service<u64>>(rt: &Runtime, mut svc: S) -> (f64, f64) {
     (ns, allocs)
 }
 
+/// ns per request through `a` and through `b`, their rounds alternating.
+fn measure_pair<A: Service<u64>, B: Service<u64>>(rt: &Runtime, mut a: A, mut b: B) -> (f64, f64) {
+    ns_per_op_pair(
+        ROUNDS,
+        300_000,
+        |i| {
+            let _ = black_box(request(rt, &mut a, i));
+        },
+        |i| {
+            let _ = black_box(request(rt, &mut b, i));
+        },
+    )
+}
+
 fn layers(report: &mut Report) {
     let rt = runtime();
-    let (bare, _) = measure(&rt, Echo);
+    // The target compares services measured side by side, rounds alternating.
+    let (bare, resilience_ns) = measure_pair(&rt, Echo, ours_resilience());
     let cases = [
         ("RateLimitLayer", measure(&rt, ours_rate_limit())),
         ("CircuitBreakerLayer", measure(&rt, ours_breaker())),
@@ -203,7 +230,8 @@ fn layers(report: &mut Report) {
         ("BulkheadLayer", measure(&rt, ours_bulkhead())),
         ("AdaptiveLimitLayer", measure(&rt, ours_adaptive())),
     ];
-    let (peer_ns, peer_allocs) = measure(&rt, tower_resilience_stack());
+    let (_, peer_allocs) = measure(&rt, tower_resilience_stack());
+    let (ours_ns, peer_ns) = measure_pair(&rt, ours_resilience(), tower_resilience_stack());
     let builtin = {
         let _guard = rt.enter(); // tower's RateLimit creates a timer when built
         tower_builtin_stack()
@@ -217,7 +245,6 @@ fn layers(report: &mut Report) {
         report.absolute(&format!("allocs/request {name}"), *allocs, "allocs", 0.0);
         let _ = ns;
     }
-    let (resilience_ns, _) = cases[3].1;
     for (name, (ns, _)) in cases
         .iter()
         .filter(|(name, _)| !name.starts_with("Resilience"))
@@ -238,7 +265,7 @@ fn layers(report: &mut Report) {
     );
     report.line(
         "ResilienceLayer vs tower-resilience",
-        resilience_ns,
+        ours_ns,
         peer_ns,
         "ns",
         Some(1.0),
@@ -273,8 +300,7 @@ fn layers(report: &mut Report) {
 fn metrics_overhead(report: &mut Report) {
     let rt = runtime();
     let _ = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
-    let (plain, _) = measure(&rt, ours_resilience());
-    let (named, _) = measure(&rt, ours_resilience_named());
+    let (named, plain) = measure_pair(&rt, ours_resilience_named(), ours_resilience());
     report.line(
         "ResilienceLayer metrics on / off",
         named,

@@ -5,11 +5,12 @@
 //! cargo build --release -p limitpal-bench --bin profile
 //! valgrind --tool=callgrind target/release/profile resilience 100000
 //! valgrind --tool=cachegrind --cache-sim=yes target/release/profile keyed-ours 1000000
+//! valgrind --tool=cachegrind --branch-sim=yes target/release/profile keyed-ours 1000000 10000
 //! ```
 //!
 //! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
-//! layer), `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys; the key set is
-//! built first, so profile twice with different counts and subtract).
+//! layer), `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given
+//! third; the key set is built first, so profile twice with different counts and subtract).
 
 use std::hint::black_box;
 
@@ -18,8 +19,6 @@ use limitpal_bench::layers::{Echo, ours_bulkhead, ours_resilience, tower_concurr
 use limitpal_bench::limiters::{governor_keyed_slow, ours_keyed_slow};
 use tower::Service;
 
-const KEYS: u64 = 1_000_000;
-
 fn requests<S: Service<u64>>(mut svc: S, n: u64) {
     let rt = runtime();
     for i in 0..n {
@@ -27,15 +26,19 @@ fn requests<S: Service<u64>>(mut svc: S, n: u64) {
     }
 }
 
-/// The `i`-th key of a fixed pseudo-random walk over the live keys.
-fn key(i: u64) -> u64 {
-    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS
+/// The `i`-th key of a fixed pseudo-random walk over `keys` live keys.
+fn key(i: u64, keys: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % keys
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let workload = args.next().unwrap_or_default();
     let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let keys: u64 = args
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     match workload.as_str() {
         "bare" => requests(Echo, n),
         "resilience" => requests(ours_resilience(), n),
@@ -43,17 +46,17 @@ fn main() {
         "tower-concurrency" => requests(tower_concurrency_limit(), n),
         "keyed-ours" => {
             let limiter = ours_keyed_slow();
-            (0..KEYS).for_each(|k| {
+            (0..keys).for_each(|k| {
                 let _ = limiter.check(&k);
             });
             (0..n).for_each(|i| {
-                let _ = black_box(limiter.check(&key(i)));
+                let _ = black_box(limiter.check(&key(i, keys)));
             });
         }
         "keyed-governor" => {
             let limiter = governor_keyed_slow();
-            (0..KEYS).for_each(|k| drop(limiter.check_key(&k)));
-            (0..n).for_each(|i| drop(black_box(limiter.check_key(&key(i)))));
+            (0..keys).for_each(|k| drop(limiter.check_key(&k)));
+            (0..n).for_each(|i| drop(black_box(limiter.check_key(&key(i, keys)))));
         }
         other => {
             eprintln!("unknown workload {other:?}");

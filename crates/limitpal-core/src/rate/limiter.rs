@@ -280,7 +280,7 @@ where
         self.len() == 0
     }
 
-    /// Bytes of key-table memory held now: slots and control bytes, not heap data owned by
+    /// Bytes of key-table memory held now: the slots, not heap data owned by
     /// the keys themselves (a `String` key's characters).
     #[must_use]
     pub fn table_bytes(&self) -> usize {

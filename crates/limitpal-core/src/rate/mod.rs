@@ -15,6 +15,7 @@ mod gcra;
 mod limiter;
 mod sliding;
 mod store;
+mod table;
 
 pub use all::All;
 pub use gcra::{LeakyBucket, TokenBucket};

@@ -1,14 +1,14 @@
 //! The keyed store: a sharded hash table from key to an algorithm's cell.
 //!
-//! Each shard is a `hashbrown::HashTable<(K, Cell)>` behind an `RwLock`: the key is hashed once
-//! (the same hash picks the shard and the bucket), lookups of existing keys take the read lock,
-//! and only inserting a new key takes the write lock. Slots are inline, so a GCRA entry for a
-//! `u64` key is 16 bytes plus one control byte.
+//! Each shard is a [`Table`] of inline `(tag, key, cell)` slots behind an `RwLock`: the key is
+//! hashed once (the low bits pick the shard, the high 31 bits are the tag that picks the slot),
+//! lookups of existing keys take the read lock and touch one slot's cache line, and only
+//! inserting a new key takes the write lock. A GCRA slot for a `u64` key is 24 bytes.
 //!
 //! Eviction runs inside inserts, never in the background (so a `ManualClock` drives it):
 //! - a key whose state has equalled a fresh key's for `idle_ttl` is *idle*; dropping it is
 //!   unobservable, because re-creating it gives the same answers;
-//! - every insert sweeps a few buckets from a rolling cursor and drops idle keys there;
+//! - every insert sweeps a few slots from a rolling cursor and drops idle keys there;
 //! - before a shard's table would grow, it drops all its idle keys first, so memory is bounded
 //!   by the keys that are not idle;
 //! - with `max_keys`, a full shard drops an idle key if its sample holds one, else the least
@@ -20,21 +20,17 @@ use std::sync::PoisonError;
 
 use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use hashbrown::HashTable;
-
 use super::Algorithm;
+use super::table::{TAG_BITS, Table};
 
 /// The default hasher for keys: std's `RandomState` (SipHash-1-3 with a random per-process
 /// seed), resistant to hash flooding by clients who choose their own keys.
 pub type DefaultHashBuilder = std::collections::hash_map::RandomState;
 
-/// Buckets swept for idle keys on every insert.
+/// Slots swept for idle keys on every insert.
 const SWEEP_PER_INSERT: usize = 4;
 /// Occupied slots examined when a full shard must pick a victim.
 const VICTIM_SAMPLE: usize = 16;
-/// The top of the hash picks the bucket's tag in hashbrown and the bottom picks the bucket;
-/// the shard comes from the middle.
-const SHARD_SHIFT: u32 = 32;
 
 pub(crate) struct Store<K, A: Algorithm, S> {
     hasher: S,
@@ -46,7 +42,7 @@ pub(crate) struct Store<K, A: Algorithm, S> {
 type LockedShard<K, V> = RwLock<Shard<K, V>>;
 
 struct Shard<K, V> {
-    table: HashTable<(K, V)>,
+    table: Table<K, V>,
     cursor: usize,
 }
 
@@ -72,7 +68,7 @@ where
             shards: (0..shards)
                 .map(|_| {
                     RwLock::new(Shard {
-                        table: HashTable::new(),
+                        table: Table::new(),
                         cursor: 0,
                     })
                 })
@@ -96,35 +92,33 @@ where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
-        let shard = self.shard(hash);
+        let (shard, tag) = self.locate(key);
         {
             let read = read(shard);
-            if let Some((_, cell)) = read.table.find(hash, |(k, _)| k.borrow() == key) {
+            if let Some(cell) = read.table.find(tag, |k| k.borrow() == key) {
                 return f(cell);
             }
         }
         let mut guard = write(shard);
         let shard = &mut *guard;
-        if let Some((_, cell)) = shard.table.find(hash, |(k, _)| k.borrow() == key) {
+        if let Some(cell) = shard.table.find(tag, |k| k.borrow() == key) {
             return f(cell);
         }
         shard.sweep(alg, now, idle_ttl, SWEEP_PER_INSERT);
         if shard.table.len() >= self.max_per_shard {
             shard.evict_one(alg, now, idle_ttl);
         }
-        if shard.table.len() == shard.table.capacity() {
+        if shard.table.is_full() {
             // About to grow: drop every idle key first, so memory follows the live keys.
             shard
                 .table
-                .retain(|(_, cell)| !alg.cell_idle(cell, now, idle_ttl));
+                .retain(|cell| !alg.cell_idle(cell, now, idle_ttl));
         }
-        let entry = shard
-            .table
-            .insert_unique(hash, (key.to_owned(), alg.new_cell()), |(k, _)| {
-                self.hasher.hash_one(k)
-            });
-        f(&entry.get().1)
+        // Nobody else sees the new cell before it is in the table, so it can answer first.
+        let cell = alg.new_cell();
+        let answer = f(&cell);
+        shard.table.insert(tag, key.to_owned(), cell);
+        answer
     }
 
     /// Runs `f` on `key`'s cell if the key is held; never inserts.
@@ -133,19 +127,20 @@ where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
-        let shard = self.shard(hash);
+        let (shard, tag) = self.locate(key);
         let read = read(shard);
-        read.table
-            .find(hash, |(k, _)| k.borrow() == key)
-            .map(|(_, cell)| f(cell))
+        read.table.find(tag, |k| k.borrow() == key).map(f)
     }
 
-    /// The shard that holds keys with this hash.
+    /// The shard that holds `key` (the hash's low bits) and its tag there (the high 31 bits).
     #[inline]
-    fn shard(&self, hash: u64) -> &LockedShard<K, A::Cell> {
-        #[allow(clippy::cast_possible_truncation)] // only the low bits are kept
-        &self.shards[(hash >> SHARD_SHIFT) as usize & self.mask]
+    fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (&LockedShard<K, A::Cell>, u32) {
+        let hash = self.hasher.hash_one(key);
+        #[allow(clippy::cast_possible_truncation)] // only the low bits pick the shard
+        let shard = &self.shards[hash as usize & self.mask];
+        #[allow(clippy::cast_possible_truncation)] // the high half, exactly
+        let tag = (hash >> (64 - TAG_BITS)) as u32;
+        (shard, tag)
     }
 
     /// Drops every idle key, then counts the rest. `O(keys)`.
@@ -156,13 +151,13 @@ where
                 let mut shard = write(shard);
                 shard
                     .table
-                    .retain(|(_, cell)| !alg.cell_idle(cell, now, idle_ttl));
+                    .retain(|cell| !alg.cell_idle(cell, now, idle_ttl));
                 shard.table.len()
             })
             .sum()
     }
 
-    /// Bytes of table memory held (slots and control bytes, not the keys' own heap data).
+    /// Bytes of table memory held (slots, not the keys' own heap data).
     pub(crate) fn allocation_size(&self) -> usize {
         self.shards
             .iter()
@@ -178,21 +173,18 @@ impl<K, A: Algorithm, S> Store<K, A, S> {
 }
 
 impl<K, V> Shard<K, V> {
-    /// Drops idle keys found in the next `buckets` buckets from the cursor.
-    fn sweep<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, buckets: usize)
+    /// Drops idle keys found in the next `slots` slots from the cursor.
+    fn sweep<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, slots: usize)
     where
         A: Algorithm + super::sealed::Sealed<Cell = V>,
     {
-        let n = self.table.num_buckets();
-        if n == 0 {
-            return;
-        }
-        for _ in 0..buckets.min(n) {
+        let n = self.table.num_slots();
+        for _ in 0..slots.min(n) {
             self.cursor = (self.cursor + 1) % n;
-            if let Ok(entry) = self.table.get_bucket_entry(self.cursor)
-                && alg.cell_idle(&entry.get().1, now, idle_ttl)
+            if let Some((_, cell)) = self.table.get(self.cursor)
+                && alg.cell_idle(cell, now, idle_ttl)
             {
-                entry.remove();
+                self.table.remove(self.cursor);
             }
         }
     }
@@ -203,12 +195,12 @@ impl<K, V> Shard<K, V> {
     where
         A: Algorithm + super::sealed::Sealed<Cell = V>,
     {
-        let n = self.table.num_buckets();
+        let n = self.table.num_slots();
         let mut victim: Option<(usize, u64)> = None;
         let mut seen = 0;
         for _ in 0..n {
             self.cursor = (self.cursor + 1) % n;
-            let Some((_, cell)) = self.table.get_bucket(self.cursor) else {
+            let Some((_, cell)) = self.table.get(self.cursor) else {
                 continue;
             };
             if alg.cell_idle(cell, now, idle_ttl) {
@@ -224,10 +216,8 @@ impl<K, V> Shard<K, V> {
                 break;
             }
         }
-        if let Some((index, _)) = victim
-            && let Ok(entry) = self.table.get_bucket_entry(index)
-        {
-            entry.remove();
+        if let Some((index, _)) = victim {
+            self.table.remove(index);
         }
     }
 }

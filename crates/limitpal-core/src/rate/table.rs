@@ -1,0 +1,377 @@
+//! The keyed store's hash table: one array of inline `(tag, key, value)` slots, so looking up
+//! a key touches one cache line (two when its run crosses a line boundary), where a Swiss table
+//! reads a control byte first and then the slot, two dependent misses once the table outgrows
+//! the caches.
+//!
+//! It is an *ordered* linear-probing table (Amble and Knuth, 1974) without wrap-around:
+//! - a key's 31-bit `tag` (the top of its hash) picks its home slot by multiply-shift,
+//!   `tag * homes >> 31`, so homes follow tags in order and any number of homes works (the
+//!   table grows by a quarter, not by doubling, once it is large);
+//! - the slots hold their keys sorted by tag, each at its home or after it, with no empty slot
+//!   between a key and its home. A lookup first compares the tags of the [`WINDOW`] slots from
+//!   the home without a branch per slot (an empty slot's tag matches nothing), and only when
+//!   that finds nothing scans on, stopping at an empty slot or a larger tag;
+//! - keys pushed past the last home spill into an overflow tail that grows slot by slot (a
+//!   weak hasher slows lookups down, it never makes the table grow without end);
+//! - removal shifts the displaced keys that follow one slot back (no tombstones), and growth
+//!   is one ordered pass that never hashes a key again.
+//!
+//! Both slot variants keep the tag in the padding next to the enum's discriminant, so a slot
+//! for a `u64` key and an atomic `u64` state is 24 bytes and reading a tag needs no branch.
+
+use std::mem;
+
+/// Grow once `len` reaches this fraction of the home slots.
+const LOAD_NUM: usize = 7;
+const LOAD_DEN: usize = 8;
+/// Home slots of a table's first allocation.
+const FIRST_HOMES: usize = 8;
+/// From this many home slots on, the table grows by a quarter instead of doubling (memory per
+/// key stays within `24 / (7/8 / 1.25) = 34.3` bytes for a `u64` key and a GCRA state).
+const STEP_FROM: usize = 1024;
+/// Slots added to the overflow tail when a run reaches its end.
+const TAIL_STEP: usize = 8;
+/// Homes are picked by `tag * homes >> 31`; this keeps the product within 64 bits.
+const MAX_HOMES: usize = 1 << 31;
+/// Slots whose tags a lookup compares at once; the slots always extend this far past the
+/// last home.
+const WINDOW: usize = 8;
+/// Tags are 31 bits; an empty slot's tag is never a key's.
+pub(crate) const TAG_BITS: u32 = 31;
+const EMPTY_TAG: u32 = u32::MAX;
+
+pub(crate) enum Slot<K, V> {
+    Empty { tag: u32 },
+    Full { tag: u32, key: K, value: V },
+}
+
+impl<K, V> Slot<K, V> {
+    const fn empty() -> Self {
+        Self::Empty { tag: EMPTY_TAG }
+    }
+
+    #[inline]
+    fn tag(&self) -> u32 {
+        match self {
+            Self::Empty { tag } | Self::Full { tag, .. } => *tag,
+        }
+    }
+}
+
+pub(crate) struct Table<K, V> {
+    /// `homes` home slots, then the overflow tail.
+    slots: Vec<Slot<K, V>>,
+    homes: usize,
+    len: usize,
+}
+
+impl<K, V> Table<K, V> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            homes: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Slots, home and tail, for walking the table by index.
+    pub(crate) fn num_slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes allocated for slots.
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.slots.capacity() * mem::size_of::<Slot<K, V>>()
+    }
+
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        // `tag < 2^31` and `homes <= 2^31`: the product fits in 64 bits, the result is below
+        // `homes`.
+        #[allow(clippy::cast_possible_truncation)]
+        let home = ((u64::from(tag) * self.homes as u64) >> TAG_BITS) as usize;
+        home
+    }
+
+    /// The value stored under `tag` (below `2^31`) whose key satisfies `eq`.
+    #[inline]
+    pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
+        let home = self.home(tag);
+        if let Some(window) = self.slots.get(home..home + WINDOW) {
+            let mut hits = 0_u32;
+            for (j, slot) in window.iter().enumerate() {
+                hits |= u32::from(slot.tag() == tag) << j;
+            }
+            if let Some(Slot::Full { key, value, .. }) = window.get(hits.trailing_zeros() as usize)
+                && eq(key)
+            {
+                return Some(value);
+            }
+        }
+        self.scan(home, tag, eq)
+    }
+
+    /// `find`'s slow path: every slot of the run from `home`.
+    #[cold]
+    fn scan(&self, home: usize, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
+        let mut i = home;
+        while let Some(Slot::Full { tag: t, key, value }) = self.slots.get(i) {
+            if *t == tag {
+                if eq(key) {
+                    return Some(value);
+                }
+            } else if *t > tag {
+                return None;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The key and value at slot `index`, if it is full.
+    pub(crate) fn get(&self, index: usize) -> Option<(&K, &V)> {
+        match self.slots.get(index) {
+            Some(Slot::Full { key, value, .. }) => Some((key, value)),
+            _ => None,
+        }
+    }
+
+    /// Whether the next insert grows the table.
+    pub(crate) fn is_full(&self) -> bool {
+        self.len * LOAD_DEN >= self.homes * LOAD_NUM && self.homes < MAX_HOMES
+    }
+
+    /// Inserts a key the caller knows is absent.
+    pub(crate) fn insert(&mut self, tag: u32, key: K, value: V) {
+        if self.is_full() {
+            self.grow();
+        }
+        // After every key with a tag no larger than ours, at the next empty slot's cost.
+        let mut at = self.home(tag);
+        while let Some(Slot::Full { tag: t, .. }) = self.slots.get(at) {
+            if *t > tag {
+                break;
+            }
+            at += 1;
+        }
+        let mut empty = at;
+        while let Some(Slot::Full { .. }) = self.slots.get(empty) {
+            empty += 1;
+        }
+        if empty == self.slots.len() {
+            self.slots.reserve_exact(TAIL_STEP);
+            self.slots
+                .extend(std::iter::repeat_with(Slot::empty).take(TAIL_STEP));
+        }
+        self.slots[at..=empty].rotate_right(1);
+        self.slots[at] = Slot::Full { tag, key, value };
+        self.len += 1;
+    }
+
+    /// Removes the key at slot `index` (nothing if it is empty), shifting the displaced keys
+    /// that follow it one slot back.
+    pub(crate) fn remove(&mut self, index: usize) {
+        if !matches!(self.slots.get(index), Some(Slot::Full { .. })) {
+            return;
+        }
+        let mut end = index + 1;
+        while let Some(Slot::Full { tag, .. }) = self.slots.get(end) {
+            if self.home(*tag) >= end {
+                break;
+            }
+            end += 1;
+        }
+        self.slots[index] = Slot::empty();
+        self.slots[index..end].rotate_left(1);
+        self.len -= 1;
+    }
+
+    /// Keeps only the values for which `keep` is true.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        let mut i = 0;
+        while i < self.slots.len() {
+            match &self.slots[i] {
+                Slot::Full { value, .. } if !keep(value) => self.remove(i),
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Moves every key into a larger table, in one ordered pass.
+    fn grow(&mut self) {
+        let homes = match self.homes {
+            0 => FIRST_HOMES,
+            n if n < STEP_FROM => n * 2,
+            n => n.saturating_add(n / 4).min(MAX_HOMES),
+        };
+        let len = self.len;
+        let old = mem::replace(
+            self,
+            Self {
+                slots: Vec::new(),
+                homes,
+                len,
+            },
+        );
+        // Each key lands at its new home or right after the key before it.
+        let mut end = 0;
+        for slot in &old.slots {
+            if let Slot::Full { tag, .. } = slot {
+                end = self.home(*tag).max(end) + 1;
+            }
+        }
+        let total = end.max(homes + WINDOW - 1);
+        let mut slots = Vec::with_capacity(total);
+        for slot in old.slots {
+            if let Slot::Full { tag, .. } = &slot {
+                let at = self.home(*tag).max(slots.len());
+                slots.resize_with(at, Slot::empty);
+                slots.push(slot);
+            }
+        }
+        slots.resize_with(total, Slot::empty);
+        self.slots = slots;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_slot_for_a_u64_key_and_an_atomic_state_is_24_bytes() {
+        assert_eq!(
+            mem::size_of::<Slot<u64, std::sync::atomic::AtomicU64>>(),
+            24
+        );
+    }
+
+    /// Every key is at or after its home, keys are sorted by tag, and no empty slot lies
+    /// between a key and its home.
+    fn check_invariants<V>(table: &Table<u64, V>) {
+        let mut last_tag = 0;
+        let mut full = 0;
+        let mut last_empty = None;
+        for (i, slot) in table.slots.iter().enumerate() {
+            match slot {
+                Slot::Empty { tag } => {
+                    assert_eq!(*tag, EMPTY_TAG);
+                    last_empty = Some(i);
+                }
+                Slot::Full { tag, .. } => {
+                    full += 1;
+                    let home = table.home(*tag);
+                    assert!(home <= i, "key before its home");
+                    assert!(*tag >= last_tag, "tags out of order");
+                    assert!(
+                        last_empty.is_none_or(|e| e < home),
+                        "empty slot between a key and its home"
+                    );
+                    last_tag = *tag;
+                }
+            }
+        }
+        assert_eq!(full, table.len());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64),
+        RemoveAt(usize),
+        RetainEven,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => any::<u64>().prop_map(Op::Insert),
+            // few distinct tags: forces equal tags, long runs and the overflow tail
+            4 => (0..64_u64).prop_map(|k| Op::Insert(k << 58 | k)),
+            3 => any::<usize>().prop_map(Op::RemoveAt),
+            1 => Just(Op::RetainEven),
+        ]
+    }
+
+    /// The tag a key gets here: its top 31 bits, so tests pick collisions on purpose.
+    #[allow(clippy::cast_possible_truncation)]
+    fn tag(key: u64) -> u32 {
+        (key >> 33) as u32
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 0..400)) {
+            let mut table = Table::new();
+            let mut model = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k) => {
+                        if !model.contains_key(&k) {
+                            table.insert(tag(k), k, k.wrapping_mul(3));
+                            model.insert(k, k.wrapping_mul(3));
+                        }
+                    }
+                    Op::RemoveAt(i) => {
+                        if table.num_slots() > 0 {
+                            let i = i % table.num_slots();
+                            if let Some((k, _)) = table.get(i) {
+                                model.remove(&k.clone());
+                            }
+                            table.remove(i);
+                        }
+                    }
+                    Op::RetainEven => {
+                        table.retain(|v| v % 2 == 0);
+                        model.retain(|_, v| *v % 2 == 0);
+                    }
+                }
+                check_invariants(&table);
+                prop_assert_eq!(table.len(), model.len());
+            }
+            for (k, v) in &model {
+                prop_assert_eq!(table.find(tag(*k), |key| key == k), Some(v));
+            }
+            for k in 0..64_u64 {
+                let k = k << 58 | 1 << 40;
+                prop_assert_eq!(table.find(tag(k), |key| *key == k), model.get(&k));
+            }
+        }
+    }
+
+    #[test]
+    fn equal_tags_only_lengthen_runs() {
+        let mut table = Table::new();
+        for k in 0..2_000_u64 {
+            table.insert(7, k, k);
+        }
+        check_invariants(&table);
+        for k in 0..2_000_u64 {
+            assert_eq!(table.find(7, |key| *key == k), Some(&k));
+        }
+        assert_eq!(table.find(7, |key| *key == 2_000), None);
+        // the homes grew with the keys, not without bound: one run spills into the tail
+        assert!(table.homes < 4_096, "homes {}", table.homes);
+    }
+
+    #[test]
+    fn large_tables_stay_within_the_memory_bound() {
+        let mut table = Table::new();
+        let mut worst: f64 = 0.0;
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for k in 0..200_000_u64 {
+            x = x.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(1);
+            table.insert(tag(x), k, std::sync::atomic::AtomicU64::new(k));
+            if k > 10_000 {
+                #[allow(clippy::cast_precision_loss)]
+                let per_key = table.allocation_size() as f64 / table.len() as f64;
+                worst = worst.max(per_key);
+            }
+        }
+        assert!(worst <= 34.5, "{worst} bytes per key");
+    }
+}
