@@ -24,22 +24,27 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::breaker::BreakerTicket;
 use crate::metrics::RetryMetrics;
 use crate::{
-    Bulkhead, BulkheadPermit, CallPermit, CircuitBreaker, CircuitOpen, Classify, Clock,
-    ConfigError, Error, Outcome, OwnRejection, RetryBudget, RetryPolicy, RetryState, RetryStep,
-    Verdict,
+    Bulkhead, BulkheadPermit, CircuitBreaker, CircuitOpen, Classify, Clock, ConfigError, Error,
+    Outcome, OwnRejection, RetryBudget, RetryPolicy, RetryState, RetryStep, Verdict,
 };
 
 /// A circuit breaker with its clock type erased.
 trait Admit: Send + Sync {
-    fn try_acquire(&self) -> Result<CallPermit, CircuitOpen>;
+    fn try_acquire(&self) -> Result<BreakerTicket, CircuitOpen>;
+    fn record(&self, ticket: BreakerTicket, outcome: Outcome);
     fn open_for(&self) -> Option<Duration>;
 }
 
 impl<C: Clock> Admit for CircuitBreaker<C> {
-    fn try_acquire(&self) -> Result<CallPermit, CircuitOpen> {
-        CircuitBreaker::try_acquire(self)
+    fn try_acquire(&self) -> Result<BreakerTicket, CircuitOpen> {
+        self.try_acquire_ticket()
+    }
+
+    fn record(&self, ticket: BreakerTicket, outcome: Outcome) {
+        self.record_ticket(ticket, outcome);
     }
 
     fn open_for(&self) -> Option<Duration> {
@@ -297,8 +302,8 @@ impl<Cl> Pipeline<Cl> {
                 None => self.classifier.verdict(result.as_ref()),
             },
         };
-        if let Some(permit) = permits.breaker {
-            permit.record(verdict.breaker);
+        if let (Some(ticket), Some(breaker)) = (permits.breaker, &self.breaker) {
+            breaker.0.record(ticket, verdict.breaker);
         }
         if let Some(slot) = permits.slot {
             slot.record(verdict.breaker);
@@ -427,8 +432,8 @@ impl Run {
 /// Dropped unsettled (a cancelled attempt), both are released and record nothing.
 #[derive(Debug, Default)]
 pub struct Permits {
-    /// The breaker's permit, if there is a breaker.
-    pub breaker: Option<CallPermit>,
+    /// The breaker's admission, if there is a breaker; the pipeline that issued it records it.
+    pub breaker: Option<BreakerTicket>,
     /// The bulkhead's slot, once taken.
     pub slot: Option<BulkheadPermit>,
 }

@@ -129,6 +129,17 @@ enum Verdict {
     Cancelled,
 }
 
+impl Verdict {
+    /// A classifier's outcome as recorded: `Ignore` records nothing, as a cancelled call.
+    const fn of(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Success => Self::Success,
+            Outcome::Failure { .. } => Self::Failure,
+            Outcome::Ignore => Self::Cancelled,
+        }
+    }
+}
+
 /// What a permit remembers: the epoch it belongs to, when the call started, whether it holds
 /// a half-open probe slot.
 #[derive(Debug, Clone, Copy)]
@@ -182,7 +193,8 @@ impl<C: Clock> CircuitBreaker<C> {
     /// slots are taken).
     #[inline]
     pub fn try_acquire(&self) -> Result<CallPermit, CircuitOpen> {
-        self.try_acquire_at(self.inner.clock.now())
+        let inner = &*self.inner;
+        self.permit(inner.admit(|| now_nanos(&inner.clock)))
     }
 
     /// [`try_acquire`](Self::try_acquire) as of `now`, read from this breaker's clock: lets a
@@ -192,7 +204,36 @@ impl<C: Clock> CircuitBreaker<C> {
     /// [`CircuitOpen`], as for `try_acquire`.
     #[inline]
     pub fn try_acquire_at(&self, now: Duration) -> Result<CallPermit, CircuitOpen> {
-        match self.inner.admit(nanos(now)) {
+        self.permit(self.inner.admit(|| nanos(now)))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a pipeline, which holds the breaker itself:
+    /// a closed-state admission carries no reference to the breaker (no reference count per
+    /// call) and is recorded with [`record_ticket`](Self::record_ticket).
+    #[inline]
+    pub(crate) fn try_acquire_ticket(&self) -> Result<BreakerTicket, CircuitOpen> {
+        let inner = &*self.inner;
+        match inner.admit(|| now_nanos(&inner.clock)) {
+            Ok(ticket) if !ticket.probe => Ok(BreakerTicket(Admission::Closed(ticket))),
+            admitted => self
+                .permit(admitted)
+                .map(|permit| BreakerTicket(Admission::Permit(permit))),
+        }
+    }
+
+    /// Records what a classifier said about the call a ticket admitted.
+    #[inline]
+    pub(crate) fn record_ticket(&self, ticket: BreakerTicket, outcome: Outcome) {
+        match ticket.0 {
+            Admission::Closed(ticket) => self.inner.record(ticket, Verdict::of(outcome)),
+            Admission::Permit(permit) => permit.record(outcome),
+        }
+    }
+
+    /// A permit for an admitted ticket; a refusal reported (and, in shadow mode, waived).
+    #[inline]
+    fn permit(&self, admitted: Result<Ticket, CircuitOpen>) -> Result<CallPermit, CircuitOpen> {
+        match admitted {
             Ok(ticket) => Ok(CallPermit {
                 breaker: Some(Arc::clone(&self.inner) as Arc<dyn Sink>),
                 ticket,
@@ -276,20 +317,29 @@ impl<C: Clock> Inner<C> {
             .saturating_sub(now)
     }
 
+    /// Reads the clock (`now`) only when the answer depends on it: a closed breaker without a
+    /// slow-call trigger admits without it.
     #[inline]
-    fn admit(&self, now: u64) -> Result<Ticket, CircuitOpen> {
+    fn admit(&self, now: impl FnOnce() -> u64) -> Result<Ticket, CircuitOpen> {
         let w = self.load();
         match w.state() {
             CircuitState::Closed => Ok(Ticket {
                 epoch: w.epoch(),
-                start: now,
+                start: if self.config.slow_call.is_some() {
+                    now()
+                } else {
+                    0
+                },
                 probe: false,
             }),
-            CircuitState::Open => match self.recovery_left(now) {
-                0 => self.admit_slow(now),
-                left => Err(CircuitOpen::new(Duration::from_nanos(left))),
-            },
-            CircuitState::HalfOpen => self.admit_slow(now),
+            CircuitState::Open => {
+                let now = now();
+                match self.recovery_left(now) {
+                    0 => self.admit_slow(now),
+                    left => Err(CircuitOpen::new(Duration::from_nanos(left))),
+                }
+            }
+            CircuitState::HalfOpen => self.admit_slow(now()),
         }
     }
 
@@ -543,12 +593,7 @@ impl CallPermit {
 
     /// Records what a classifier said: `Success`, `Failure`, or nothing for `Ignore`.
     pub fn record(mut self, outcome: Outcome) {
-        let verdict = match outcome {
-            Outcome::Success => Verdict::Success,
-            Outcome::Failure { .. } => Verdict::Failure,
-            Outcome::Ignore => Verdict::Cancelled,
-        };
-        self.resolve(verdict);
+        self.resolve(Verdict::of(outcome));
     }
 
     fn resolve(&mut self, verdict: Verdict) {
@@ -556,6 +601,20 @@ impl CallPermit {
             breaker.record(self.ticket, verdict);
         }
     }
+}
+
+/// A breaker's admission as a pipeline holds it (see [`Permits`](crate::pipeline::Permits)):
+/// resolved by the pipeline that issued it. Dropped unresolved, it records nothing and frees
+/// its half-open probe slot, as a [`CallPermit`] does.
+#[derive(Debug)]
+pub struct BreakerTicket(Admission);
+
+#[derive(Debug)]
+enum Admission {
+    /// Closed state: nothing to release on drop, so no reference to the breaker.
+    Closed(Ticket),
+    /// A half-open probe (or a shadow-mode waiver): a full permit.
+    Permit(CallPermit),
 }
 
 impl Drop for CallPermit {
