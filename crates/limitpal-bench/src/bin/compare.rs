@@ -113,6 +113,18 @@ fn main() {
         "ns",
         None,
     );
+    // deny / allow: our two paths timed side by side
+    let allowing = ours_direct();
+    let (ours_allow, ours_deny) = ns_per_op_pair(
+        ROUNDS,
+        2_000_000,
+        |_| {
+            black_box(allowing.check(&()).is_ok());
+        },
+        |_| {
+            black_box(ours.check(&()).is_err());
+        },
+    );
     report.line(
         "direct deny / our allow",
         ours_deny,
@@ -319,16 +331,16 @@ fn metrics_overhead(report: &mut Report) {
 fn http(report: &mut Report) {
     use limitpal_bench::http::{governor, ours, request as http_request};
     let rt = runtime();
-    let time = |router: axum::Router| {
-        ns_per_op(ROUNDS, 50_000, |_| {
+    let time = |a: axum::Router, b: axum::Router| {
+        let request = |router: &axum::Router| {
             let response = complete(&rt, router.clone().oneshot(http_request()));
             black_box(response.map(|r| r.status()).ok());
-        })
+        };
+        ns_per_op_pair(ROUNDS, 50_000, |_| request(&a), |_| request(&b))
     };
-    let ours_200 = time(ours(true));
-    let ours_429 = time(ours(false));
-    let peer_200 = time(governor(true));
-    let peer_429 = time(governor(false));
+    let (ours_200, peer_200) = time(ours(true), governor(true));
+    let (ours_429, peer_429) = time(ours(false), governor(false));
+    let (ours_200_paired, ours_429_paired) = time(ours(true), ours(false));
     assert_eq!(
         complete(&rt, ours(false).oneshot(http_request()))
             .map(|r| r.status().as_u16())
@@ -351,8 +363,8 @@ fn http(report: &mut Report) {
     );
     report.line(
         "HTTP our 429 / our 200",
-        ours_429,
-        ours_200,
+        ours_429_paired,
+        ours_200_paired,
         "ns",
         Some(2.0),
     );
