@@ -311,10 +311,10 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(k) => {
-                        if !model.contains_key(&k) {
+                        model.entry(k).or_insert_with(|| {
                             table.insert(tag(k), k, k.wrapping_mul(3));
-                            model.insert(k, k.wrapping_mul(3));
-                        }
+                            k.wrapping_mul(3)
+                        });
                     }
                     Op::RemoveAt(i) => {
                         if table.num_slots() > 0 {
