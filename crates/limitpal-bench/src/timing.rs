@@ -1,16 +1,10 @@
-//! A small timing loop for the `compare` binary: median of several rounds, ns per operation.
+//! Small timing loops for the `compare` binary: medians of several rounds, ns per operation.
 
 use limitpal::{Clock, MonotonicClock};
 
-/// Runs `op` `iters` times per round for `rounds` rounds (after one warm-up round) and
-/// returns the median nanoseconds per call.
-pub fn ns_per_op(rounds: usize, iters: u64, mut op: impl FnMut(u64)) -> f64 {
-    round(iters, &mut op);
-    median((0..rounds).map(|_| round(iters, &mut op)).collect())
-}
-
-/// [`ns_per_op`] for two operations whose rounds alternate, so a noisy neighbour on a shared
-/// machine slows both alike and their ratio stays fair: `(median of a, median of b)`.
+/// Runs `a` and `b` `iters` times per round for `rounds` rounds each (after one warm-up round
+/// each), their rounds alternating, so a noisy neighbour on a shared machine slows both alike
+/// and their ratio stays fair: the median nanoseconds per call of `a` and of `b`.
 pub fn ns_per_op_pair(
     rounds: usize,
     iters: u64,

@@ -19,7 +19,7 @@ use limitpal_bench::limiters::{
     governor_denying, governor_direct, governor_keyed, governor_keyed_live, governor_keyed_slow,
     ours_denying, ours_direct, ours_keyed, ours_keyed_live, ours_keyed_slow, spread,
 };
-use limitpal_bench::timing::{ns_per_op, ns_per_op_pair};
+use limitpal_bench::timing::ns_per_op_pair;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
@@ -204,18 +204,16 @@ fn main() {
     println!("targets: {} met, {} missed", report.met, report.missed);
 }
 
-/// ns per request and allocations per request through `svc`.
-fn measure<S: Service<u64>>(rt: &Runtime, mut svc: S) -> (f64, f64) {
-    let ns = ns_per_op(ROUNDS, 300_000, |i| {
-        let _ = black_box(request(rt, &mut svc, i));
-    });
+/// Allocations per request through `svc`, after a warm-up request.
+fn allocations<S: Service<u64>>(rt: &Runtime, mut svc: S) -> f64 {
+    let _ = request(rt, &mut svc, 0);
     let before = alloc::calls();
     for i in 0..10_000 {
         let _ = black_box(request(rt, &mut svc, i));
     }
     #[allow(clippy::cast_precision_loss)]
     let allocs = (alloc::calls() - before) as f64 / 10_000.0;
-    (ns, allocs)
+    allocs
 }
 
 /// ns per request through `a` and through `b`, their rounds alternating.
@@ -232,41 +230,47 @@ fn measure_pair<A: Service<u64>, B: Service<u64>>(rt: &Runtime, mut a: A, mut b:
     )
 }
 
+/// tower's built-in `RateLimit` → `Retry` (its `RateLimit` creates a timer when built).
+fn builtin(rt: &Runtime) -> impl Service<u64> + use<> {
+    let _guard = rt.enter();
+    tower_builtin_stack()
+}
+
 fn layers(report: &mut Report) {
     let rt = runtime();
-    let cases = [
-        ("RateLimitLayer", measure(&rt, ours_rate_limit())),
-        ("CircuitBreakerLayer", measure(&rt, ours_breaker())),
-        ("RetryLayer", measure(&rt, ours_retry())),
+    for (name, allocs) in [
+        ("RateLimitLayer", allocations(&rt, ours_rate_limit())),
+        ("CircuitBreakerLayer", allocations(&rt, ours_breaker())),
+        ("RetryLayer", allocations(&rt, ours_retry())),
         (
             "ResilienceLayer (limit+breaker+retry)",
-            measure(&rt, ours_resilience()),
+            allocations(&rt, ours_resilience()),
         ),
-        ("BulkheadLayer", measure(&rt, ours_bulkhead())),
-        ("AdaptiveLimitLayer", measure(&rt, ours_adaptive())),
+        ("BulkheadLayer", allocations(&rt, ours_bulkhead())),
+        ("AdaptiveLimitLayer", allocations(&rt, ours_adaptive())),
+    ] {
+        report.absolute(&format!("allocs/request {name}"), allocs, "allocs", 0.0);
+    }
+    // Each overhead: the layer and the bare service timed side by side, rounds alternating.
+    let overheads = [
+        ("RateLimitLayer", measure_pair(&rt, Echo, ours_rate_limit())),
+        (
+            "CircuitBreakerLayer",
+            measure_pair(&rt, Echo, ours_breaker()),
+        ),
+        ("RetryLayer", measure_pair(&rt, Echo, ours_retry())),
+        ("BulkheadLayer", measure_pair(&rt, Echo, ours_bulkhead())),
+        (
+            "AdaptiveLimitLayer",
+            measure_pair(&rt, Echo, ours_adaptive()),
+        ),
     ];
-    // The target compares services measured side by side, rounds alternating, once the
-    // cases above have warmed the runtime up.
     let (bare, resilience_ns) = measure_pair(&rt, Echo, ours_resilience());
-    let (_, peer_allocs) = measure(&rt, tower_resilience_stack());
-    let (ours_ns, peer_ns) = measure_pair(&rt, ours_resilience(), tower_resilience_stack());
-    let builtin = {
-        let _guard = rt.enter(); // tower's RateLimit creates a timer when built
-        tower_builtin_stack()
-    };
-    let (builtin_ns, builtin_allocs) = measure(&rt, builtin);
     println!(
         "{:<34} {bare:>10.1} {:>10} {:<6}",
         "bare service", "-", "ns"
     );
-    for (name, (ns, allocs)) in &cases {
-        report.absolute(&format!("allocs/request {name}"), *allocs, "allocs", 0.0);
-        let _ = ns;
-    }
-    for (name, (ns, _)) in cases
-        .iter()
-        .filter(|(name, _)| !name.starts_with("Resilience"))
-    {
+    for (name, (bare, ns)) in overheads {
         println!(
             "{:<34} {:>10.1} {:>10} {:<6}",
             format!("overhead {name}"),
@@ -281,6 +285,7 @@ fn layers(report: &mut Report) {
         "ns",
         150.0,
     );
+    let (ours_ns, peer_ns) = measure_pair(&rt, ours_resilience(), tower_resilience_stack());
     report.line(
         "ResilienceLayer vs tower-resilience",
         ours_ns,
@@ -288,25 +293,29 @@ fn layers(report: &mut Report) {
         "ns",
         Some(1.0),
     );
+    let peer_allocs = allocations(&rt, tower_resilience_stack());
     println!(
         "{:<34} {peer_allocs:>10.1} {:>10} {:<6}",
         "allocs/request tower-resilience", "-", "allocs"
     );
+    let (ours_ns, builtin_ns) = measure_pair(&rt, ours_resilience(), builtin(&rt));
     report.line(
         "ResilienceLayer vs tower built-ins",
-        resilience_ns,
+        ours_ns,
         builtin_ns,
         "ns",
         None,
     );
+    let builtin_allocs = allocations(&rt, builtin(&rt));
     println!(
         "{:<34} {builtin_allocs:>10.1} {:>10} {:<6}",
         "allocs/request tower built-ins", "-", "allocs"
     );
-    let (concurrency_ns, _) = measure(&rt, tower_concurrency_limit());
+    let (bulkhead_ns, concurrency_ns) =
+        measure_pair(&rt, ours_bulkhead(), tower_concurrency_limit());
     report.line(
         "BulkheadLayer vs tower ConcurrencyLimit",
-        cases[4].1.0,
+        bulkhead_ns,
         concurrency_ns,
         "ns",
         None,
