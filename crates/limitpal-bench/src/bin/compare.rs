@@ -77,16 +77,7 @@ fn main() {
     // ---- direct (unkeyed), each library's default clock ----
     let ours = ours_direct();
     let peer = governor_direct();
-    let (ours_allow, peer_allow) = ns_per_op_pair(
-        ROUNDS,
-        2_000_000,
-        |_| {
-            black_box(ours.check(&()).is_ok());
-        },
-        |_| {
-            black_box(peer.check().is_ok());
-        },
-    );
+    let (ours_allow, peer_allow) = pair_calls(|| ours.check(&()).is_ok(), || peer.check().is_ok());
     report.line(
         "direct check, allow (vs governor)",
         ours_allow,
@@ -96,16 +87,7 @@ fn main() {
     );
     let ours = ours_denying();
     let peer = governor_denying();
-    let (ours_deny, peer_deny) = ns_per_op_pair(
-        ROUNDS,
-        2_000_000,
-        |_| {
-            black_box(ours.check(&()).is_err());
-        },
-        |_| {
-            black_box(peer.check().is_err());
-        },
-    );
+    let (ours_deny, peer_deny) = pair_calls(|| ours.check(&()).is_err(), || peer.check().is_err());
     report.line(
         "direct check, deny (vs governor)",
         ours_deny,
@@ -115,16 +97,8 @@ fn main() {
     );
     // deny / allow: our two paths timed side by side
     let allowing = ours_direct();
-    let (ours_allow, ours_deny) = ns_per_op_pair(
-        ROUNDS,
-        2_000_000,
-        |_| {
-            black_box(allowing.check(&()).is_ok());
-        },
-        |_| {
-            black_box(ours.check(&()).is_err());
-        },
-    );
+    let (ours_allow, ours_deny) =
+        pair_calls(|| allowing.check(&()).is_ok(), || ours.check(&()).is_err());
     report.line(
         "direct deny / our allow",
         ours_deny,
@@ -202,6 +176,20 @@ fn main() {
     metrics_overhead(&mut report);
     http(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
+}
+
+/// ns per call of `a` and of `b`: 2 M calls a round, their rounds alternating.
+fn pair_calls(a: impl Fn() -> bool, b: impl Fn() -> bool) -> (f64, f64) {
+    ns_per_op_pair(
+        ROUNDS,
+        2_000_000,
+        |_| {
+            black_box(a());
+        },
+        |_| {
+            black_box(b());
+        },
+    )
 }
 
 /// Allocations per request through `svc`, after a warm-up request.
