@@ -2,7 +2,7 @@
 //!
 //! Each shard is a [`Table`] of inline `(tag, key, cell)` slots behind an `RwLock`: the key is
 //! hashed once (the low bits pick the shard, the high 31 bits are the tag that picks the slot),
-//! lookups of existing keys take the read lock and touch one slot's cache line, and only
+//! lookups of existing keys take the read lock and read one run of adjacent slots, and only
 //! inserting a new key takes the write lock. A GCRA slot for a `u64` key is 24 bytes.
 //!
 //! Eviction runs inside inserts, never in the background (so a `ManualClock` drives it):

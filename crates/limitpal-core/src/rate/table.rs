@@ -1,7 +1,7 @@
 //! The keyed store's hash table: one array of inline `(tag, key, value)` slots, so looking up
-//! a key touches one cache line (two when its run crosses a line boundary), where a Swiss table
-//! reads a control byte first and then the slot, two dependent misses once the table outgrows
-//! the caches.
+//! a key reads one run of adjacent slots (the [`WINDOW`] from its home, whose cache lines are
+//! fetched together), where a Swiss table reads a control group first and then, depending on
+//! it, the slot: two dependent misses once the table outgrows the caches.
 //!
 //! It is an *ordered* linear-probing table (Amble and Knuth, 1974) without wrap-around:
 //! - a key's 31-bit `tag` (the top of its hash) picks its home slot by multiply-shift,
