@@ -17,18 +17,10 @@ pub fn ours_keyed() -> RateLimiter<u64> {
         .expect("valid limiter")
 }
 
-/// A keyed limiter whose keys stay live (not idle) for 1000 s after one check: for memory
-/// figures, where every inserted key must still be held at the end, however slow the run.
-#[must_use]
-pub fn ours_keyed_slow() -> RateLimiter<u64> {
-    RateLimiter::builder(TokenBucket::new(1000, 0.001).expect("valid quota"))
-        .build()
-        .expect("valid limiter")
-}
-
-/// A keyed limiter for lookups over many live keys: a burst no benchmark exhausts, with every
-/// check keeping its key live (not idle) for 1000 s, so idle eviction never runs mid-benchmark
-/// and every lookup finds its key.
+/// A keyed limiter over many live keys: a burst no benchmark exhausts, with every check
+/// keeping its key live (not idle) for 1000 s, so idle eviction never runs mid-benchmark,
+/// every lookup finds its key, and memory figures count every key inserted, however slow
+/// the run.
 #[must_use]
 pub fn ours_keyed_live() -> RateLimiter<u64> {
     RateLimiter::builder(TokenBucket::new(LIVE_BURST, 0.001).expect("valid quota"))
@@ -49,16 +41,6 @@ pub fn governor_keyed_live() -> DefaultKeyedRateLimiter<u64> {
 /// The burst of [`ours_keyed_live`]: far more than the checks any one key gets, small enough
 /// that a full refill (burst x 1000 s) fits in our 584-year time range.
 const LIVE_BURST: u32 = 1_000_000;
-
-/// governor's keyed limiter with the slow quota of [`ours_keyed_slow`].
-#[must_use]
-pub fn governor_keyed_slow() -> DefaultKeyedRateLimiter<u64> {
-    governor::RateLimiter::keyed(
-        Quota::with_period(std::time::Duration::from_secs(1000))
-            .expect("non-zero period")
-            .allow_burst(NonZeroU32::new(1000).expect("non-zero")),
-    )
-}
 
 /// Our unkeyed limiter with the shared quota.
 #[must_use]

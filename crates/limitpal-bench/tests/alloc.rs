@@ -9,7 +9,7 @@ use limitpal_bench::drive::{request, runtime};
 use limitpal_bench::layers::{
     ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience, ours_retry,
 };
-use limitpal_bench::limiters::ours_keyed_slow;
+use limitpal_bench::limiters::ours_keyed_live;
 use tower::Service;
 
 #[global_allocator]
@@ -53,7 +53,7 @@ fn targets() {
     );
 
     let before = alloc::live_bytes();
-    let limiter = ours_keyed_slow();
+    let limiter = ours_keyed_live();
     for key in 0..1_000_000_u64 {
         limiter.check(&key).unwrap();
     }

@@ -16,8 +16,8 @@ use limitpal_bench::layers::{
     tower_resilience_stack,
 };
 use limitpal_bench::limiters::{
-    governor_denying, governor_direct, governor_keyed, governor_keyed_live, governor_keyed_slow,
-    ours_denying, ours_direct, ours_keyed, ours_keyed_live, ours_keyed_slow, spread,
+    governor_denying, governor_direct, governor_keyed, governor_keyed_live, ours_denying,
+    ours_direct, ours_keyed, ours_keyed_live, spread,
 };
 use limitpal_bench::timing::ns_per_op_pair;
 use tokio::runtime::Runtime;
@@ -147,14 +147,14 @@ fn main() {
 
     // ---- memory per key at 1 M live keys, idle eviction on (the default) ----
     let before = alloc::live_bytes();
-    let ours = ours_keyed_slow();
+    let ours = ours_keyed_live();
     for k in 0..1_000_000_u64 {
         let _ = ours.check(&k);
     }
     #[allow(clippy::cast_precision_loss)]
     let ours_bytes = (alloc::live_bytes() - before) as f64 / 1e6;
     let before = alloc::live_bytes();
-    let peer = governor_keyed_slow();
+    let peer = governor_keyed_live();
     for k in 0..1_000_000_u64 {
         let _ = peer.check_key(&k);
     }

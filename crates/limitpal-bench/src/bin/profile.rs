@@ -16,7 +16,7 @@ use std::hint::black_box;
 
 use limitpal_bench::drive::{request, runtime};
 use limitpal_bench::layers::{Echo, ours_bulkhead, ours_resilience, tower_concurrency_limit};
-use limitpal_bench::limiters::{governor_keyed_slow, ours_keyed_slow};
+use limitpal_bench::limiters::{governor_keyed_live, ours_keyed_live};
 use tower::Service;
 
 fn requests<S: Service<u64>>(mut svc: S, n: u64) {
@@ -45,7 +45,7 @@ fn main() {
         "bulkhead" => requests(ours_bulkhead(), n),
         "tower-concurrency" => requests(tower_concurrency_limit(), n),
         "keyed-ours" => {
-            let limiter = ours_keyed_slow();
+            let limiter = ours_keyed_live();
             (0..keys).for_each(|k| {
                 let _ = limiter.check(&k);
             });
@@ -54,7 +54,7 @@ fn main() {
             });
         }
         "keyed-governor" => {
-            let limiter = governor_keyed_slow();
+            let limiter = governor_keyed_live();
             (0..keys).for_each(|k| drop(limiter.check_key(&k)));
             (0..n).for_each(|i| drop(black_box(limiter.check_key(&key(i, keys)))));
         }
