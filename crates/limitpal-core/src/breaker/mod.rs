@@ -213,6 +213,12 @@ impl<C: Clock> CircuitBreaker<C> {
     #[inline]
     pub(crate) fn try_acquire_ticket(&self) -> Result<BreakerTicket, CircuitOpen> {
         let inner = &*self.inner;
+        let w = inner.load();
+        if w.state() == CircuitState::Closed {
+            // built in place: no intermediate `Result` to copy on the hot path
+            let ticket = inner.closed_ticket(w, || now_nanos(&inner.clock));
+            return Ok(BreakerTicket(Admission::Closed(ticket)));
+        }
         match inner.admit(|| now_nanos(&inner.clock)) {
             Ok(ticket) if !ticket.probe => Ok(BreakerTicket(Admission::Closed(ticket))),
             admitted => self
@@ -323,15 +329,7 @@ impl<C: Clock> Inner<C> {
     fn admit(&self, now: impl FnOnce() -> u64) -> Result<Ticket, CircuitOpen> {
         let w = self.load();
         match w.state() {
-            CircuitState::Closed => Ok(Ticket {
-                epoch: w.epoch(),
-                start: if self.config.slow_call.is_some() {
-                    now()
-                } else {
-                    0
-                },
-                probe: false,
-            }),
+            CircuitState::Closed => Ok(self.closed_ticket(w, now)),
             CircuitState::Open => {
                 let now = now();
                 match self.recovery_left(now) {
@@ -340,6 +338,20 @@ impl<C: Clock> Inner<C> {
                 }
             }
             CircuitState::HalfOpen => self.admit_slow(now()),
+        }
+    }
+
+    /// A closed breaker's admission (`w` is closed): the clock is read only to time slow calls.
+    #[inline]
+    fn closed_ticket(&self, w: Word, now: impl FnOnce() -> u64) -> Ticket {
+        Ticket {
+            epoch: w.epoch(),
+            start: if self.config.slow_call.is_some() {
+                now()
+            } else {
+                0
+            },
+            probe: false,
         }
     }
 
