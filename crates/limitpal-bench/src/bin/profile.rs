@@ -9,12 +9,12 @@
 //! ```
 //!
 //! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
-//! layer), `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given
+//! layer), `http-ours`, `http-governor` (allowed requests through one axum router), `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given
 //! third; the key set is built first, so profile twice with different counts and subtract).
 
 use std::hint::black_box;
 
-use limitpal_bench::drive::{request, runtime};
+use limitpal_bench::drive::{complete, request, runtime};
 use limitpal_bench::layers::{Echo, ours_bulkhead, ours_resilience, tower_concurrency_limit};
 use limitpal_bench::limiters::{governor_keyed_live, ours_keyed_live};
 use tower::Service;
@@ -23,6 +23,15 @@ fn requests<S: Service<u64>>(mut svc: S, n: u64) {
     let rt = runtime();
     for i in 0..n {
         let _ = black_box(request(&rt, &mut svc, i));
+    }
+}
+
+fn http(router: &axum::Router, n: u64) {
+    use tower::ServiceExt;
+    let rt = runtime();
+    for _ in 0..n {
+        let response = complete(&rt, router.clone().oneshot(limitpal_bench::http::request()));
+        black_box(response.map(|r| r.status()).ok());
     }
 }
 
@@ -44,6 +53,8 @@ fn main() {
         "resilience" => requests(ours_resilience(), n),
         "bulkhead" => requests(ours_bulkhead(), n),
         "tower-concurrency" => requests(tower_concurrency_limit(), n),
+        "http-ours" => http(&limitpal_bench::http::ours(true), n),
+        "http-governor" => http(&limitpal_bench::http::governor(true), n),
         "keyed-ours" => {
             let limiter = ours_keyed_live();
             (0..keys).for_each(|k| {
