@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
-//! layer), `http-ours`, `http-governor` (allowed requests through one axum router), `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given
-//! third; the key set is built first, so profile twice with different counts and subtract).
+//! layer), `http-ours`, `http-governor` (allowed requests through one axum router),
+//! `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given third;
+//! the key set is built first, so profile twice with different counts and subtract).
 
 use std::hint::black_box;
 
