@@ -21,7 +21,7 @@ use std::sync::PoisonError;
 use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Algorithm;
-use super::table::{TAG_BITS, Table};
+use super::table::{FAR_BYTES, TAG_BITS, Table};
 
 /// The default hasher for keys: std's `RandomState` (SipHash-1-3 with a random per-process
 /// seed), resistant to hash flooding by clients who choose their own keys.
@@ -63,12 +63,13 @@ where
             }
         }
         let max_per_shard = max_keys.map_or(usize::MAX, |max| (max / shards).max(1));
+        let far_bytes = FAR_BYTES / shards;
         Self {
             hasher,
             shards: (0..shards)
                 .map(|_| {
                     RwLock::new(Shard {
-                        table: Table::new(),
+                        table: Table::new(far_bytes),
                         cursor: 0,
                     })
                 })

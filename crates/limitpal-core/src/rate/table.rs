@@ -8,9 +8,14 @@
 //!   `tag * homes >> 31`, so homes follow tags in order and any number of homes works (the
 //!   table grows by a fifth, not by doubling, once it is large);
 //! - the slots hold their keys sorted by tag, each at its home or after it, with no empty slot
-//!   between a key and its home. A lookup first compares the tags of the [`WINDOW`] slots from
-//!   the home without a branch per slot (an empty slot's tag matches nothing), and only when
-//!   that finds nothing scans on, stopping at an empty slot or a larger tag;
+//!   between a key and its home, so a lookup walks from the home over smaller tags and stops
+//!   at its own tag, a larger one or an empty slot;
+//! - how it walks depends on the table's size (see [`FAR_BYTES`]). While the tables fit in the
+//!   caches a lookup compares the tags of the [`WINDOW`] slots from the home without a branch
+//!   per slot (an empty slot's tag matches nothing) and only scans on when that finds nothing:
+//!   no mispredicted branch. Once they do not, it takes one branch per slot, so the CPU runs
+//!   ahead on its prediction and the lookup waits only for the cache line that holds the key,
+//!   not for the window's last line (up to four lines, each a trip to DRAM);
 //! - keys pushed past the last home spill into an overflow tail that grows slot by slot (a
 //!   weak hasher slows lookups down, it never makes the table grow without end);
 //! - removal shifts the displaced keys that follow one slot back (no tombstones), and growth
@@ -36,6 +41,15 @@ const MAX_HOMES: usize = 1 << 31;
 /// Slots whose tags a lookup compares at once; the slots always extend this far past the
 /// last home.
 const WINDOW: usize = 8;
+/// Bytes of slots, over all the tables that share the caches (a store's shards), from which
+/// lookups take one branch per slot instead of comparing a window.
+///
+/// A branch-free window wins while its lines are cached (a branch per slot costs a
+/// mispredict per lookup: 0.78x against 0.89x governor at 10 000 keys), and loses once each
+/// of its lines is a trip to DRAM (0.69-0.79x against 0.58-0.61x at 1 M keys); on the
+/// reference machine the two cross between 50 000 and 200 000 `u64` keys, 1.3-5.4 MB of
+/// slots, near its 4-8 MB share of the last-level cache (BENCHMARKS.md, session 6).
+pub(crate) const FAR_BYTES: usize = 4 << 20;
 /// Tags are 31 bits; an empty slot's tag is never a key's.
 pub(crate) const TAG_BITS: u32 = 31;
 const EMPTY_TAG: u32 = u32::MAX;
@@ -63,14 +77,20 @@ pub(crate) struct Table<K, V> {
     slots: Vec<Slot<K, V>>,
     homes: usize,
     len: usize,
+    /// Slots from which lookups probe slot by slot.
+    far_from: usize,
 }
 
 impl<K, V> Table<K, V> {
-    pub(crate) const fn new() -> Self {
+    /// An empty table whose lookups probe slot by slot once its slots take `far_bytes`
+    /// (its share of [`FAR_BYTES`]; 0: always, `usize::MAX`: never).
+    pub(crate) const fn new(far_bytes: usize) -> Self {
         Self {
             slots: Vec::new(),
             homes: 0,
             len: 0,
+            // a slot holds at least its `u32` tag: never zero-sized
+            far_from: far_bytes / mem::size_of::<Slot<K, V>>(),
         }
     }
 
@@ -101,6 +121,9 @@ impl<K, V> Table<K, V> {
     #[inline]
     pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
         let home = self.home(tag);
+        if self.slots.len() >= self.far_from {
+            return self.probe(home, tag, eq);
+        }
         if let Some(window) = self.slots.get(home..home + WINDOW) {
             let mut hits = 0_u32;
             for (j, slot) in window.iter().enumerate() {
@@ -115,7 +138,29 @@ impl<K, V> Table<K, V> {
         self.scan(home, tag, eq)
     }
 
-    /// `find`'s slow path: every slot of the run from `home`.
+    /// `find` on a table out of the caches: one branch per slot from `home`, so only the
+    /// line that holds the key is waited for.
+    #[inline]
+    fn probe(&self, home: usize, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
+        let mut i = home;
+        while self.slots.get(i).is_some_and(|slot| slot.tag() < tag) {
+            i += 1;
+        }
+        match self.slots.get(i) {
+            Some(Slot::Full { tag: t, key, value }) if *t == tag => {
+                if eq(key) {
+                    Some(value)
+                } else {
+                    // another key with our tag: rare, on to the slow path
+                    self.scan(i + 1, tag, eq)
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `find`'s slow path: every slot of the run from `home` (or from any slot of the run
+    /// whose predecessors all have smaller tags).
     #[cold]
     fn scan(&self, home: usize, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
         let mut i = home;
@@ -215,6 +260,7 @@ impl<K, V> Table<K, V> {
                 slots: Vec::new(),
                 homes,
                 len,
+                far_from: self.far_from,
             },
         );
         // Each key lands at its new home or right after the key before it.
@@ -243,6 +289,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn lookups_go_slot_by_slot_once_the_slots_take_far_bytes() {
+        let mut table = Table::new(24 * 100);
+        assert_eq!(table.far_from, 100, "24-byte slots");
+        let mut k = 0;
+        while table.num_slots() < 100 {
+            table.insert(tag(k << 40), k << 40, k);
+            k += 1;
+        }
+        // past the switch: every key is still found, and absent ones are not
+        for j in 0..k {
+            assert_eq!(table.find(tag(j << 40), |key| *key == j << 40), Some(&j));
+            let absent = j << 40 | 1;
+            assert_eq!(table.find(tag(absent), |key| *key == absent), None);
+        }
+    }
 
     #[test]
     fn a_slot_for_a_u64_key_and_an_atomic_state_is_24_bytes() {
@@ -306,7 +369,7 @@ mod tests {
     proptest! {
         #[test]
         fn behaves_like_a_map(ops in proptest::collection::vec(op(), 0..400)) {
-            let mut table = Table::new();
+            let mut table = Table::new(usize::MAX);
             let mut model = HashMap::new();
             for op in ops {
                 match op {
@@ -333,34 +396,45 @@ mod tests {
                 check_invariants(&table);
                 prop_assert_eq!(table.len(), model.len());
             }
-            for (k, v) in &model {
-                prop_assert_eq!(table.find(tag(*k), |key| key == k), Some(v));
-            }
-            for k in 0..64_u64 {
-                let k = k << 58 | 1 << 40;
-                prop_assert_eq!(table.find(tag(k), |key| *key == k), model.get(&k));
+            // both ways of looking up: the window (in cache) and slot by slot (out of it)
+            for far_from in [usize::MAX, 0] {
+                table.far_from = far_from;
+                for (k, v) in &model {
+                    prop_assert_eq!(table.find(tag(*k), |key| key == k), Some(v));
+                }
+                for k in 0..64_u64 {
+                    // absent keys: between the inserted tags, and sharing their tags
+                    for k in [k << 58 | 1 << 40, k << 58 | 1 << 20] {
+                        prop_assert_eq!(table.find(tag(k), |key| *key == k), model.get(&k));
+                    }
+                }
             }
         }
     }
 
     #[test]
     fn equal_tags_only_lengthen_runs() {
-        let mut table = Table::new();
+        let mut table = Table::new(usize::MAX);
         for k in 0..2_000_u64 {
             table.insert(7, k, k);
         }
         check_invariants(&table);
-        for k in 0..2_000_u64 {
-            assert_eq!(table.find(7, |key| *key == k), Some(&k));
+        for far_from in [usize::MAX, 0] {
+            table.far_from = far_from;
+            for k in 0..2_000_u64 {
+                assert_eq!(table.find(7, |key| *key == k), Some(&k));
+            }
+            assert_eq!(table.find(7, |key| *key == 2_000), None);
+            assert_eq!(table.find(6, |key| *key == 0), None);
+            assert_eq!(table.find(8, |key| *key == 0), None);
         }
-        assert_eq!(table.find(7, |key| *key == 2_000), None);
         // the homes grew with the keys, not without bound: one run spills into the tail
         assert!(table.homes < 4_096, "homes {}", table.homes);
     }
 
     #[test]
     fn large_tables_stay_within_the_memory_bound() {
-        let mut table = Table::new();
+        let mut table = Table::new(usize::MAX);
         let mut worst: f64 = 0.0;
         let mut x = 0x9e37_79b9_7f4a_7c15_u64;
         for k in 0..200_000_u64 {
