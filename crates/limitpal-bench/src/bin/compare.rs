@@ -5,6 +5,9 @@
 //! ```text
 //! cargo run --release -p limitpal-bench --bin compare
 //! ```
+//!
+//! `compare keyed 10000 200000 1000000` times only keyed checks, at each live-key count given
+//! (every key kept live, as in the 1 M-key line), to see where the tables leave the caches.
 
 use std::hint::black_box;
 
@@ -48,7 +51,7 @@ impl Report {
             }
             None => String::new(),
         };
-        println!("{name:<34} {ours:>10.1} {peer:>10.1} {unit:<6} {ratio:>6.2}  {verdict}");
+        println!("{name:<40} {ours:>10.1} {peer:>10.1} {unit:<6} {ratio:>6.2}  {verdict}");
     }
 
     /// Prints an absolute line checked against `max`.
@@ -61,7 +64,7 @@ impl Report {
         }
         let verdict = if ok { "met" } else { "MISSED" };
         println!(
-            "{name:<34} {ours:>10.1} {:>10} {unit:<6} {:>6}  target <= {max}: {verdict}",
+            "{name:<40} {ours:>10.1} {:>10} {unit:<6} {:>6}  target <= {max}: {verdict}",
             "-", "-"
         );
     }
@@ -70,9 +73,21 @@ impl Report {
 fn main() {
     let mut report = Report { met: 0, missed: 0 };
     println!(
-        "{:<34} {:>10} {:>10} {:<6} {:>6}",
+        "{:<40} {:>10} {:>10} {:<6} {:>6}",
         "metric", "ours", "peer", "unit", "ratio"
     );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("keyed") {
+        for keys in &args[1..] {
+            let Ok(keys) = keys.parse::<u64>() else {
+                eprintln!("not a key count: {keys}");
+                std::process::exit(2);
+            };
+            let (ours, peer) = (ours_keyed_live(), governor_keyed_live());
+            keyed(&mut report, keys.max(1), &ours, &peer, None);
+        }
+        return;
+    }
 
     // ---- direct (unkeyed), each library's default clock ----
     let ours = ours_direct();
@@ -116,33 +131,12 @@ fn main() {
         } else {
             (ours_keyed(), governor_keyed())
         };
-        for k in 0..keys {
-            let _ = ours.check(&k);
-            let _ = peer.check_key(&k);
-        }
-        let iters = 2_000_000;
-        let (ours_ns, peer_ns) = ns_per_op_pair(
-            ROUNDS,
-            iters,
-            |i| {
-                black_box(ours.check(&(spread(i) % keys)).is_ok());
-            },
-            |i| {
-                black_box(peer.check_key(&(spread(i) % keys)).is_ok());
-            },
-        );
         let target = match keys {
             1 => Some(1.0),
             1_000_000 => Some(0.7),
             _ => None,
         };
-        report.line(
-            &format!("keyed check, {keys} keys (vs governor)"),
-            ours_ns,
-            peer_ns,
-            "ns",
-            target,
-        );
+        keyed(&mut report, keys, &ours, &peer, target);
     }
 
     // ---- memory per key at 1 M live keys, idle eviction on (the default) ----
@@ -176,6 +170,37 @@ fn main() {
     metrics_overhead(&mut report);
     http(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
+}
+
+/// Keyed checks spread over `keys` keys (inserted first), ours against governor's.
+fn keyed(
+    report: &mut Report,
+    keys: u64,
+    ours: &limitpal::RateLimiter<u64>,
+    peer: &governor::DefaultKeyedRateLimiter<u64>,
+    target: Option<f64>,
+) {
+    for k in 0..keys {
+        let _ = ours.check(&k);
+        let _ = peer.check_key(&k);
+    }
+    let (ours_ns, peer_ns) = ns_per_op_pair(
+        ROUNDS,
+        2_000_000,
+        |i| {
+            black_box(ours.check(&(spread(i) % keys)).is_ok());
+        },
+        |i| {
+            black_box(peer.check_key(&(spread(i) % keys)).is_ok());
+        },
+    );
+    report.line(
+        &format!("keyed check, {keys} keys (vs governor)"),
+        ours_ns,
+        peer_ns,
+        "ns",
+        target,
+    );
 }
 
 /// ns per call of `a` and of `b`: 2 M calls a round, their rounds alternating.
@@ -255,12 +280,12 @@ fn layers(report: &mut Report) {
     ];
     let (bare, resilience_ns) = measure_pair(&rt, Echo, ours_resilience());
     println!(
-        "{:<34} {bare:>10.1} {:>10} {:<6}",
+        "{:<40} {bare:>10.1} {:>10} {:<6}",
         "bare service", "-", "ns"
     );
     for (name, (bare, ns)) in overheads {
         println!(
-            "{:<34} {:>10.1} {:>10} {:<6}",
+            "{:<40} {:>10.1} {:>10} {:<6}",
             format!("overhead {name}"),
             ns - bare,
             "-",
@@ -283,7 +308,7 @@ fn layers(report: &mut Report) {
     );
     let peer_allocs = allocations(&rt, tower_resilience_stack());
     println!(
-        "{:<34} {peer_allocs:>10.1} {:>10} {:<6}",
+        "{:<40} {peer_allocs:>10.1} {:>10} {:<6}",
         "allocs/request tower-resilience", "-", "allocs"
     );
     let (ours_ns, builtin_ns) = measure_pair(&rt, ours_resilience(), builtin(&rt));
@@ -296,7 +321,7 @@ fn layers(report: &mut Report) {
     );
     let builtin_allocs = allocations(&rt, builtin(&rt));
     println!(
-        "{:<34} {builtin_allocs:>10.1} {:>10} {:<6}",
+        "{:<40} {builtin_allocs:>10.1} {:>10} {:<6}",
         "allocs/request tower built-ins", "-", "allocs"
     );
     let (bulkhead_ns, concurrency_ns) =
