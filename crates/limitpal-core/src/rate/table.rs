@@ -45,10 +45,10 @@ const WINDOW: usize = 8;
 /// lookups take one branch per slot instead of comparing a window.
 ///
 /// A branch-free window wins while its lines are cached (a branch per slot costs a
-/// mispredict per lookup: 0.78x against 0.89x governor at 10 000 keys), and loses once each
-/// of its lines is a trip to DRAM (0.69-0.79x against 0.58-0.61x at 1 M keys); on the
-/// reference machine the two cross between 50 000 and 200 000 `u64` keys, 1.3-5.4 MB of
-/// slots, near its 4-8 MB share of the last-level cache (BENCHMARKS.md, session 6).
+/// mispredict per lookup: about 0.8x against 0.9x governor's check at 10 000 keys), and
+/// loses once each of its lines is a trip to DRAM (0.70x against 0.60-0.63x at 1 M keys). On
+/// the reference machine the two cross between 50 000 and 200 000 `u64` keys (1.3-5.4 MB of
+/// slots), near its 4-8 MB share of the last-level cache; see BENCHMARKS.md, session 6.
 pub(crate) const FAR_BYTES: usize = 4 << 20;
 /// Tags are 31 bits; an empty slot's tag is never a key's.
 pub(crate) const TAG_BITS: u32 = 31;
