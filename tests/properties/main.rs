@@ -280,3 +280,115 @@ proptest! {
         }
     }
 }
+
+/// One step of a keyed run: check keys `from..from + n` (mod the key count) at `cost` each,
+/// then move the clock by `advance` ns.
+type KeyedStep = (u32, u32, u32, u64);
+
+fn keyed_steps() -> impl Strategy<Value = Vec<KeyedStep>> {
+    let advance = prop_oneof![
+        4 => Just(0_u64),
+        4 => 0_u64..2_000_000,           // within a refill period
+        2 => 0_u64..4_000_000_000,       // past it: keys go idle and become reclaimable
+    ];
+    prop::collection::vec((any::<u32>(), 1_u32..1_000, 0_u32..3, advance), 1..40)
+}
+
+/// Runs `steps` on a keyed limiter with one shard (so every insert meets the reclaim path)
+/// and on a model that never evicts: one unkeyed limiter per key on the same clock. Every
+/// answer must agree, and the table must stay within the keys checked within `idle_ttl`,
+/// the time `algorithm` takes to forget a check (`forget`) and the reclaim grace.
+fn keyed_matches_model<A: Algorithm>(
+    algorithm: &A,
+    forget: Duration,
+    keys: u32,
+    idle_ttl: Duration,
+    steps: &[KeyedStep],
+) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::builder(algorithm.clone())
+        .clock(clock.clone())
+        .idle_ttl(idle_ttl)
+        .shards(1)
+        .build()
+        .unwrap();
+    let mut model: std::collections::HashMap<u32, RateLimiter<(), A, ManualClock>> =
+        std::collections::HashMap::new();
+    let mut last_check: std::collections::HashMap<u32, Duration> = std::collections::HashMap::new();
+    let (_, window) = algorithm.policy();
+    let held_for = idle_ttl + forget + window.min(Duration::from_secs(1));
+    let mut peak_active = 0_usize;
+    let mut now = Duration::ZERO;
+    for &(from, n, cost, advance) in steps {
+        for i in 0..n {
+            let key = from.wrapping_add(i) % keys;
+            let want = model
+                .entry(key)
+                .or_insert_with(|| {
+                    RateLimiter::builder(algorithm.clone())
+                        .clock(clock.clone())
+                        .build()
+                        .unwrap()
+                })
+                .check_n(&(), cost);
+            prop_assert_eq!(
+                limiter.check_n(&key, cost),
+                want,
+                "key {} at {:?}",
+                key,
+                now
+            );
+            last_check.insert(key, now);
+        }
+        let active = last_check
+            .values()
+            .filter(|&&t| now.saturating_sub(t) <= held_for)
+            .count();
+        peak_active = peak_active.max(active);
+        now += Duration::from_nanos(advance);
+        clock.set(now);
+    }
+    // A table grows only when three quarters of its keys could not be reclaimed, by at most
+    // a factor of two: at most 3 slots per key active at the peak, plus a small table's
+    // first slots and its overflow tail.
+    let one_key = RateLimiter::builder(algorithm.clone())
+        .shards(1)
+        .build()
+        .unwrap();
+    one_key.check(&0_u32).unwrap();
+    let slot = one_key.table_bytes() / 15; // a first table: 8 homes and 7 window slots
+    prop_assert!(
+        limiter.table_bytes() <= slot * (3 * peak_active + 100),
+        "{} bytes for a peak of {} active keys",
+        limiter.table_bytes(),
+        peak_active
+    );
+    prop_assert!(limiter.len() <= last_check.len());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..config() })]
+
+    #[test]
+    fn keyed_limiter_answers_as_one_that_never_evicts_and_stays_within_its_memory_bound(
+        capacity in 1_u32..8,
+        per_ms in 1_u32..4,
+        keys in 1_u32..50_000,
+        idle_ms in prop_oneof![Just(0_u64), 0_u64..3],
+        sliding in any::<bool>(),
+        steps in keyed_steps(),
+    ) {
+        let idle_ttl = Duration::from_millis(idle_ms);
+        if sliding {
+            let window = Duration::from_millis(u64::from(capacity) / u64::from(per_ms) + 1);
+            let algorithm = SlidingWindow::new(capacity, window).unwrap();
+            // a sliding window forgets a check after two windows (its own and the next)
+            keyed_matches_model(&algorithm, 2 * window, keys, idle_ttl, &steps)?;
+        } else {
+            let algorithm = TokenBucket::new(capacity, f64::from(per_ms) * 1000.0).unwrap();
+            let (_, window) = algorithm.policy();
+            keyed_matches_model(&algorithm, window, keys, idle_ttl, &steps)?;
+        }
+    }
+}

@@ -1,19 +1,29 @@
 //! The keyed store: a sharded hash table from key to an algorithm's cell.
 //!
-//! Each shard is a [`Table`] of inline `(tag, key, cell)` slots behind an `RwLock`: the key is
-//! hashed once (the low bits pick the shard, the high 31 bits are the tag that picks the slot),
+//! Each shard is a [`Table`] of inline `(tag, key, cell)` slots behind an `RwLock` (padded to
+//! its own cache lines, so that two threads on two shards never share one): the key is hashed
+//! once (the low bits pick the shard, the high 31 bits are the tag that picks the slot),
 //! lookups of existing keys take the read lock and read one run of adjacent slots, and only
 //! inserting a new key takes the write lock. A GCRA slot for a `u64` key is 24 bytes.
 //!
-//! Eviction runs inside inserts, never in the background (so a `ManualClock` drives it):
-//! - a key whose state has equalled a fresh key's for `idle_ttl` is *idle*; dropping it is
-//!   unobservable, because re-creating it gives the same answers;
-//! - every insert sweeps a few slots from a rolling cursor and drops idle keys there;
-//! - before a shard's table would grow, it drops all its idle keys first, so memory is bounded
-//!   by the keys that are not idle;
+//! A key whose state has equalled a fresh key's for `idle_ttl` is *idle*: dropping it is
+//! unobservable, because re-creating it gives the same answers. Idle keys are *not* dropped
+//! as soon as they are idle: a key that comes back finds its entry and reuses it in place, at
+//! the cost of any other lookup (per-IP traffic is mostly such keys). Space is reclaimed only
+//! where it is needed, inside inserts (never in the background, so a `ManualClock` drives it):
+//! - before a shard's table would grow, it drops the keys that have been idle for `idle_ttl`
+//!   plus a grace of one refill period (at most one second; [`MAX_GRACE`]), and grows only if
+//!   that freed less than a quarter of it, so memory follows the keys in use and one pass
+//!   over the table pays for many inserts;
 //! - with `max_keys`, a full shard drops an idle key if its sample holds one, else the least
 //!   recently used key of the sample (approximate LRU by state). This is observable: the
-//!   dropped key starts again with a full quota.
+//!   dropped key starts again with a full quota. Its table never grows past what `max_keys`
+//!   needs.
+//!
+//! So a table holds at most the keys checked within `idle_ttl`, one refill period (the
+//! longest a key takes to be full again) and the grace, and a key checked at least that often
+//! is never dropped and re-inserted. A `max_keys` shard samples its victim from the new key's
+//! home: a rolling cursor would empty the slots behind it and overfill those ahead.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::PoisonError;
@@ -27,10 +37,11 @@ use super::table::{FAR_BYTES, TAG_BITS, Table};
 /// seed), resistant to hash flooding by clients who choose their own keys.
 pub type DefaultHashBuilder = std::collections::hash_map::RandomState;
 
-/// Slots swept for idle keys on every insert.
-const SWEEP_PER_INSERT: usize = 4;
 /// Occupied slots examined when a full shard must pick a victim.
 const VICTIM_SAMPLE: usize = 16;
+/// The longest grace an idle key gets before a growing table reclaims it (nanoseconds): a
+/// refill period, but no more than this, so a limit over hours does not hold keys for hours.
+pub(crate) const MAX_GRACE: u64 = 1_000_000_000;
 
 pub(crate) struct Store<K, A: Algorithm, S> {
     hasher: S,
@@ -39,11 +50,23 @@ pub(crate) struct Store<K, A: Algorithm, S> {
     max_per_shard: usize,
 }
 
-type LockedShard<K, V> = RwLock<Shard<K, V>>;
+type LockedShard<K, V> = CacheLines<RwLock<Shard<K, V>>>;
+
+/// Keeps a shard's lock and table header on cache lines of their own (two, for the
+/// adjacent-line prefetcher): without it, threads on neighbouring shards contend for one line.
+#[repr(align(128))]
+struct CacheLines<T>(T);
+
+impl<T> std::ops::Deref for CacheLines<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 struct Shard<K, V> {
     table: Table<K, V>,
-    cursor: usize,
 }
 
 impl<K, A, S> Store<K, A, S>
@@ -68,10 +91,9 @@ where
             hasher,
             shards: (0..shards)
                 .map(|_| {
-                    RwLock::new(Shard {
+                    CacheLines(RwLock::new(Shard {
                         table: Table::new(far_bytes),
-                        cursor: 0,
-                    })
+                    }))
                 })
                 .collect(),
             mask: shards - 1,
@@ -105,15 +127,10 @@ where
         if let Some(cell) = shard.table.find(tag, |k| k.borrow() == key) {
             return f(cell);
         }
-        shard.sweep(alg, now, idle_ttl, SWEEP_PER_INSERT);
         if shard.table.len() >= self.max_per_shard {
-            shard.evict_one(alg, now, idle_ttl);
-        }
-        if shard.table.is_full() {
-            // About to grow: drop every idle key first, so memory follows the live keys.
-            shard
-                .table
-                .retain(|cell| !alg.cell_idle(cell, now, idle_ttl));
+            shard.evict_one(alg, now, idle_ttl, tag);
+        } else if shard.table.is_full() {
+            shard.reclaim_or_grow(alg, now, idle_ttl, self.max_per_shard);
         }
         // Nobody else sees the new cell before it is in the table, so it can answer first.
         let cell = alg.new_cell();
@@ -180,43 +197,52 @@ impl<K, A: Algorithm, S> Store<K, A, S> {
 }
 
 impl<K, V> Shard<K, V> {
-    /// Drops idle keys found in the next `slots` slots from the cursor.
-    fn sweep<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, slots: usize)
+    /// Makes room in a table that is about to grow: drops the keys idle for `idle_ttl` plus
+    /// the grace, and grows now (within `max_len` keys) if that freed less than a quarter, so
+    /// that the next pass is at least a quarter of the table's inserts away.
+    fn reclaim_or_grow<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, max_len: usize)
     where
         A: Algorithm + super::sealed::Sealed<Cell = V>,
     {
-        let n = self.table.num_slots();
-        for _ in 0..slots.min(n) {
-            self.cursor = (self.cursor + 1) % n;
-            if let Some((_, cell)) = self.table.get(self.cursor)
-                && alg.cell_idle(cell, now, idle_ttl)
-            {
-                self.table.remove(self.cursor);
-            }
+        let grace = alg.window().min(MAX_GRACE);
+        let idle = idle_ttl.saturating_add(grace);
+        let before = self.table.len();
+        self.table.retain(|cell| !alg.cell_idle(cell, now, idle));
+        if self.table.len() > before - before / 4 {
+            self.table.grow_within(max_len);
         }
     }
 
-    /// Makes room for one key: an idle key if the sample holds one, else the least recently
-    /// used key of the sample.
-    fn evict_one<A>(&mut self, alg: &A, now: u64, idle_ttl: u64)
+    /// Makes room for a key with `tag`: drops an idle key if the sample holds one, else the
+    /// least recently used key of the sample.
+    ///
+    /// The sample is the occupied slots from the new key's home on, a random place in the
+    /// table (the hasher is seeded), and the one the insert is about to touch. A rolling cursor
+    /// would empty the slots behind it and fill those ahead, whose runs then grow long enough to
+    /// make every insert and removal shift thousands of slots once most keys are idle.
+    fn evict_one<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, tag: u32)
     where
         A: Algorithm + super::sealed::Sealed<Cell = V>,
     {
         let n = self.table.num_slots();
+        let mut at = self.table.home(tag);
         let mut victim: Option<(usize, u64)> = None;
         let mut seen = 0;
         for _ in 0..n {
-            self.cursor = (self.cursor + 1) % n;
-            let Some((_, cell)) = self.table.get(self.cursor) else {
+            at += 1;
+            if at >= n {
+                at = 0;
+            }
+            let Some((_, cell)) = self.table.get(at) else {
                 continue;
             };
             if alg.cell_idle(cell, now, idle_ttl) {
-                victim = Some((self.cursor, 0));
+                victim = Some((at, 0));
                 break;
             }
             let recency = alg.cell_recency(cell);
             if victim.is_none_or(|(_, best)| recency < best) {
-                victim = Some((self.cursor, recency));
+                victim = Some((at, recency));
             }
             seen += 1;
             if seen == VICTIM_SAMPLE {

@@ -45,10 +45,9 @@ const WINDOW: usize = 8;
 /// lookups take one branch per slot instead of comparing a window.
 ///
 /// A branch-free window wins while its lines are cached (a branch per slot costs a
-/// mispredict per lookup: about 0.8x against 0.9x governor's check at 10 000 keys), and
-/// loses once each of its lines is a trip to DRAM (0.70x against 0.60-0.63x at 1 M keys). On
-/// the reference machine the two cross between 50 000 and 200 000 `u64` keys (1.3-5.4 MB of
-/// slots), near its 4-8 MB share of the last-level cache; see BENCHMARKS.md, session 6.
+/// mispredict per lookup), and loses once each of its lines is a trip to DRAM. The two cross
+/// between 50 000 and 200 000 `u64` keys (1.3-5.4 MB of slots), near a 4-8 MB share of a
+/// last-level cache; `compare keyed` measures both sides of it (BENCHMARKS.md).
 pub(crate) const FAR_BYTES: usize = 4 << 20;
 /// Tags are 31 bits; an empty slot's tag is never a key's.
 pub(crate) const TAG_BITS: u32 = 31;
@@ -109,7 +108,7 @@ impl<K, V> Table<K, V> {
     }
 
     #[inline]
-    fn home(&self, tag: u32) -> usize {
+    pub(crate) fn home(&self, tag: u32) -> usize {
         // `tag < 2^31` and `homes <= 2^31`: the product fits in 64 bits, the result is below
         // `homes`.
         #[allow(clippy::cast_possible_truncation)]
@@ -246,13 +245,32 @@ impl<K, V> Table<K, V> {
         }
     }
 
-    /// Moves every key into a larger table, in one ordered pass.
-    fn grow(&mut self) {
-        let homes = match self.homes {
+    /// Grows the table now, but no further than `max_len` keys need (at the load at which it
+    /// grows), unless it already holds that many.
+    pub(crate) fn grow_within(&mut self, max_len: usize) {
+        let needed = max_len
+            .saturating_mul(LOAD_DEN)
+            .div_ceil(LOAD_NUM)
+            .saturating_add(1);
+        let homes = self.next_homes().min(needed.max(self.homes + 1));
+        self.grow_to(homes);
+    }
+
+    fn next_homes(&self) -> usize {
+        match self.homes {
             0 => FIRST_HOMES,
             n if n < STEP_FROM => n * 2,
             n => n.saturating_add(n / 5).min(MAX_HOMES),
-        };
+        }
+    }
+
+    /// Moves every key into a larger table, in one ordered pass.
+    fn grow(&mut self) {
+        self.grow_to(self.next_homes());
+    }
+
+    /// Moves every key into a table of `homes` home slots, in one ordered pass.
+    fn grow_to(&mut self, homes: usize) {
         let len = self.len;
         let old = mem::replace(
             self,
