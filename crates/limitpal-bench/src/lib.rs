@@ -7,3 +7,4 @@ pub mod http;
 pub mod layers;
 pub mod limiters;
 pub mod timing;
+pub mod workloads;

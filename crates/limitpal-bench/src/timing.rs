@@ -38,6 +38,28 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// [`ns_per_op_pair`] for work done by two threads at once: each round runs `a` (then `b`)
+/// `iters` times on each of two threads ([`two_threads`]), rounds alternating; the median
+/// wall-clock nanoseconds per call, over both threads' calls (so a perfect scaling of one
+/// thread's cost halves it).
+pub fn ns_per_op_pair_threads(
+    rounds: usize,
+    iters: u64,
+    a: impl Fn(u64) + Sync,
+    b: impl Fn(u64) + Sync,
+) -> (f64, f64) {
+    #[allow(clippy::cast_precision_loss)]
+    let per_op = |d: std::time::Duration| d.as_nanos() as f64 / (2 * iters) as f64;
+    two_threads(iters, &a);
+    two_threads(iters, &b);
+    let (mut sa, mut sb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        sa.push(per_op(two_threads(iters, &a)));
+        sb.push(per_op(two_threads(iters, &b)));
+    }
+    (median(sa), median(sb))
+}
+
 /// Runs `op` `iters` times on each of two threads at once; the wall time of the pair.
 pub fn two_threads(iters: u64, op: impl Fn(u64) + Sync) -> std::time::Duration {
     let clock = MonotonicClock;

@@ -22,7 +22,11 @@ use limitpal_bench::limiters::{
     governor_denying, governor_direct, governor_keyed, governor_keyed_live, ours_denying,
     ours_direct, ours_keyed, ours_keyed_live, spread,
 };
-use limitpal_bench::timing::ns_per_op_pair;
+use limitpal_bench::timing::{ns_per_op_pair, ns_per_op_pair_threads};
+use limitpal_bench::workloads::{
+    ZipfKeys, governor_per_user, governor_refilling, ours_per_user, ours_per_user_bounded,
+    ours_refilling, rotating,
+};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
@@ -77,6 +81,11 @@ fn main() {
         "metric", "ours", "peer", "unit", "ratio"
     );
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("workloads") {
+        workloads(&mut report);
+        println!("targets: {} met, {} missed", report.met, report.missed);
+        return;
+    }
     if args.first().map(String::as_str) == Some("keyed") {
         for keys in &args[1..] {
             let Ok(keys) = keys.parse::<u64>() else {
@@ -166,6 +175,7 @@ fn main() {
     drop(ours);
     drop(peer);
 
+    workloads(&mut report);
     layers(&mut report);
     metrics_overhead(&mut report);
     http(&mut report);
@@ -201,6 +211,201 @@ fn keyed(
         "ns",
         target,
     );
+}
+
+/// Live heap bytes now (the counting allocator's figure).
+#[allow(clippy::cast_precision_loss)]
+fn heap() -> f64 {
+    alloc::live_bytes() as f64
+}
+
+/// Prints the heap each side holds after a workload: total and per key.
+fn memory(name: &str, ours: f64, peer: f64, keys: usize) {
+    #[allow(clippy::cast_precision_loss)]
+    let keys = keys.max(1) as f64;
+    println!(
+        "{:<40} {:>10.1} {:>10.1} {:<6} {:>6.2}",
+        format!("  heap MB, {name}"),
+        ours / 1e6,
+        peer / 1e6,
+        "MB",
+        ours / peer
+    );
+    println!(
+        "{:<40} {:>10.1} {:>10.1} {:<6}",
+        format!("  bytes per key touched, {name}"),
+        ours / keys,
+        peer / keys,
+        "B"
+    );
+}
+
+/// The workloads users run (see `limitpal_bench::workloads`), each side by side with
+/// governor on the same keys, and the heap each side holds afterwards.
+fn workloads(report: &mut Report) {
+    // ---- refilling: every key's quota is whole again at its next check ----
+    for keys in [10_000_u64, 100_000, 1_000_000] {
+        let base = heap();
+        let ours = ours_refilling();
+        for k in 0..keys {
+            let _ = ours.check(&k);
+        }
+        let ours_heap = heap() - base;
+        let base = heap();
+        let peer = governor_refilling();
+        for k in 0..keys {
+            let _ = peer.check_key(&k);
+        }
+        let peer_heap = heap() - base;
+        let (ours_ns, peer_ns) = ns_per_op_pair(
+            ROUNDS,
+            2_000_000,
+            |i| {
+                black_box(ours.check(&(i % keys)).is_ok());
+            },
+            |i| {
+                black_box(peer.check_key(&(i % keys)).is_ok());
+            },
+        );
+        let name = format!("refilling, {keys} keys");
+        report.line(
+            &format!("{name} (vs governor)"),
+            ours_ns,
+            peer_ns,
+            "ns",
+            Some(0.8),
+        );
+        #[allow(clippy::cast_possible_truncation)]
+        memory(&name, ours_heap, peer_heap, keys as usize);
+    }
+
+    // ---- Zipf mix: 10/s burst 20 per key, real time ----
+    let zipf = ZipfKeys::standard();
+    let base = heap();
+    let ours = ours_per_user();
+    let ours_base = heap() - base;
+    let base = heap();
+    let peer = governor_per_user();
+    let peer_base = heap() - base;
+    let (ours_ns, peer_ns) = ns_per_op_pair(
+        ROUNDS,
+        2_000_000,
+        |i| {
+            black_box(ours.check(&zipf.key(i)).is_ok());
+        },
+        |i| {
+            black_box(peer.check_key(&zipf.key(i)).is_ok());
+        },
+    );
+    report.line(
+        "Zipf mix, 1 M keys (vs governor)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(0.8),
+    );
+    // both sides' heap: measured as the growth since each was built (the other side's
+    // growth in between is subtracted by measuring each alone below)
+    let touched = zipf.distinct().min(2_000_000);
+    let ours_zipf = ours_per_user();
+    let base = heap();
+    for i in 0..2_000_000 {
+        let _ = ours_zipf.check(&zipf.key(i));
+    }
+    let ours_heap = heap() - base + ours_base;
+    drop(ours_zipf);
+    let peer_zipf = governor_per_user();
+    let base = heap();
+    for i in 0..2_000_000 {
+        let _ = peer_zipf.check_key(&zipf.key(i));
+    }
+    let peer_heap = heap() - base + peer_base;
+    drop(peer_zipf);
+    memory("Zipf mix, 2 M checks", ours_heap, peer_heap, touched);
+
+    // ---- contention: two threads ----
+    let (ours_ns, peer_ns) = ns_per_op_pair_threads(
+        ROUNDS,
+        1_000_000,
+        |i| {
+            black_box(ours.check(&zipf.key(i)).is_ok());
+        },
+        |i| {
+            black_box(peer.check_key(&zipf.key(i)).is_ok());
+        },
+    );
+    report.line(
+        "Zipf mix, 2 threads (vs governor)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(0.8),
+    );
+    drop((ours, peer));
+    let (ours, peer) = (ours_keyed(), governor_keyed());
+    let (ours_ns, peer_ns) = ns_per_op_pair_threads(
+        ROUNDS,
+        1_000_000,
+        |_| {
+            black_box(ours.check(&7).is_ok());
+        },
+        |_| {
+            black_box(peer.check_key(&7).is_ok());
+        },
+    );
+    report.line(
+        "one hot key, 2 threads (vs governor)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(1.0),
+    );
+
+    // ---- rotating: every check a never-seen key; ours bounded by max_keys ----
+    const MAX_KEYS: usize = 100_000;
+    const ROTATING_ITERS: u64 = 500_000;
+    // Each side's heap: ours is its table (u64 keys own no heap), governor's the rest.
+    let base = heap();
+    let ours = ours_per_user_bounded(Some(MAX_KEYS));
+    let peer = governor_per_user();
+    let (mut next_ours, mut next_peer) = (0_u64, 0_u64);
+    let (ours_ns, peer_ns) = ns_per_op_pair(
+        ROUNDS,
+        ROTATING_ITERS,
+        |_| {
+            black_box(ours.check(&rotating(next_ours)).is_ok());
+            next_ours += 1;
+        },
+        |_| {
+            black_box(peer.check_key(&rotating(next_peer)).is_ok());
+            next_peer += 1;
+        },
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let ours_heap = ours.table_bytes() as f64;
+    let peer_heap = heap() - base - ours_heap;
+    report.line(
+        &format!("rotating keys, max_keys {MAX_KEYS} (vs governor)"),
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(1.0),
+    );
+    #[allow(clippy::cast_possible_truncation)]
+    memory(
+        &format!("rotating, {next_peer} keys"),
+        ours_heap,
+        peer_heap,
+        next_peer as usize,
+    );
+    #[allow(clippy::cast_precision_loss)]
+    report.absolute(
+        "rotating: our table bytes / max_keys",
+        ours_heap / MAX_KEYS as f64,
+        "B",
+        32.0,
+    );
+    assert!(ours.len() <= MAX_KEYS, "max_keys holds");
 }
 
 /// ns per call of `a` and of `b`: 2 M calls a round, their rounds alternating.

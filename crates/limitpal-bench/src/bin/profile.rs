@@ -10,6 +10,7 @@
 //!
 //! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
 //! layer), `http-ours`, `http-governor` (allowed requests through one axum router),
+//! `rotating-ours` (every check a new key, `max_keys` 100 000),
 //! `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given third;
 //! the key set is built first, so profile twice with different counts and subtract).
 
@@ -69,6 +70,15 @@ fn main() {
             let limiter = governor_keyed_live();
             (0..keys).for_each(|k| drop(limiter.check_key(&k)));
             (0..n).for_each(|i| drop(black_box(limiter.check_key(&key(i, keys)))));
+        }
+        "rotating-ours" => {
+            let limiter = limitpal_bench::workloads::ours_per_user_bounded(Some(100_000));
+            (0..n).for_each(|i| {
+                if keys < 1_000_000 && i % keys == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                let _ = black_box(limiter.check(&limitpal_bench::workloads::rotating(i)));
+            });
         }
         other => {
             eprintln!("unknown workload {other:?}");
