@@ -10,7 +10,8 @@
 //!
 //! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
 //! layer), `http-ours`, `http-governor` (allowed requests through one axum router),
-//! `rotating-ours` (every check a new key, `max_keys` 100 000),
+//! `refilling-ours`, `refilling-governor` (round-robin over the keys given third, each full
+//! again when it comes back), `zipf-ours`, `zipf-governor` (the Zipf mix), `rotating-ours` (every check a new key, `max_keys` 100 000),
 //! `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given third;
 //! the key set is built first, so profile twice with different counts and subtract).
 
@@ -70,6 +71,28 @@ fn main() {
             let limiter = governor_keyed_live();
             (0..keys).for_each(|k| drop(limiter.check_key(&k)));
             (0..n).for_each(|i| drop(black_box(limiter.check_key(&key(i, keys)))));
+        }
+        "refilling-ours" => {
+            let limiter = limitpal_bench::workloads::ours_refilling();
+            (0..n).for_each(|i| {
+                let _ = black_box(limiter.check(&(i % keys)));
+            });
+        }
+        "refilling-governor" => {
+            let limiter = limitpal_bench::workloads::governor_refilling();
+            (0..n).for_each(|i| drop(black_box(limiter.check_key(&(i % keys)))));
+        }
+        "zipf-ours" => {
+            let zipf = limitpal_bench::workloads::ZipfKeys::standard();
+            let limiter = limitpal_bench::workloads::ours_per_user();
+            (0..n).for_each(|i| {
+                let _ = black_box(limiter.check(&zipf.key(i)));
+            });
+        }
+        "zipf-governor" => {
+            let zipf = limitpal_bench::workloads::ZipfKeys::standard();
+            let limiter = limitpal_bench::workloads::governor_per_user();
+            (0..n).for_each(|i| drop(black_box(limiter.check_key(&zipf.key(i)))));
         }
         "rotating-ours" => {
             let limiter = limitpal_bench::workloads::ours_per_user_bounded(Some(100_000));

@@ -98,8 +98,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let now = now_nanos(&self.inner.clock);
-        self.decide(key, now, 1)
+        self.decide(key, || now_nanos(&self.inner.clock), 1)
             .map(|()| self.inner.metrics.allowed())
             .or_else(|wait| self.reject(wait))
     }
@@ -115,7 +114,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.decide(key, nanos(now), 1)
+        self.decide(key, || nanos(now), 1)
             .map(|()| self.inner.metrics.allowed())
             .or_else(|wait| self.reject(wait))
     }
@@ -149,8 +148,7 @@ where
         if n > max {
             return Err(CheckNError::InsufficientCapacity { max });
         }
-        let now = now_nanos(&self.inner.clock);
-        self.decide(key, now, n)
+        self.decide(key, || now_nanos(&self.inner.clock), n)
             .map(|()| self.inner.metrics.allowed())
             .or_else(|wait| self.reject(wait).map_err(CheckNError::RateLimited))
     }
@@ -188,7 +186,7 @@ where
         let mut now = now_nanos(clock);
         let deadline = now.saturating_add(nanos(timeout));
         loop {
-            let Err(wait) = self.decide(key, now, 1) else {
+            let Err(wait) = self.decide(key, || now, 1) else {
                 return Ok(());
             };
             if self.inner.shadow {
@@ -225,10 +223,10 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &*self.inner;
-        let now = now_nanos(&inner.clock);
         let alg = &inner.algorithm;
-        let decide = |cell: &A::Cell| (alg.check_cell(cell, now, 1), alg.cell_quota(cell, now));
-        let (result, (remaining, reset)) = self.with_cell(key, now, decide);
+        let decide =
+            |cell: &A::Cell, now| (alg.check_cell(cell, now, 1), alg.cell_quota(cell, now));
+        let (result, (remaining, reset)) = self.with_cell(key, || now_nanos(&inner.clock), decide);
         let quota = Quota {
             limit: alg.capacity(),
             remaining,
@@ -319,26 +317,33 @@ where
     }
 
     #[inline]
-    fn decide<Q>(&self, key: &Q, now: u64, cost: u32) -> Result<(), u64>
+    fn decide<Q>(&self, key: &Q, now: impl FnOnce() -> u64, cost: u32) -> Result<(), u64>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &*self.inner;
-        self.with_cell(key, now, |cell| inner.algorithm.check_cell(cell, now, cost))
+        self.with_cell(key, now, |cell, now| {
+            inner.algorithm.check_cell(cell, now, cost)
+        })
     }
 
-    /// Runs `f` on `key`'s cell: the single cell for zero-sized keys (no hashing), else the
-    /// store's (inserting a fresh one for a new key).
+    /// Runs `f` on `key`'s cell and the time `now` reads: the single cell for zero-sized keys
+    /// (no hashing), else the store's (inserting a fresh one for a new key).
     #[inline]
-    fn with_cell<Q, R>(&self, key: &Q, now: u64, f: impl FnOnce(&A::Cell) -> R) -> R
+    fn with_cell<Q, R>(
+        &self,
+        key: &Q,
+        now: impl FnOnce() -> u64,
+        f: impl FnOnce(&A::Cell, u64) -> R,
+    ) -> R
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &*self.inner;
         if size_of::<K>() == 0 {
-            return f(&inner.single);
+            return f(&inner.single, now());
         }
         inner
             .store

@@ -33,9 +33,23 @@ use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::Algorithm;
 use super::table::{FAR_BYTES, TAG_BITS, Table};
 
-/// The default hasher for keys: std's `RandomState` (SipHash-1-3 with a random per-process
-/// seed), resistant to hash flooding by clients who choose their own keys.
-pub type DefaultHashBuilder = std::collections::hash_map::RandomState;
+/// The default hasher for keys: foldhash, seeded at random per limiter (a third of
+/// SipHash's cost for a `u64` key).
+///
+/// Flooding is handled by the store rather than the hasher: a shard whose keys collide, so
+/// that an insert walks [`LONG_RUN`] slots or meets [`SAME_TAG`] equal tags, rehashes its keys with std's SipHash-1-3
+/// (random seed), and its lookups use SipHash from then on. So a client who learns the seed
+/// and chooses colliding keys costs one rehash per shard, never slow lookups; the same holds
+/// for any hasher given to [`hasher`](super::RateLimiterBuilder::hasher).
+pub type DefaultHashBuilder = foldhash::fast::RandomState;
+
+/// Slots an insert may walk before its shard turns to SipHash. By chance, below the table's
+/// load limit (9/10), the longest run among 4 M random keys in one table is about 1 600
+/// slots (it grows with the logarithm of the keys), so reaching this means colliding keys.
+const LONG_RUN: usize = 4096;
+/// Keys with one 31-bit tag an insert may meet before its shard turns to SipHash: among
+/// random keys even three equal tags are rare.
+const SAME_TAG: usize = 8;
 
 /// Occupied slots examined when a full shard must pick a victim.
 const VICTIM_SAMPLE: usize = 16;
@@ -45,6 +59,8 @@ pub(crate) const MAX_GRACE: u64 = 1_000_000_000;
 
 pub(crate) struct Store<K, A: Algorithm, S> {
     hasher: S,
+    /// SipHash, for the shards whose keys collide under `hasher`.
+    strong: std::collections::hash_map::RandomState,
     shards: Box<[LockedShard<K, A::Cell>]>,
     mask: usize,
     max_per_shard: usize,
@@ -67,6 +83,8 @@ impl<T> std::ops::Deref for CacheLines<T> {
 
 struct Shard<K, V> {
     table: Table<K, V>,
+    /// Tags come from the store's SipHash instead of the hasher (after colliding keys).
+    strong: bool,
 }
 
 impl<K, A, S> Store<K, A, S>
@@ -89,10 +107,12 @@ where
         let far_bytes = FAR_BYTES / shards;
         Self {
             hasher,
+            strong: std::collections::hash_map::RandomState::new(),
             shards: (0..shards)
                 .map(|_| {
                     CacheLines(RwLock::new(Shard {
                         table: Table::new(far_bytes),
+                        strong: false,
                     }))
                 })
                 .collect(),
@@ -101,31 +121,57 @@ where
         }
     }
 
-    /// Runs `f` on `key`'s cell, inserting a fresh cell first when the key is new.
+    /// Runs `f` on `key`'s cell and the time, inserting a fresh cell first when the key is new.
+    ///
+    /// The time is read (`now`) once the key's slot is being fetched, so that reading the
+    /// clock overlaps a cache miss on the slot instead of preceding it.
     #[inline]
     pub(crate) fn with_cell<Q, R>(
         &self,
         alg: &A,
         key: &Q,
-        now: u64,
+        now: impl FnOnce() -> u64,
         idle_ttl: u64,
-        f: impl FnOnce(&A::Cell) -> R,
+        f: impl FnOnce(&A::Cell, u64) -> R,
     ) -> R
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let (shard, tag) = self.locate(key);
+        let (shard, hash) = self.locate(key);
         {
             let read = read(shard);
+            let tag = self.tag(&read, key, hash);
             if let Some(cell) = read.table.find(tag, |k| k.borrow() == key) {
-                return f(cell);
+                return f(cell, now());
             }
         }
+        self.insert_with(alg, shard, hash, key, now, idle_ttl, f)
+    }
+
+    /// The insert path of [`with_cell`](Self::with_cell): under the write lock, finds the key
+    /// again (another thread may have inserted it) or makes room and inserts it.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_with<Q, R>(
+        &self,
+        alg: &A,
+        shard: &LockedShard<K, A::Cell>,
+        hash: u64,
+        key: &Q,
+        now: impl FnOnce() -> u64,
+        idle_ttl: u64,
+        f: impl FnOnce(&A::Cell, u64) -> R,
+    ) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let mut guard = write(shard);
         let shard = &mut *guard;
+        let now = now();
+        let tag = self.tag(shard, key, hash);
         if let Some(cell) = shard.table.find(tag, |k| k.borrow() == key) {
-            return f(cell);
+            return f(cell, now);
         }
         if shard.table.len() >= self.max_per_shard {
             shard.evict_one(alg, now, idle_ttl, tag);
@@ -134,8 +180,11 @@ where
         }
         // Nobody else sees the new cell before it is in the table, so it can answer first.
         let cell = alg.new_cell();
-        let answer = f(&cell);
-        shard.table.insert(tag, key.to_owned(), cell);
+        let answer = f(&cell, now);
+        let walk = shard.table.insert(tag, key.to_owned(), cell);
+        if (walk.run >= LONG_RUN || walk.same_tag >= SAME_TAG) && !shard.strong {
+            self.strengthen(shard);
+        }
         answer
     }
 
@@ -145,26 +194,49 @@ where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (shard, tag) = self.locate(key);
+        let (shard, hash) = self.locate(key);
         let read = read(shard);
+        let tag = self.tag(&read, key, hash);
         read.table.find(tag, |k| k.borrow() == key).map(f)
     }
 
-    /// The shard that holds `key` (the hash's low bits) and its tag there (the high 31 bits).
+    /// The shard that holds `key` (the hash's low bits) and the hash.
     ///
     /// Always inlined, with the hasher spelled out rather than `hash_one`: in a large caller
     /// (a layer's erased limiter) `hash_one` stayed an out-of-line call on std's generic byte
     /// path, 142 instructions per `u64` key against ~90 inlined (callgrind, BENCHMARKS.md).
     #[inline(always)]
-    fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (&LockedShard<K, A::Cell>, u32) {
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        let hash = std::hash::Hasher::finish(&hasher);
+    fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (&LockedShard<K, A::Cell>, u64) {
+        let hash = hash_with(&self.hasher, key);
         #[allow(clippy::cast_possible_truncation)] // only the low bits pick the shard
         let shard = &self.shards[hash as usize & self.mask];
-        #[allow(clippy::cast_possible_truncation)] // the high half, exactly
-        let tag = (hash >> (64 - TAG_BITS)) as u32;
-        (shard, tag)
+        (shard, hash)
+    }
+
+    /// `key`'s tag in `shard`: the high 31 bits of `hash`, or of its SipHash once the shard
+    /// has seen colliding keys.
+    #[inline(always)]
+    fn tag<Q: Hash + ?Sized>(&self, shard: &Shard<K, A::Cell>, key: &Q, hash: u64) -> u32 {
+        if shard.strong {
+            tag_of(hash_with(&self.strong, key))
+        } else {
+            tag_of(hash)
+        }
+    }
+
+    /// Re-tags a shard's keys with SipHash: its keys collide under the hasher.
+    #[cold]
+    fn strengthen(&self, shard: &mut Shard<K, A::Cell>) {
+        shard.strong = true;
+        shard
+            .table
+            .retag(|key| tag_of(hash_with(&self.strong, key)));
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            target: "limitpal::limiter",
+            keys = shard.table.len(),
+            "keys collide under the hasher: this shard now hashes them with SipHash"
+        );
     }
 
     /// Drops every idle key, then counts the rest. `O(keys)`.
@@ -255,6 +327,20 @@ impl<K, V> Shard<K, V> {
     }
 }
 
+#[inline(always)]
+fn hash_with<S: BuildHasher, Q: Hash + ?Sized>(hasher: &S, key: &Q) -> u64 {
+    let mut hasher = hasher.build_hasher();
+    key.hash(&mut hasher);
+    std::hash::Hasher::finish(&hasher)
+}
+
+#[inline(always)]
+fn tag_of(hash: u64) -> u32 {
+    #[allow(clippy::cast_possible_truncation)] // the high 31 bits, exactly
+    let tag = (hash >> (64 - TAG_BITS)) as u32;
+    tag
+}
+
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     // Nothing panics while a shard is locked; a poisoned shard still holds valid states.
     lock.read().unwrap_or_else(PoisonError::into_inner)
@@ -262,4 +348,69 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate::TokenBucket;
+    use crate::rate::sealed::Sealed;
+    use std::hash::BuildHasherDefault;
+
+    /// A hasher under which every key collides.
+    #[derive(Default)]
+    struct Constant;
+
+    impl std::hash::Hasher for Constant {
+        fn finish(&self) -> u64 {
+            0x5eed
+        }
+
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    fn strong_shards<S>(store: &Store<u64, TokenBucket, S>) -> usize {
+        store.shards.iter().filter(|s| read(s).strong).count()
+    }
+
+    #[test]
+    fn colliding_keys_turn_their_shard_to_siphash_and_keep_their_state() {
+        let alg = TokenBucket::new(2, 1.0).unwrap();
+        let store = Store::new(BuildHasherDefault::<Constant>::default(), 4, None);
+        let check = |key: u64| {
+            store.with_cell(
+                &alg,
+                &key,
+                || 0,
+                0,
+                |cell, now| alg.check_cell(cell, now, 1),
+            )
+        };
+        for key in 0..20_000 {
+            assert_eq!(check(key), Ok(()));
+        }
+        assert_eq!(strong_shards(&store), 1, "one shard held every key");
+        for key in 0..20_000 {
+            assert_eq!(check(key), Ok(()), "the second of two tokens, key {key}");
+            assert!(check(key).is_err(), "and no third");
+        }
+    }
+
+    #[test]
+    fn random_keys_never_turn_a_shard_to_siphash() {
+        let alg = TokenBucket::new(2, 1.0).unwrap();
+        let store = Store::new(DefaultHashBuilder::default(), 1, None);
+        for key in 0..1_000_000_u64 {
+            store
+                .with_cell(
+                    &alg,
+                    &key,
+                    || 0,
+                    0,
+                    |cell, now| alg.check_cell(cell, now, 1),
+                )
+                .unwrap();
+        }
+        assert_eq!(strong_shards(&store), 0);
+    }
 }
