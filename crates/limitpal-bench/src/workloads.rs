@@ -5,7 +5,7 @@
 //!   traffic, where the store finds most keys idle;
 //! - *Zipf*: keys drawn Zipf-distributed (s = 1.0 over 1 M keys: a few hot keys and a long
 //!   cold tail) with a per-key quota of 10 per second, burst 20, under real time;
-//! - *rotating*: every check a key never seen before (the hash-flooding / DoS case), ours with
+//! - *rotating*: every check a key never seen before (a flood of made-up keys), ours with
 //!   `max_keys`, governor's unbounded;
 //! - *contention*: two threads on one hot key, and two threads on the Zipf mix.
 
