@@ -11,7 +11,8 @@
 //! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
 //! layer), `http-ours`, `http-governor` (allowed requests through one axum router),
 //! `refilling-ours`, `refilling-governor` (round-robin over the keys given third, each full
-//! again when it comes back), `zipf-ours`, `zipf-governor` (the Zipf mix), `rotating-ours` (every check a new key, `max_keys` 100 000),
+//! again when it comes back), `deny-ours`, `deny-governor` (a spent unkeyed quota), `zipf-ours`, `zipf-governor` (the
+//! Zipf mix), `rotating-ours` (every check a new key, `max_keys` 100 000),
 //! `keyed-ours`, `keyed-governor` (checks spread over 1 M live keys, or the count given third;
 //! the key set is built first, so profile twice with different counts and subtract).
 
@@ -81,6 +82,14 @@ fn main() {
         "refilling-governor" => {
             let limiter = limitpal_bench::workloads::governor_refilling();
             (0..n).for_each(|i| drop(black_box(limiter.check_key(&(i % keys)))));
+        }
+        "deny-ours" => {
+            let limiter = limitpal_bench::limiters::ours_denying();
+            (0..n).for_each(|_| drop(black_box(limiter.check(&()))));
+        }
+        "deny-governor" => {
+            let limiter = limitpal_bench::limiters::governor_denying();
+            (0..n).for_each(|_| drop(black_box(limiter.check())));
         }
         "zipf-ours" => {
             let zipf = limitpal_bench::workloads::ZipfKeys::standard();
