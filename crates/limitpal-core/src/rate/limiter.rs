@@ -435,7 +435,8 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
         }
     }
 
-    /// The hasher for keys (default [`DefaultHashBuilder`], flood-resistant).
+    /// The hasher for keys (default [`DefaultHashBuilder`]). Any hasher is flood-safe here: a
+    /// shard whose keys collide under it rehashes them with SipHash.
     pub fn hasher<S2: BuildHasher>(self, hasher: S2) -> RateLimiterBuilder<K, A, C, S2> {
         RateLimiterBuilder {
             algorithm: self.algorithm,
