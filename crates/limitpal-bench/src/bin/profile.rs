@@ -85,7 +85,9 @@ fn main() {
         }
         "deny-ours" => {
             let limiter = limitpal_bench::limiters::ours_denying();
-            (0..n).for_each(|_| drop(black_box(limiter.check(&()))));
+            (0..n).for_each(|_| {
+                let _ = black_box(limiter.check(&()));
+            });
         }
         "deny-governor" => {
             let limiter = limitpal_bench::limiters::governor_denying();
