@@ -540,3 +540,37 @@ fn builder_needs_no_turbofish() {
     assert!(limiter.check(&42_u32).is_ok());
     assert!(format!("{limiter:?}").contains("TokenBucket"));
 }
+
+/// A hasher under which every key collides, as a flood of chosen keys would.
+#[derive(Default)]
+struct Colliding;
+
+impl std::hash::Hasher for Colliding {
+    fn finish(&self) -> u64 {
+        42
+    }
+
+    fn write(&mut self, _: &[u8]) {}
+}
+
+#[test]
+fn keys_that_all_collide_keep_exact_answers() {
+    let limiter = RateLimiter::builder(TokenBucket::new(2, 1.0).unwrap())
+        .clock(ManualClock::new())
+        .hasher(std::hash::BuildHasherDefault::<Colliding>::default())
+        .build()
+        .unwrap();
+    // 50 000 colliding keys: their shard turns to SipHash, so this stays linear.
+    for key in 0..50_000_u64 {
+        assert_eq!(limiter.check(&key), Ok(()));
+    }
+    for key in 0..50_000_u64 {
+        assert_eq!(limiter.check(&key), Ok(()), "key {key}: its second token");
+        assert_eq!(
+            limiter.check(&key),
+            Err(RateLimited::new(SEC)),
+            "key {key}: no third"
+        );
+    }
+    assert_eq!(limiter.len(), 50_000);
+}
