@@ -146,26 +146,6 @@ where
                 return f(cell, now());
             }
         }
-        self.insert_with(alg, shard, hash, key, now, idle_ttl, f)
-    }
-
-    /// The insert path of [`with_cell`](Self::with_cell): under the write lock, finds the key
-    /// again (another thread may have inserted it) or makes room and inserts it.
-    #[allow(clippy::too_many_arguments)]
-    fn insert_with<Q, R>(
-        &self,
-        alg: &A,
-        shard: &LockedShard<K, A::Cell>,
-        hash: u64,
-        key: &Q,
-        now: impl FnOnce() -> u64,
-        idle_ttl: u64,
-        f: impl FnOnce(&A::Cell, u64) -> R,
-    ) -> R
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
         let mut guard = write(shard);
         let shard = &mut *guard;
         let now = now();
