@@ -22,8 +22,7 @@
 //!
 //! So a table holds at most the keys checked within `idle_ttl`, one refill period (the
 //! longest a key takes to be full again) and the grace, and a key checked at least that often
-//! is never dropped and re-inserted. A `max_keys` shard samples its victim from the new key's
-//! home: a rolling cursor would empty the slots behind it and overfill those ahead.
+//! is never dropped and re-inserted.
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::PoisonError;
@@ -36,9 +35,9 @@ use super::table::{FAR_BYTES, TAG_BITS, Table};
 /// The default hasher for keys: foldhash, seeded at random per limiter (a third of
 /// SipHash's cost for a `u64` key).
 ///
-/// Flooding is handled by the store rather than the hasher: a shard whose keys collide, so
-/// that an insert walks [`LONG_RUN`] slots or meets [`SAME_TAG`] equal tags, rehashes its keys with std's SipHash-1-3
-/// (random seed), and its lookups use SipHash from then on. So a client who learns the seed
+/// Flooding is handled by the store rather than the hasher: a shard whose keys collide (an
+/// insert walks 4096 slots, or meets 8 keys with its 31-bit tag) rehashes them with std's
+/// SipHash-1-3 (random seed), and its lookups use SipHash from then on. So a client who learns the seed
 /// and chooses colliding keys costs one rehash per shard, never slow lookups; the same holds
 /// for any hasher given to [`hasher`](super::RateLimiterBuilder::hasher).
 pub type DefaultHashBuilder = foldhash::fast::RandomState;
@@ -55,7 +54,7 @@ const SAME_TAG: usize = 8;
 const VICTIM_SAMPLE: usize = 16;
 /// The longest grace an idle key gets before a growing table reclaims it (nanoseconds): a
 /// refill period, but no more than this, so a limit over hours does not hold keys for hours.
-pub(crate) const MAX_GRACE: u64 = 1_000_000_000;
+const MAX_GRACE: u64 = 1_000_000_000;
 
 pub(crate) struct Store<K, A: Algorithm, S> {
     hasher: S,

@@ -126,17 +126,11 @@ impl<K, V> Table<K, V> {
         home
     }
 
-    /// Whether lookups take one branch per slot (the slots take [`FAR_BYTES`] or more).
-    #[inline]
-    pub(crate) fn is_far(&self) -> bool {
-        self.slots.len() >= self.far_from
-    }
-
     /// The value stored under `tag` (below `2^31`) whose key satisfies `eq`.
     #[inline]
     pub(crate) fn find(&self, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
         let home = self.home(tag);
-        if self.is_far() {
+        if self.slots.len() >= self.far_from {
             return self.probe(home, tag, eq);
         }
         if let Some(window) = self.slots.get(home..home + WINDOW) {
@@ -239,23 +233,23 @@ impl<K, V> Table<K, V> {
         }
     }
 
-    /// Gives every key the tag `tag(key)`, rebuilding the table at its size.
+    /// Gives every key the tag `tag(key)`, rebuilding the table at its size: the keys sorted
+    /// by their new tags, then placed by the same ordered pass as growth.
     pub(crate) fn retag(&mut self, mut tag: impl FnMut(&K) -> u32) {
-        let mut keys: Vec<(u32, K, V)> = mem::take(&mut self.slots)
+        let mut slots: Vec<Slot<K, V>> = mem::take(&mut self.slots)
             .into_iter()
             .filter_map(|slot| match slot {
-                Slot::Full { key, value, .. } => Some((tag(&key), key, value)),
+                Slot::Full { key, value, .. } => Some(Slot::Full {
+                    tag: tag(&key),
+                    key,
+                    value,
+                }),
                 Slot::Empty { .. } => None,
             })
             .collect();
-        keys.sort_unstable_by_key(|(tag, ..)| *tag);
-        self.len = 0;
-        self.slots = std::iter::repeat_with(Slot::empty)
-            .take(self.homes + WINDOW - 1)
-            .collect();
-        for (tag, key, value) in keys {
-            self.insert(tag, key, value);
-        }
+        slots.sort_unstable_by_key(Slot::tag);
+        self.slots = slots;
+        self.grow_to(self.homes);
     }
 
     /// Removes the key at slot `index` (nothing if it is empty), shifting the displaced keys
@@ -311,7 +305,8 @@ impl<K, V> Table<K, V> {
         self.grow_to(self.next_homes());
     }
 
-    /// Moves every key into a table of `homes` home slots, in one ordered pass.
+    /// Moves every key into a table of `homes` home slots, in one ordered pass (the slots hold
+    /// their keys sorted by tag).
     fn grow_to(&mut self, homes: usize) {
         let len = self.len;
         let old = mem::replace(
