@@ -50,9 +50,9 @@ pub use limitpal_core::{
     CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, CircuitState,
     Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Jitter,
     LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, Quota, RateLimited,
-    RateLimiter, RateLimiterBuilder, ResilientExecutor, ResilientExecutorBuilder, RetryBudget,
-    RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep,
-    SlidingWindow, TokenBucket,
+    RateLimiter, RateLimiterBuilder, Reservation, Reserve, ReserveFuture, ResilientExecutor,
+    ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng,
+    RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
 };
 
 /// Concurrency limits: [`Bulkhead`], [`AdaptiveLimit`] and its algorithms.
@@ -70,7 +70,7 @@ pub mod tower {
     pub use limitpal_tower::{
         AdaptiveLimitLayer, AsyncResilientExecutor, BulkheadLayer, CircuitBreakerLayer,
         KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, ResilienceLayer, RetryExhausted,
-        RetryLayer, TimedOut, TokioClock,
+        RetryLayer, TimedOut, TokioClock, UntilReady, UntilReadyFuture,
     };
     pub use limitpal_tower::{breaker, bulkhead, limit, resilience, retry};
 }

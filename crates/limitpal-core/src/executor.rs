@@ -11,22 +11,76 @@ use crate::blocking::block_on;
 use crate::pipeline::{Attempt, Pipeline, PipelineParts, Settled};
 use crate::{
     AdaptiveLimit, AsyncLimiter, Bulkhead, CircuitBreaker, Classify, Clock, ConfigError,
-    DefaultClassifier, Error, MonotonicClock, Outcome, RateLimited, RetryBudget, RetryPolicy,
+    DefaultClassifier, Error, MonotonicClock, Outcome, RateLimited, Reserve, RetryBudget,
+    RetryPolicy,
 };
 
 /// An executor's limiter: any [`AsyncLimiter`], erased; answers now or through a future.
-pub type CheckFn<K> = Arc<dyn Fn(&K) -> LimitCheck + Send + Sync>;
+/// Made by [`check_fn`].
+pub struct CheckFn<K>(Arc<dyn ErasedLimiter<K>>);
 
-/// Erases `limiter` into a [`CheckFn`]: a local limiter answers now (nothing boxed), a remote
-/// one through a boxed future.
+impl<K> Clone for CheckFn<K> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<K> fmt::Debug for CheckFn<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CheckFn(..)")
+    }
+}
+
+/// The object-safe face of an [`AsyncLimiter`].
+trait ErasedLimiter<K>: Send + Sync {
+    fn check(&self, key: &K) -> LimitCheck;
+    fn reserve(&self, key: &K, max_wait: Duration) -> Reserve;
+    fn hold(&self, key: &K, d: Duration);
+}
+
+impl<K, L: AsyncLimiter<K> + Send + Sync> ErasedLimiter<K> for L {
+    #[inline]
+    fn check(&self, key: &K) -> LimitCheck {
+        match self.check_now(key) {
+            Some(answer) => LimitCheck::Now(answer),
+            None => LimitCheck::Later(Box::pin(AsyncLimiter::check(self, key))),
+        }
+    }
+
+    fn reserve(&self, key: &K, max_wait: Duration) -> Reserve {
+        AsyncLimiter::reserve(self, key, max_wait)
+    }
+
+    fn hold(&self, key: &K, d: Duration) {
+        AsyncLimiter::hold(self, key, d);
+    }
+}
+
+impl<K> CheckFn<K> {
+    /// Checks `key`: a local limiter answers now (nothing boxed), a remote one through a
+    /// boxed future.
+    #[inline]
+    pub fn check(&self, key: &K) -> LimitCheck {
+        self.0.check(key)
+    }
+
+    /// Reserves `key`'s next slot within `max_wait` (see [`AsyncLimiter::reserve`]).
+    pub fn reserve(&self, key: &K, max_wait: Duration) -> Reserve {
+        self.0.reserve(key, max_wait)
+    }
+
+    /// Holds `key` for `d` (pushback; see [`AsyncLimiter::hold`]).
+    pub fn hold(&self, key: &K, d: Duration) {
+        self.0.hold(key, d);
+    }
+}
+
+/// Erases `limiter` into a [`CheckFn`].
 pub fn check_fn<K, L>(limiter: L) -> CheckFn<K>
 where
     L: AsyncLimiter<K> + Send + Sync + 'static,
 {
-    Arc::new(move |key: &K| match limiter.check_now(key) {
-        Some(answer) => LimitCheck::Now(answer),
-        None => LimitCheck::Later(Box::pin(limiter.check(key))),
-    })
+    CheckFn(Arc::new(limiter))
 }
 
 /// A limiter's answer: now (a local limiter), or later (a remote one such as Redis).
@@ -198,6 +252,26 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         }
     }
 
+    /// Waits up to `max_wait` for the limiter's quota instead of failing with
+    /// [`Error::RateLimited`] (LimitPal's "wait for quota"). A reservation beyond `max_wait`
+    /// or the deadline is refused at once. An Open breaker fails fast without waiting; a wait
+    /// holds no half-open probe and no bulkhead slot, and the breaker is asked again after it
+    /// (Open then: [`Error::CircuitOpen`], the quota given back). Retries wait the same way.
+    #[must_use]
+    pub fn limiter_wait(mut self, max_wait: Duration) -> Self {
+        self.parts.limiter_wait = Some(max_wait);
+        self
+    }
+
+    /// Whether an upstream's own `retry_after` (HTTP `Retry-After` through the classifier, a
+    /// classifier's [`Outcome::Failure`]) holds the key in the limiter for every caller
+    /// (default on). The hold is cut to the retry policy's `max_delay` (10 s without one).
+    #[must_use]
+    pub fn respect_pushback(mut self, respect: bool) -> Self {
+        self.parts.respect_pushback = respect;
+        self
+    }
+
     /// Whether attempts after the first are checked and charged by the limiter (default
     /// true: a retry is a real call upstream).
     #[must_use]
@@ -352,15 +426,48 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
             let mut permits = p.admit(&run)?;
             if p.charges(&run)
                 && let Some(limiter) = &self.limiter
-                && let Err(denied) = match limiter(key) {
-                    LimitCheck::Now(answer) => answer,
-                    LimitCheck::Later(future) => {
-                        block_on(future, None).expect("a wait without a timeout ends done")
+            {
+                match p.limit_wait(&run) {
+                    None => {
+                        let answer = match limiter.check(key) {
+                            LimitCheck::Now(answer) => answer,
+                            LimitCheck::Later(future) => {
+                                block_on(future, None).expect("a wait without a timeout ends done")
+                            }
+                        };
+                        if let Err(denied) = answer {
+                            drop(permits); // released unrecorded: the breaker learns nothing
+                            return Err(Error::RateLimited(denied));
+                        }
+                    }
+                    Some(max_wait) => {
+                        let reserved = match limiter.reserve(key, max_wait) {
+                            Reserve::Now(answer) => answer,
+                            Reserve::Later(future) => {
+                                block_on(future, None).expect("a wait without a timeout ends done")
+                            }
+                        };
+                        let reservation = match reserved {
+                            Ok(reservation) => reservation,
+                            Err(denied) => {
+                                drop(permits);
+                                return Err(Error::RateLimited(denied));
+                            }
+                        };
+                        if !reservation.delay().is_zero() {
+                            drop(permits); // a wait holds no half-open probe
+                            p.clock().sleep(reservation.delay());
+                            permits = match p.admit(&run) {
+                                Ok(permits) => permits,
+                                Err(refused) => {
+                                    reservation.cancel();
+                                    return Err(refused);
+                                }
+                            };
+                        }
+                        reservation.commit();
                     }
                 }
-            {
-                drop(permits); // released unrecorded: the breaker learns nothing
-                return Err(Error::RateLimited(denied));
             }
             if let Some(bulkhead) = p.bulkhead() {
                 permits.slot = Some(bulkhead.acquire_blocking().map_err(Error::BulkheadFull)?);
@@ -380,7 +487,11 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                 }
                 _ => Attempt::Done(result),
             };
-            match p.settle(&mut run, permits, attempt) {
+            let settled = p.settle(&mut run, permits, attempt);
+            if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
+                limiter.hold(key, hold);
+            }
+            match settled {
                 Settled::Retry(delay) => p.clock().sleep(delay),
                 Settled::Done(result) => return result,
             }

@@ -46,10 +46,10 @@ pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, ResilientExecutor, ResilientExecutorBuilder,
     RetryIf, SyncTarget, check_fn,
 };
-pub use limiter_async::AsyncLimiter;
+pub use limiter_async::{AsyncLimiter, Reserve, ReserveFuture};
 pub use rate::{
     Algorithm, All, DefaultHashBuilder, LeakyBucket, Quota, RateLimiter, RateLimiterBuilder,
-    SlidingWindow, TokenBucket,
+    Reservation, SlidingWindow, TokenBucket,
 };
 pub use retry::{
     Backoff, Jitter, RetryBudget, RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule,

@@ -1,10 +1,33 @@
 //! The limiter interface that layers and executors use, local or remote alike.
 
+use std::fmt;
 use std::future::{Ready, ready};
 use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
+use std::time::Duration;
 
-use crate::rate::Algorithm;
+use crate::rate::{Algorithm, Reservation};
 use crate::{Clock, RateLimited, RateLimiter};
+
+/// A reservation a remote limiter answers through a future.
+pub type ReserveFuture = Pin<Box<dyn Future<Output = Result<Reservation, RateLimited>> + Send>>;
+
+/// What [`AsyncLimiter::reserve`] answers: at once (a local limiter) or through a future.
+pub enum Reserve {
+    /// The answer, now.
+    Now(Result<Reservation, RateLimited>),
+    /// The answer, later (a remote limiter's round trip).
+    Later(ReserveFuture),
+}
+
+impl fmt::Debug for Reserve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Now(answer) => f.debug_tuple("Now").field(answer).finish(),
+            Self::Later(_) => f.write_str("Later(..)"),
+        }
+    }
+}
 
 /// A limiter that answers through a future: the local [`RateLimiter`] (an already-ready
 /// future, no boxing) or a remote one such as the Redis limiter. Runtime-agnostic.
@@ -40,6 +63,27 @@ pub trait AsyncLimiter<K> {
         let _ = key;
         None
     }
+
+    /// Takes `key`'s next slot if it is at most `max_wait` ahead (see
+    /// [`RateLimiter::reserve`]); waiting for it is the caller's part. The default, for a
+    /// limiter that cannot reserve, answers as [`check`](Self::check) does: admitted now or
+    /// refused, never a slot ahead.
+    fn reserve(&self, key: &K, max_wait: Duration) -> Reserve {
+        let _ = max_wait;
+        if let Some(answer) = self.check_now(key) {
+            return Reserve::Now(answer.map(|()| Reservation::now()));
+        }
+        let check = self.check(key);
+        Reserve::Later(Box::pin(
+            async move { check.await.map(|()| Reservation::now()) },
+        ))
+    }
+
+    /// Pushback: admits nothing for `key` during `d` (see [`RateLimiter::hold`]). The default
+    /// does nothing.
+    fn hold(&self, key: &K, d: Duration) {
+        let _ = (key, d);
+    }
 }
 
 impl<K, A, C, S> AsyncLimiter<K> for RateLimiter<K, A, C, S>
@@ -47,7 +91,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     A: Algorithm,
     C: Clock,
-    S: BuildHasher,
+    S: BuildHasher + Send + Sync + 'static,
 {
     type Future = Ready<Result<(), RateLimited>>;
 
@@ -59,5 +103,14 @@ where
     #[inline]
     fn check_now(&self, key: &K) -> Option<Result<(), RateLimited>> {
         Some(RateLimiter::check(self, key))
+    }
+
+    #[inline]
+    fn reserve(&self, key: &K, max_wait: Duration) -> Reserve {
+        Reserve::Now(RateLimiter::reserve(self, key, max_wait))
+    }
+
+    fn hold(&self, key: &K, d: Duration) {
+        RateLimiter::hold(self, key, d);
     }
 }

@@ -94,7 +94,14 @@ pub struct PipelineParts {
     pub on_retry: Option<RetryListener>,
     /// A name for the pipeline's retry metrics (feature `metrics`).
     pub name: Option<String>,
+    /// How long an attempt may wait for the limiter's quota (`None`: it is refused at once).
+    pub limiter_wait: Option<Duration>,
+    /// Whether an upstream's `retry_after` holds the key in the limiter for every caller.
+    pub respect_pushback: bool,
 }
+
+/// How long pushback may hold a key when the pipeline has no retry policy to bound it.
+const MAX_PUSHBACK_WITHOUT_RETRY: Duration = Duration::from_secs(10);
 
 /// Called before every retry with (the attempt about to start, the wait before it).
 pub type RetryListener = Arc<dyn Fn(u32, Duration) + Send + Sync>;
@@ -112,6 +119,8 @@ impl Default for PipelineParts {
             clock: None,
             on_retry: None,
             name: None,
+            limiter_wait: None,
+            respect_pushback: true,
         }
     }
 }
@@ -147,6 +156,8 @@ impl PipelineParts {
             clock: self.clock.unwrap_or_else(default_clock),
             metrics: RetryMetrics::new(self.name.as_deref()),
             on_retry: self.on_retry,
+            limiter_wait: self.limiter_wait,
+            respect_pushback: self.respect_pushback,
         })
     }
 }
@@ -163,6 +174,8 @@ impl fmt::Debug for PipelineParts {
             .field("deadline", &self.deadline)
             .field("clock", &self.clock.is_some())
             .field("on_retry", &self.on_retry.is_some())
+            .field("limiter_wait", &self.limiter_wait)
+            .field("respect_pushback", &self.respect_pushback)
             .finish()
     }
 }
@@ -182,6 +195,8 @@ pub struct Pipeline<Cl> {
     clock: Arc<dyn Clock>,
     on_retry: Option<RetryListener>,
     metrics: RetryMetrics,
+    limiter_wait: Option<Duration>,
+    respect_pushback: bool,
 }
 
 impl<Cl> Pipeline<Cl> {
@@ -224,6 +239,7 @@ impl<Cl> Pipeline<Cl> {
         Run {
             retry: RetryState::new(stream),
             deadline_at: self.deadline.zip(now).map(|(d, now)| now.saturating_add(d)),
+            pushback: None,
         }
     }
 
@@ -252,6 +268,17 @@ impl<Cl> Pipeline<Cl> {
         })
     }
 
+    /// Step 3 in wait mode: how long this attempt may wait for quota, the configured
+    /// `limiter_wait` cut to the time left before the deadline. `None`: no waiting (a denial
+    /// is refused at once).
+    pub fn limit_wait(&self, run: &Run) -> Option<Duration> {
+        let wait = self.limiter_wait?;
+        Some(
+            run.deadline_at
+                .map_or(wait, |at| wait.min(at.saturating_sub(self.clock.now()))),
+        )
+    }
+
     /// Step 3's condition: whether this attempt is checked and charged by the limiter.
     pub fn charges(&self, run: &Run) -> bool {
         self.charge_retries || run.attempts() == 1
@@ -277,8 +304,16 @@ impl<Cl> Pipeline<Cl> {
 
     /// Step 6: classifies the attempt and records it in the breaker and the adaptive limit.
     /// Returns `Some(retry_after)` when the outcome is retryable.
+    ///
+    /// An upstream's own `retry_after` (not one of our rejections) is left in the run as
+    /// pushback for the caller to [`hold`](crate::RateLimiter::hold) the key with.
     #[inline]
-    fn record<T, E>(&self, permits: Permits, attempt: &Attempt<T, E>) -> Option<Option<Duration>>
+    fn record<T, E>(
+        &self,
+        run: &mut Run,
+        permits: Permits,
+        attempt: &Attempt<T, E>,
+    ) -> Option<Option<Duration>>
     where
         Cl: Classify<T, E>,
         E: 'static,
@@ -299,7 +334,19 @@ impl<Cl> Pipeline<Cl> {
                     retry: true,
                     retry_after: None,
                 },
-                None => self.classifier.verdict(result.as_ref()),
+                None => {
+                    let verdict = self.classifier.verdict(result.as_ref());
+                    if self.respect_pushback
+                        && let Some(after) = verdict.retry_after.filter(|d| !d.is_zero())
+                    {
+                        let most = self
+                            .retry
+                            .as_ref()
+                            .map_or(MAX_PUSHBACK_WITHOUT_RETRY, RetryPolicy::max_delay);
+                        run.pushback = Some(after.min(most));
+                    }
+                    verdict
+                }
             },
         };
         if let (Some(ticket), Some(breaker)) = (permits.breaker, &self.breaker) {
@@ -315,7 +362,7 @@ impl<Cl> Pipeline<Cl> {
     /// cannot be replayed): classify, record, and end the run.
     pub fn settle_final<T, E>(
         &self,
-        run: &Run,
+        run: &mut Run,
         permits: Permits,
         attempt: Attempt<T, E>,
     ) -> Result<T, Error<E>>
@@ -323,7 +370,7 @@ impl<Cl> Pipeline<Cl> {
         Cl: Classify<T, E>,
         E: 'static,
     {
-        let _ = self.record(permits, &attempt);
+        let _ = self.record(run, permits, &attempt);
         finish(attempt, run, Stop::NotRetryable)
     }
 
@@ -338,7 +385,7 @@ impl<Cl> Pipeline<Cl> {
         Cl: Classify<T, E>,
         E: 'static,
     {
-        let Some(retry_after) = self.record(permits, &attempt) else {
+        let Some(retry_after) = self.record(run, permits, &attempt) else {
             return Settled::Done(finish(attempt, run, Stop::NotRetryable));
         };
         let Some(policy) = &self.retry else {
@@ -418,6 +465,7 @@ impl<Cl> fmt::Debug for Pipeline<Cl> {
 pub struct Run {
     retry: RetryState,
     deadline_at: Option<Duration>,
+    pushback: Option<Duration>,
 }
 
 impl Run {
@@ -425,6 +473,12 @@ impl Run {
     #[must_use]
     pub fn attempts(&self) -> u32 {
         self.retry.attempts()
+    }
+
+    /// The upstream's pushback from the last settled attempt, if any (taken once): the
+    /// caller holds the key in its limiter for that long.
+    pub fn take_pushback(&mut self) -> Option<Duration> {
+        self.pushback.take()
     }
 }
 

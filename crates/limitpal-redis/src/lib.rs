@@ -41,29 +41,33 @@ use std::time::Duration;
 
 use limitpal_core::{
     Algorithm, AsyncLimiter, Clock, ConfigError, LeakyBucket, MonotonicClock, RateLimited,
-    RateLimiter, TokenBucket,
+    RateLimiter, Reservation, Reserve, TokenBucket,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-/// The GCRA transition, in integer microseconds of Redis time. Returns `{1, 0}` when
-/// admitted, `{0, wait_us}` when denied. Lua numbers are doubles: exact for integers below
-/// 2^53 µs (285 years), which covers Unix time in microseconds.
+/// The GCRA transition, in integer microseconds of Redis time. `ARGV[4]` (optional, default
+/// 0) is how far ahead a slot may be reserved. Returns `{1, delay_us}` when admitted
+/// (`delay_us` 0: now; else the reserved slot's distance), `{0, wait_us}` when refused. A TAT
+/// more than a burst ahead is legitimate (reservations queued behind it). Lua numbers are
+/// doubles: exact for integers below 2^53 µs (285 years), which covers Unix time in
+/// microseconds.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4]) or 0
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-if tat > now + burst then tat = now + burst end
 local new_tat = tat + cost * interval
 local allow_at = new_tat - burst
-if allow_at <= now then
+if allow_at - now <= max_wait then
   redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-  return {1, 0}
+  if allow_at < now then allow_at = now end
+  return {1, allow_at - now}
 end
 return {0, allow_at - now}
 ";
@@ -266,8 +270,18 @@ impl<K> RedisRateLimiter<K> {
 
 impl Inner {
     async fn decide(self: Arc<Self>, key: String) -> Result<(), RateLimited> {
+        self.run(key, Duration::ZERO).await.map(drop)
+    }
+
+    /// Takes the key's next slot within `max_wait` in one round trip: the slot's delay.
+    async fn run(
+        self: Arc<Self>,
+        key: String,
+        max_wait: Duration,
+    ) -> Result<Duration, RateLimited> {
         if let Some(cache) = &self.deny_cache
             && let Some(wait) = cache.denied(&key)
+            && wait > max_wait
         {
             return Err(RateLimited::new(wait));
         }
@@ -276,6 +290,9 @@ impl Inner {
             .arg(self.interval_us)
             .arg(self.burst_us)
             .arg(1_u32);
+        if !max_wait.is_zero() {
+            invocation.arg(u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX));
+        }
         let answer = match self.conn.clone() {
             Conn::Single(mut conn) => {
                 tokio::time::timeout(
@@ -295,17 +312,17 @@ impl Inner {
         match answer {
             Ok(Ok((admitted, wait_us))) => {
                 self.recovered();
-                if admitted == 1 {
-                    return Ok(());
-                }
                 let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
+                if admitted == 1 {
+                    return Ok(wait);
+                }
                 if let Some(cache) = &self.deny_cache {
                     cache.remember(key, wait);
                 }
                 Err(RateLimited::new(wait))
             }
-            Ok(Err(error)) => self.failed(&key, &error),
-            Err(_elapsed) => self.failed(&key, &"timed out"),
+            Ok(Err(error)) => self.failed(&key, &error).map(|()| Duration::ZERO),
+            Err(_elapsed) => self.failed(&key, &"timed out").map(|()| Duration::ZERO),
         }
     }
 
@@ -344,6 +361,16 @@ where
 
     fn check(&self, key: &K) -> Self::Future {
         Box::pin(Arc::clone(&self.inner).decide(self.redis_key(key)))
+    }
+
+    /// Reserves in the same one-round-trip script (Redis time), then the wait is local. A
+    /// Redis reservation is not given back when dropped early: the slot stays used (never
+    /// over-admission).
+    fn reserve(&self, key: &K, max_wait: Duration) -> Reserve {
+        let run = Arc::clone(&self.inner).run(self.redis_key(key), max_wait);
+        Reserve::Later(Box::pin(
+            async move { run.await.map(Reservation::unreturnable) },
+        ))
     }
 }
 

@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use limitpal_core::pipeline::{Attempt, Pipeline, Settled};
+use limitpal_core::pipeline::{Attempt, Permits, Pipeline, Settled};
 use limitpal_core::{
     BuildTarget, CheckFn, Classify, Clock, DefaultClassifier, Error, ExecutorParts, LimitCheck,
     ResilientExecutorBuilder, RetryPolicy,
 };
 
 use crate::TokioClock;
+use crate::limit::WaitForQuota;
 
 /// The async pipeline: runs `op()`'s future through limiter, breaker, retries, attempt
 /// timeouts and a deadline, sleeping with tokio's timer. Built with the same builder as
@@ -94,13 +95,50 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
             let mut permits = p.admit(&run)?;
             if p.charges(&run)
                 && let Some(limiter) = &self.limiter
-                && let Err(denied) = match limiter(key) {
-                    LimitCheck::Now(answer) => answer,
-                    LimitCheck::Later(future) => future.await,
-                }
             {
-                drop(permits);
-                return Err(Error::RateLimited(denied));
+                match p.limit_wait(&run) {
+                    None => {
+                        let answer = match limiter.check(key) {
+                            LimitCheck::Now(answer) => answer,
+                            LimitCheck::Later(future) => future.await,
+                        };
+                        if let Err(denied) = answer {
+                            drop(permits);
+                            return Err(Error::RateLimited(denied));
+                        }
+                    }
+                    Some(max_wait) => {
+                        let mut wait = WaitForQuota::new(limiter.reserve(key, max_wait));
+                        let reservation = match wait.now() {
+                            Some(answer) => answer,
+                            None => {
+                                drop(permits); // a wait holds no half-open probe
+                                let answer = wait.await;
+                                if let Ok(reservation) = answer {
+                                    // the breaker is asked again once the slot has come
+                                    permits = match p.admit(&run) {
+                                        Ok(permits) => permits,
+                                        Err(refused) => {
+                                            reservation.cancel();
+                                            return Err(refused);
+                                        }
+                                    };
+                                    Ok(reservation)
+                                } else {
+                                    permits = Permits::default();
+                                    answer
+                                }
+                            }
+                        };
+                        match reservation {
+                            Ok(reservation) => reservation.commit(),
+                            Err(denied) => {
+                                drop(permits);
+                                return Err(Error::RateLimited(denied));
+                            }
+                        }
+                    }
+                }
             }
             if let Some(bulkhead) = p.bulkhead() {
                 let mut acquire = bulkhead.acquire();
@@ -131,7 +169,11 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     Err(_) => Attempt::TimedOut,
                 },
             };
-            match p.settle(&mut run, permits, attempt) {
+            let settled = p.settle(&mut run, permits, attempt);
+            if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
+                limiter.hold(key, hold);
+            }
+            match settled {
                 Settled::Retry(delay) => tokio::time::sleep(delay).await,
                 Settled::Done(result) => return result,
             }

@@ -33,6 +33,6 @@ pub use clock::TokioClock;
 pub use error::{RetryExhausted, TimedOut};
 pub use executor::{AsyncResilientExecutor, AsyncTarget};
 pub use key::{KeyExtractor, KeyMissing, MissingKey};
-pub use limit::RateLimitLayer;
+pub use limit::{RateLimitLayer, UntilReady, UntilReadyFuture};
 pub use resilience::ResilienceLayer;
 pub use retry::RetryLayer;

@@ -73,6 +73,32 @@ impl<A: Algorithm, B: Algorithm> Sealed for All<A, B> {
         let (rb, tb) = self.b.plain_quota(&s.1, now);
         (ra.min(rb), ta.max(tb))
     }
+
+    type Undo = (A::Undo, B::Undo);
+
+    fn slot(&self, s: &Self::Plain, now: u64, cost: u32) -> u64 {
+        // Each part admits at any instant from its own slot on, so both do from the later one.
+        self.a
+            .slot(&s.0, now, cost)
+            .max(self.b.slot(&s.1, now, cost))
+    }
+
+    fn take(&self, s: &mut Self::Plain, at: u64, cost: u32) -> Self::Undo {
+        (
+            self.a.take(&mut s.0, at, cost),
+            self.b.take(&mut s.1, at, cost),
+        )
+    }
+
+    fn untake(&self, s: &mut Self::Plain, undo: &Self::Undo, cost: u32) {
+        self.a.untake(&mut s.0, &undo.0, cost);
+        self.b.untake(&mut s.1, &undo.1, cost);
+    }
+
+    fn hold(&self, s: &mut Self::Plain, until: u64) {
+        self.a.hold(&mut s.0, until);
+        self.b.hold(&mut s.1, until);
+    }
 }
 
 impl<A: Algorithm, B: Algorithm> Algorithm for All<A, B> {}

@@ -79,26 +79,49 @@ impl Gcra {
     /// The pure transition: the new TAT if `cost` is admitted at `now`, else the wait.
     ///
     /// Written so that nothing can overflow: `used` and `cost·T` are both at most `burst`
-    /// (the caller checks `cost <= capacity`), so the comparison and the wait are exact even
-    /// at the end of the `u64` time range.
+    /// when admitted (the caller checks `cost <= capacity`), so the comparison and the wait
+    /// are exact even at the end of the `u64` time range. A TAT more than `burst` ahead of
+    /// `now` is legitimate (a reservation or a hold put it there): the wait then includes the
+    /// part beyond the burst, so the retry-after stays exact.
     #[inline]
     fn next(self, tat: u64, now: u64, cost: u32) -> Result<u64, u64> {
-        // A TAT beyond now + burst can only come from a clock that went backwards; clamping it
-        // to "empty at now" is conservative and keeps waits bounded by one full refill.
-        let tat = tat.clamp(now, now.saturating_add(self.burst));
-        let used = tat - now;
+        let used = tat.saturating_sub(now);
         let cost = u64::from(cost).saturating_mul(self.interval);
-        let free = self.burst - used;
-        if cost <= free {
-            Ok(tat.saturating_add(cost))
-        } else {
-            Err(cost - free)
+        match self.burst.checked_sub(used) {
+            Some(free) if cost <= free => Ok(tat.max(now).saturating_add(cost)),
+            Some(free) => Err(cost - free),
+            None => Err((used - self.burst).saturating_add(cost)),
         }
     }
 
+    /// The earliest instant at or after `now` at which `cost` is admitted, queued behind
+    /// every admission and reservation already in `tat`.
+    ///
+    /// `tat + cost·T − burst`, computed as `tat − (burst − cost·T)` so that it cannot
+    /// overflow (the caller checks `cost <= capacity`, so `cost·T <= burst`).
+    #[inline]
+    fn slot(self, tat: u64, now: u64, cost: u32) -> u64 {
+        let cost = u64::from(cost).saturating_mul(self.interval);
+        tat.saturating_sub(self.burst.saturating_sub(cost)).max(now)
+    }
+
+    /// The TAT after admitting `cost` at `at` (an instant at or after [`slot`](Self::slot)).
+    #[inline]
+    fn take_at(self, tat: u64, at: u64, cost: u32) -> u64 {
+        let cost = u64::from(cost).saturating_mul(self.interval);
+        tat.max(at).saturating_add(cost)
+    }
+
+    /// The TAT that admits nothing before `until` (then one request per interval).
+    fn held(self, until: u64) -> u64 {
+        until
+            .saturating_add(self.burst)
+            .saturating_sub(self.interval)
+    }
+
     fn quota(self, tat: u64, now: u64) -> (u32, u64) {
-        let used = tat.clamp(now, now.saturating_add(self.burst)) - now;
-        let remaining = (self.burst - used) / self.interval;
+        let used = tat.saturating_sub(now);
+        let remaining = self.burst.saturating_sub(used) / self.interval;
         (u32::try_from(remaining).unwrap_or(u32::MAX), used)
     }
 }
@@ -149,6 +172,32 @@ macro_rules! gcra_algorithm {
                 self.gcra.quota(*s, now)
             }
 
+            type Undo = (u64, u64);
+
+            #[inline]
+            fn slot(&self, s: &u64, now: u64, cost: u32) -> u64 {
+                self.gcra.slot(*s, now, cost)
+            }
+
+            #[inline]
+            fn take(&self, s: &mut u64, at: u64, cost: u32) -> (u64, u64) {
+                let prev = *s;
+                *s = self.gcra.take_at(prev, at, cost);
+                (prev, *s)
+            }
+
+            fn untake(&self, s: &mut u64, &(prev, taken): &(u64, u64), _cost: u32) {
+                // Only the latest reservation can be returned: lowering the TAT under a
+                // later one would hand its slot out twice.
+                if *s == taken {
+                    *s = prev;
+                }
+            }
+
+            fn hold(&self, s: &mut u64, until: u64) {
+                *s = (*s).max(self.gcra.held(until));
+            }
+
             fn new_cell(&self) -> AtomicU64 {
                 AtomicU64::new(0)
             }
@@ -178,6 +227,39 @@ macro_rules! gcra_algorithm {
 
             fn cell_quota(&self, c: &AtomicU64, now: u64) -> (u32, u64) {
                 self.gcra.quota(c.load(Ordering::Relaxed), now)
+            }
+
+            #[inline]
+            fn reserve_cell(
+                &self,
+                c: &AtomicU64,
+                now: u64,
+                cost: u32,
+                max_wait: u64,
+            ) -> Result<(u64, (u64, u64)), u64> {
+                let mut tat = c.load(Ordering::Relaxed);
+                loop {
+                    let at = self.gcra.slot(tat, now, cost);
+                    let wait = at - now;
+                    if wait > max_wait {
+                        return Err(wait);
+                    }
+                    let next = self.gcra.take_at(tat, at, cost);
+                    match c.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => return Ok((at, (tat, next))),
+                        Err(actual) => tat = actual,
+                    }
+                }
+            }
+
+            fn untake_cell(&self, c: &AtomicU64, &(prev, taken): &(u64, u64), _cost: u32) {
+                // One attempt: if anything moved the TAT since, a later admission stands on
+                // this slot and it stays taken (never over-admission).
+                let _ = c.compare_exchange(taken, prev, Ordering::Relaxed, Ordering::Relaxed);
+            }
+
+            fn hold_cell(&self, c: &AtomicU64, until: u64) {
+                c.fetch_max(self.gcra.held(until), Ordering::Relaxed);
             }
         }
 
@@ -258,12 +340,35 @@ mod tests {
     }
 
     #[test]
-    fn backwards_time_waits_at_most_one_refill() {
+    fn backwards_time_never_admits_more() {
         let g = Gcra::new(2, "c", 1.0, "r").expect("valid");
         let tat = g.next(0, 100 * S, 2).expect("admits");
-        // the clock jumps back 50 s: still denied, but never for more than a full refill
-        let wait = g.next(tat, 50 * S, 1).unwrap_err();
-        assert!(wait <= 2 * S, "{wait}");
+        // the clock jumps back 50 s: still denied until the TAT's instant comes round again
+        assert_eq!(g.next(tat, 50 * S, 1), Err(51 * S));
+    }
+
+    #[test]
+    fn a_reserved_slot_queues_later_requests_and_the_wait_stays_exact() {
+        let g = Gcra::new(2, "c", 1.0, "r").expect("valid");
+        let tat = g.next(0, 0, 2).expect("full bucket admits a burst of 2");
+        assert_eq!(g.slot(tat, 0, 1), S);
+        let tat = g.take_at(tat, S, 1); // reserved at 1 s
+        assert_eq!(g.slot(tat, 0, 1), 2 * S);
+        assert_eq!(
+            g.next(tat, 0, 1),
+            Err(2 * S),
+            "a check waits behind the reservation"
+        );
+        assert_eq!(g.next(tat, S, 1), Err(S));
+    }
+
+    #[test]
+    fn a_hold_admits_nothing_before_its_end_then_one_per_interval() {
+        let g = Gcra::new(5, "c", 1.0, "r").expect("valid");
+        let tat = g.held(10 * S);
+        assert_eq!(g.next(tat, 9 * S, 1), Err(S));
+        let tat = g.next(tat, 10 * S, 1).expect("admitted when the hold ends");
+        assert_eq!(g.next(tat, 10 * S, 1), Err(S));
     }
 
     #[test]

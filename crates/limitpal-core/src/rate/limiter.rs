@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::reservation::Reservation;
 use super::store::{DefaultHashBuilder, Store};
 use super::{Algorithm, TokenBucket};
 use crate::clock::{nanos, now_nanos};
@@ -155,11 +156,13 @@ where
 
     /// Admits one request for `key`, waiting through the clock when the wait fits `timeout`.
     ///
-    /// It sleeps only when the computed wait fits in what is left of `timeout`, then checks
-    /// again (another caller may have taken the slot). With [`ManualClock`](crate::ManualClock)
-    /// the sleep advances the clock, so the call returns at once with the clock moved by the
-    /// wait. If a sleep leaves the clock where it was (a paused clock), the denial is returned
-    /// instead of spinning.
+    /// It reserves the key's next slot (see [`reserve`](Self::reserve)) and sleeps until it:
+    /// concurrent callers are admitted in arrival order, each exactly on the algorithm's
+    /// schedule, with no polling. A wait that would not fit `timeout` is refused at once.
+    /// With [`ManualClock`](crate::ManualClock) the sleep advances the clock, so the call
+    /// returns at once with the clock moved by the wait. If a sleep leaves the clock where it
+    /// was (a paused clock), the slot is given back and the denial returned instead of
+    /// spinning.
     ///
     /// ```
     /// use limitpal_core::{Clock, ManualClock, RateLimiter, TokenBucket};
@@ -176,32 +179,187 @@ where
     /// ```
     ///
     /// # Errors
-    /// [`RateLimited`] when the wait does not fit in the time left.
+    /// [`RateLimited`] when the wait does not fit in `timeout`.
     pub fn acquire<Q>(&self, key: &Q, timeout: Duration) -> Result<(), RateLimited>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        S: Send + Sync + 'static,
     {
         let clock = &self.inner.clock;
         let mut now = now_nanos(clock);
-        let deadline = now.saturating_add(nanos(timeout));
-        loop {
-            let Err(wait) = self.decide(key, || now, 1) else {
-                return Ok(());
-            };
-            if self.inner.shadow {
-                return self.reject(wait);
-            }
-            if wait > deadline.saturating_sub(now) {
-                return Err(denied(wait));
-            }
-            clock.sleep(Duration::from_nanos(wait));
+        let (reservation, at) = self.reserve_at(key, now, 1, nanos(timeout))?;
+        while now < at {
+            clock.sleep(Duration::from_nanos(at - now));
             let after = now_nanos(clock);
             if after == now {
-                return Err(denied(wait));
+                reservation.cancel(); // this caller is not coming
+                return Err(denied(at - now));
             }
             now = after;
         }
+        reservation.commit();
+        Ok(())
+    }
+
+    /// Takes `key`'s next slot, even when it lies in the future, if it is at most `max_wait`
+    /// ahead: the request may go after [`Reservation::delay`]. Beyond `max_wait` the
+    /// reservation is refused at once with the exact `retry_after` (never a wait bound to
+    /// fail). Reservations and checks of one key are served in arrival order.
+    ///
+    /// Dropped before its time, a reservation gives its slot back where the algorithm can
+    /// (see [`Reservation`]). In shadow mode nothing waits: a request that would have to is
+    /// reported, and admitted at once.
+    ///
+    /// ```
+    /// use limitpal_core::{ManualClock, RateLimiter, LeakyBucket};
+    /// use std::time::Duration;
+    ///
+    /// // jobs at exactly 10 per second, no bursts
+    /// let jobs = RateLimiter::builder(LeakyBucket::new(1, 10.0)?).clock(ManualClock::new()).build()?;
+    /// let delays: Vec<_> = (0..3)
+    ///     .map(|_| jobs.reserve("jobs", Duration::from_secs(60)).map(|r| { let d = r.delay(); r.commit(); d }))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(delays, [Duration::ZERO, Duration::from_millis(100), Duration::from_millis(200)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`RateLimited`] when the slot is more than `max_wait` ahead.
+    pub fn reserve<Q>(&self, key: &Q, max_wait: Duration) -> Result<Reservation, RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        S: Send + Sync + 'static,
+    {
+        let now = now_nanos(&self.inner.clock);
+        self.reserve_at(key, now, 1, nanos(max_wait))
+            .map(|(reservation, _)| reservation)
+    }
+
+    /// [`reserve`](Self::reserve) for a batch costing `n`, all at one slot or not at all.
+    /// `n == 0` is admitted at once.
+    ///
+    /// # Errors
+    /// [`CheckNError::RateLimited`] when the slot is more than `max_wait` ahead,
+    /// [`CheckNError::InsufficientCapacity`] when the batch can never fit.
+    pub fn reserve_n<Q>(
+        &self,
+        key: &Q,
+        n: u32,
+        max_wait: Duration,
+    ) -> Result<Reservation, CheckNError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        S: Send + Sync + 'static,
+    {
+        if n == 0 {
+            return Ok(Reservation::now());
+        }
+        let max = self.inner.algorithm.capacity();
+        if n > max {
+            return Err(CheckNError::InsufficientCapacity { max });
+        }
+        let now = now_nanos(&self.inner.clock);
+        self.reserve_at(key, now, n, nanos(max_wait))
+            .map(|(reservation, _)| reservation)
+            .map_err(CheckNError::RateLimited)
+    }
+
+    /// Pushback: admits nothing for `key` during `d` from now, for any caller; checks are
+    /// denied with the remaining time and reservations queue after it. When the hold ends
+    /// the key goes on at its rate (one request per interval), not with a full burst: what an
+    /// upstream that said "retry after d" can take. A hold never shortens one already in
+    /// place; `d` saturates at the end of the clock's range.
+    ///
+    /// ```
+    /// use limitpal_core::{ManualClock, RateLimiter, TokenBucket};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let limiter = RateLimiter::builder(TokenBucket::new(10, 5.0)?).clock(clock.clone()).build()?;
+    /// limiter.hold("vendor", Duration::from_secs(2)); // the vendor said Retry-After: 2
+    /// assert_eq!(limiter.check("vendor").unwrap_err().retry_after, Duration::from_secs(2));
+    /// assert!(limiter.check("other").is_ok());
+    /// clock.advance(Duration::from_secs(2));
+    /// assert!(limiter.check("vendor").is_ok());
+    /// # Ok::<(), limitpal_core::ConfigError>(())
+    /// ```
+    pub fn hold<Q>(&self, key: &Q, d: Duration)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if d.is_zero() {
+            return;
+        }
+        let inner = &*self.inner;
+        self.with_cell(
+            key,
+            || now_nanos(&inner.clock),
+            |cell, now| {
+                inner
+                    .algorithm
+                    .hold_cell(cell, now.saturating_add(nanos(d)));
+            },
+        );
+    }
+
+    /// The reservation and the instant (on this limiter's clock) it admits at.
+    fn reserve_at<Q>(
+        &self,
+        key: &Q,
+        now: u64,
+        cost: u32,
+        max_wait: u64,
+    ) -> Result<(Reservation, u64), RateLimited>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        S: Send + Sync + 'static,
+    {
+        let inner = &*self.inner;
+        let alg = &inner.algorithm;
+        if inner.shadow {
+            self.decide(key, || now, cost)
+                .map(|()| inner.metrics.allowed())
+                .or_else(|wait| self.reject(wait))?;
+            return Ok((Reservation::now(), now));
+        }
+        let reserved = self.with_cell(
+            key,
+            || now,
+            |cell, now| alg.reserve_cell(cell, now, cost, max_wait),
+        );
+        let (at, undo) = match reserved {
+            Ok(slot) => slot,
+            Err(wait) => return self.reject(wait).map(|()| (Reservation::now(), now)),
+        };
+        inner.metrics.allowed();
+        if at <= now {
+            return Ok((Reservation::now(), now));
+        }
+        let limiter = self.clone();
+        let key = key.to_owned();
+        let give_back = Box::new(move |always: bool| {
+            let inner = &*limiter.inner;
+            if !always && now_nanos(&inner.clock) >= at {
+                return; // its time has come: the request may have gone
+            }
+            let alg = &inner.algorithm;
+            if size_of::<K>() == 0 {
+                alg.untake_cell(&inner.single, &undo, cost);
+            } else {
+                inner
+                    .store
+                    .peek_cell(key.borrow(), |cell| alg.untake_cell(cell, &undo, cost));
+            }
+        });
+        Ok((
+            Reservation::ahead(Duration::from_nanos(at - now), give_back),
+            at,
+        ))
     }
 
     /// [`check`](Self::check), also reporting what the key has left after the decision (for

@@ -13,6 +13,7 @@
 mod all;
 mod gcra;
 mod limiter;
+mod reservation;
 mod sliding;
 mod store;
 mod table;
@@ -20,6 +21,7 @@ mod table;
 pub use all::All;
 pub use gcra::{LeakyBucket, TokenBucket};
 pub use limiter::{Quota, RateLimiter, RateLimiterBuilder};
+pub use reservation::Reservation;
 pub use sliding::SlidingWindow;
 pub use store::DefaultHashBuilder;
 
@@ -105,6 +107,19 @@ pub(crate) mod sealed {
         /// What the key has left at `now`: (remaining cost, nanoseconds until fully replenished).
         fn plain_quota(&self, s: &Self::Plain, now: u64) -> (u32, u64);
 
+        /// What a reservation needs to give its slot back.
+        type Undo: Send + Sync + Debug + 'static;
+        /// The earliest instant at or after `now` at which `cost` passes, queued behind every
+        /// admission and reservation already recorded (arrival order).
+        fn slot(&self, s: &Self::Plain, now: u64, cost: u32) -> u64;
+        /// Records `cost` as admitted at `at`, an instant at or after [`slot`](Self::slot).
+        fn take(&self, s: &mut Self::Plain, at: u64, cost: u32) -> Self::Undo;
+        /// Gives a [`take`](Self::take) back when nothing admitted since depends on it; else
+        /// leaves the state as it is (the slot stays used: never over-admission).
+        fn untake(&self, s: &mut Self::Plain, undo: &Self::Undo, cost: u32);
+        /// Admits nothing before `until` (pushback from upstream).
+        fn hold(&self, s: &mut Self::Plain, until: u64);
+
         /// A fresh key's cell.
         fn new_cell(&self) -> Self::Cell;
         /// Admit `cost` at `now` atomically.
@@ -115,6 +130,19 @@ pub(crate) mod sealed {
         fn cell_recency(&self, c: &Self::Cell) -> u64;
         /// [`plain_quota`](Self::plain_quota) on a cell.
         fn cell_quota(&self, c: &Self::Cell, now: u64) -> (u32, u64);
+        /// Reserves `cost` at the next slot if it is at most `max_wait` after `now`: the slot's
+        /// instant and its undo, else the wait until the slot.
+        fn reserve_cell(
+            &self,
+            c: &Self::Cell,
+            now: u64,
+            cost: u32,
+            max_wait: u64,
+        ) -> Result<(u64, Self::Undo), u64>;
+        /// [`untake`](Self::untake) on a cell.
+        fn untake_cell(&self, c: &Self::Cell, undo: &Self::Undo, cost: u32);
+        /// [`hold`](Self::hold) on a cell.
+        fn hold_cell(&self, c: &Self::Cell, until: u64);
     }
 }
 
@@ -148,6 +176,30 @@ macro_rules! locked_cell {
 
         fn cell_quota(&self, c: &Self::Cell, now: u64) -> (u32, u64) {
             self.plain_quota(&crate::rate::lock(c), now)
+        }
+
+        fn reserve_cell(
+            &self,
+            c: &Self::Cell,
+            now: u64,
+            cost: u32,
+            max_wait: u64,
+        ) -> Result<(u64, Self::Undo), u64> {
+            let mut s = crate::rate::lock(c);
+            let at = self.slot(&s, now, cost);
+            let wait = at.saturating_sub(now);
+            if wait > max_wait {
+                return Err(wait);
+            }
+            Ok((at, self.take(&mut s, at, cost)))
+        }
+
+        fn untake_cell(&self, c: &Self::Cell, undo: &Self::Undo, cost: u32) {
+            self.untake(&mut crate::rate::lock(c), undo, cost);
+        }
+
+        fn hold_cell(&self, c: &Self::Cell, until: u64) {
+            self.hold(&mut crate::rate::lock(c), until);
         }
     };
 }

@@ -55,27 +55,50 @@ impl SlidingWindow {
     }
 }
 
-/// Admission times, oldest first, at most `limit` of them, plus the latest `now` seen so that
-/// time going backwards counts as "no time passed".
+/// Admission times, oldest first (reserved ones may lie in the future), the latest `now` seen
+/// so that time going backwards counts as "no time passed", and the end of a hold.
+///
+/// At most `limit` times lie in any window; reservations waiting for their slot add theirs
+/// beyond it, so a key with waiters holds up to `limit` plus their count.
 #[derive(Debug, Default)]
 pub struct Admissions {
     times: VecDeque<u64>,
     latest: u64,
+    held: u64,
 }
 
 impl SlidingWindow {
-    /// Nanoseconds until `cost` more admissions fit, or 0 when they fit now.
-    fn wait(&self, s: &Admissions, now: u64, cost: u32) -> u64 {
-        let now = now.max(s.latest);
-        let limit = self.limit as usize;
-        let keep = limit - cost as usize; // admissions that may stay in the window
+    /// The earliest instant, at or after `now` (and every time seen), at which `cost` more
+    /// admissions fit: after every recorded admission (arrival order), after a hold, and
+    /// once enough of the recorded ones have left the window.
+    ///
+    /// Exact because every recorded time is at most the result and every later admission is
+    /// at least it: the only window that matters is the one ending at the result.
+    fn next_slot(&self, s: &Admissions, now: u64, cost: u32) -> u64 {
+        let base = now.max(s.latest);
+        let mut at = base.max(s.held);
         let len = s.times.len();
-        if len <= keep {
-            return 0;
+        if let Some(&last) = s.times.back() {
+            at = at.max(last);
         }
-        // The (len - keep)-th oldest admission must have left the window.
-        let leaving = s.times[len - keep - 1];
-        leaving.saturating_add(self.window).saturating_sub(now)
+        let keep = (self.limit - cost) as usize; // admissions that may stay in the window
+        if len > keep {
+            // The (len - keep)-th oldest admission must have left the window.
+            let leaving = s.times[len - keep - 1];
+            at = at.max(leaving.saturating_add(self.window));
+        }
+        at
+    }
+
+    /// Forgets admissions that no later admission can share a window with.
+    fn prune(&self, s: &mut Admissions) {
+        while s
+            .times
+            .front()
+            .is_some_and(|&t| t.saturating_add(self.window) <= s.latest)
+        {
+            s.times.pop_front();
+        }
     }
 }
 
@@ -96,7 +119,8 @@ impl Sealed for SlidingWindow {
     }
 
     fn peek(&self, s: &Admissions, now: u64, cost: u32) -> Result<(), u64> {
-        match self.wait(s, now, cost) {
+        let base = now.max(s.latest);
+        match self.next_slot(s, now, cost) - base {
             0 => Ok(()),
             wait => Err(wait),
         }
@@ -104,21 +128,10 @@ impl Sealed for SlidingWindow {
 
     fn apply(&self, s: &mut Admissions, now: u64, cost: u32) -> Result<(), u64> {
         self.peek(s, now, cost)?;
-        let now = now.max(s.latest);
-        s.latest = now;
-        while s
-            .times
-            .front()
-            .is_some_and(|&t| t.saturating_add(self.window) <= now)
-        {
-            s.times.pop_front();
-        }
-        for _ in 0..cost {
-            if s.times.len() == self.limit as usize {
-                s.times.pop_front();
-            }
-            s.times.push_back(now);
-        }
+        s.latest = now.max(s.latest);
+        self.prune(s);
+        let at = s.latest;
+        s.times.extend(std::iter::repeat_n(at, cost as usize));
         Ok(())
     }
 
@@ -127,10 +140,11 @@ impl Sealed for SlidingWindow {
             .back()
             .is_none_or(|&last| last.saturating_add(self.window).saturating_add(idle) <= now)
             && s.latest <= now
+            && s.held.saturating_add(idle) <= now
     }
 
     fn plain_recency(&self, s: &Admissions) -> u64 {
-        s.latest
+        s.latest.max(s.times.back().copied().unwrap_or(0))
     }
 
     fn plain_quota(&self, s: &Admissions, now: u64) -> (u32, u64) {
@@ -140,12 +154,43 @@ impl Sealed for SlidingWindow {
             .iter()
             .filter(|&&t| t.saturating_add(self.window) > now)
             .count();
-        let remaining = (self.limit as usize).saturating_sub(inside);
+        let remaining = if s.held > now {
+            0
+        } else {
+            (self.limit as usize).saturating_sub(inside)
+        };
         let reset = s
             .times
             .back()
-            .map_or(0, |&t| t.saturating_add(self.window).saturating_sub(now));
+            .map_or(0, |&t| t.saturating_add(self.window).saturating_sub(now))
+            .max(s.held.saturating_sub(now));
         (u32::try_from(remaining).unwrap_or(u32::MAX), reset)
+    }
+
+    type Undo = u64;
+
+    fn slot(&self, s: &Admissions, now: u64, cost: u32) -> u64 {
+        self.next_slot(s, now, cost)
+    }
+
+    fn take(&self, s: &mut Admissions, at: u64, cost: u32) -> u64 {
+        self.prune(s);
+        s.times.extend(std::iter::repeat_n(at, cost as usize));
+        at
+    }
+
+    fn untake(&self, s: &mut Admissions, &at: &u64, cost: u32) {
+        // Removing admissions never lets any window hold more than it did.
+        for _ in 0..cost {
+            match s.times.iter().rposition(|&t| t == at) {
+                Some(i) => drop(s.times.remove(i)),
+                None => break,
+            }
+        }
+    }
+
+    fn hold(&self, s: &mut Admissions, until: u64) {
+        s.held = s.held.max(until);
     }
 }
 
@@ -174,5 +219,30 @@ mod tests {
         assert!(w.apply(&mut s, 100, 1).is_ok());
         assert_eq!(w.apply(&mut s, 50, 1), Err(10));
         assert!(w.apply(&mut s, 110, 1).is_ok());
+    }
+
+    #[test]
+    fn a_reservation_queues_later_checks_and_gives_its_slot_back() {
+        let w = SlidingWindow::new(2, Duration::from_nanos(10)).expect("valid");
+        let mut s = w.new_plain();
+        assert!(w.apply(&mut s, 0, 2).is_ok());
+        assert_eq!(w.slot(&s, 3, 1), 10);
+        let undo = w.take(&mut s, 10, 1);
+        assert_eq!(w.slot(&s, 3, 1), 10, "the second slot at 10 is still free");
+        assert_eq!(w.apply(&mut s, 3, 1), Err(7));
+        let second = w.take(&mut s, 10, 1);
+        assert_eq!(w.slot(&s, 3, 1), 20);
+        w.untake(&mut s, &second, 1);
+        w.untake(&mut s, &undo, 1);
+        assert_eq!(w.slot(&s, 3, 2), 10);
+    }
+
+    #[test]
+    fn a_hold_admits_nothing_before_its_end() {
+        let w = SlidingWindow::new(5, Duration::from_nanos(10)).expect("valid");
+        let mut s = w.new_plain();
+        w.hold(&mut s, 50);
+        assert_eq!(w.apply(&mut s, 20, 1), Err(30));
+        assert!(w.apply(&mut s, 50, 5).is_ok());
     }
 }

@@ -6,27 +6,48 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode};
 use limitpal_core::Quota;
 use pin_project_lite::pin_project;
+use tower::Service;
 
 use super::headers::{insert_denial, insert_quota};
+use crate::limit::WaitForQuota;
 
 pin_project! {
     /// The response future of [`HttpRateLimitService`](super::HttpRateLimitService): the
-    /// inner call, or a ready 429 (or missing-key) response.
-    pub struct ResponseFuture<F, RB> {
+    /// inner call, a wait for the request's reserved slot, or a ready 429 (or missing-key)
+    /// response.
+    pub struct ResponseFuture<F, RB, Svc = (), Req = ()> {
         #[pin]
-        kind: Kind<F, RB>,
+        kind: Kind<F, RB, Svc, Req>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, RB> {
+    enum Kind<F, RB, Svc, Req> {
         Called { #[pin] future: F, quota: Option<Quota> },
+        // over the limit, waiting for the reserved slot with the ready service
+        Waiting { #[pin] wait: WaitForQuota, service: Svc, request: Option<Req>, quota: Option<Quota> },
         Answered { response: Option<Response<RB>> },
     }
 }
 
-impl<F, RB: Default> ResponseFuture<F, RB> {
+impl<F, RB: Default, Svc, Req> ResponseFuture<F, RB, Svc, Req> {
+    pub(crate) fn waiting(
+        wait: WaitForQuota,
+        service: Svc,
+        request: Req,
+        quota: Option<Quota>,
+    ) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                wait,
+                service,
+                request: Some(request),
+                quota,
+            },
+        }
+    }
+
     pub(crate) fn called(future: F, quota: Option<Quota>) -> Self {
         Self {
             kind: Kind::Called { future, quota },
@@ -55,15 +76,42 @@ impl<F, RB: Default> ResponseFuture<F, RB> {
     }
 }
 
-impl<F, RB, E> Future for ResponseFuture<F, RB>
+impl<F, RB, E, Svc, Req> Future for ResponseFuture<F, RB, Svc, Req>
 where
     F: Future<Output = Result<Response<RB>, E>>,
     RB: Default,
+    Svc: Service<Req, Future = F>,
 {
     type Output = Result<Response<RB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let mut kind = self.project().kind;
+        if let KindProj::Waiting {
+            wait,
+            service,
+            request,
+            quota,
+        } = kind.as_mut().project()
+        {
+            let reservation = ready!(wait.poll(cx));
+            let quota = quota.take();
+            let next = match (reservation, request.take()) {
+                (Ok(reservation), Some(request)) => {
+                    reservation.commit();
+                    // `service` was ready when it was moved here from `call`.
+                    Kind::Called {
+                        future: service.call(request),
+                        quota,
+                    }
+                }
+                _ => Kind::Answered {
+                    response: None, // cannot happen: a pending wait always ends in a slot
+                },
+            };
+            kind.set(next);
+        }
+        match kind.project() {
+            KindProj::Waiting { .. } => Poll::Pending,
             KindProj::Called { future, quota } => {
                 let mut response = ready!(future.poll(cx))?;
                 if let Some(quota) = quota.take() {
@@ -83,7 +131,7 @@ where
     }
 }
 
-impl<F, RB> std::fmt::Debug for ResponseFuture<F, RB> {
+impl<F, RB, Svc, Req> std::fmt::Debug for ResponseFuture<F, RB, Svc, Req> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use http::{HeaderValue, StatusCode};
 use limitpal_core::{Algorithm, RateLimiter};
 use tower_layer::Layer;
@@ -16,6 +18,7 @@ pub struct HttpRateLimitLayer<K, A: Algorithm, C, S, X> {
     pub(crate) missing_status: StatusCode,
     pub(crate) headers_on_success: bool,
     pub(crate) policy: HeaderValue,
+    pub(crate) wait: Option<Duration>,
 }
 
 impl<K: Clone, A: Algorithm, C, S, X: Clone> Clone for HttpRateLimitLayer<K, A, C, S, X> {
@@ -27,6 +30,7 @@ impl<K: Clone, A: Algorithm, C, S, X: Clone> Clone for HttpRateLimitLayer<K, A, 
             missing_status: self.missing_status,
             headers_on_success: self.headers_on_success,
             policy: self.policy.clone(),
+            wait: self.wait,
         }
     }
 }
@@ -43,7 +47,19 @@ impl<K, A: Algorithm, C, S, X> HttpRateLimitLayer<K, A, C, S, X> {
             missing_status: StatusCode::INTERNAL_SERVER_ERROR,
             headers_on_success: false,
             policy: policy_value(limit, window),
+            wait: None,
         }
+    }
+
+    /// Queues briefly before answering 429: a request over the limit waits for its key's
+    /// next slot when that is at most `max_wait` away (in arrival order, on the algorithm's
+    /// schedule) and is answered 429 at once when it is further. A request whose connection
+    /// goes away while it waits gives its slot back where the algorithm can. Waiting needs
+    /// the inner service to be `Clone` (as axum's `Router` is).
+    #[must_use]
+    pub fn wait(mut self, max_wait: Duration) -> Self {
+        self.wait = Some(max_wait);
+        self
     }
 
     /// What to do with a request whose key cannot be found (default: reject).

@@ -2,11 +2,12 @@ use std::hash::{BuildHasher, Hash};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use limitpal_core::{Algorithm, Clock};
+use limitpal_core::{Algorithm, Clock, Quota, Reserve};
 use tower::Service;
 
 use super::ResponseFuture;
 use super::layer::HttpRateLimitLayer;
+use crate::limit::WaitForQuota;
 use crate::{KeyExtractor, MissingKey};
 
 /// An HTTP service behind a keyed rate limit; made by
@@ -37,17 +38,17 @@ impl<Svc, K, A: Algorithm, C, S, X> HttpRateLimitService<Svc, K, A, C, S, X> {
 
 impl<Svc, B, RB, K, A, C, S, X> Service<Request<B>> for HttpRateLimitService<Svc, K, A, C, S, X>
 where
-    Svc: Service<Request<B>, Response = Response<RB>>,
+    Svc: Service<Request<B>, Response = Response<RB>> + Clone,
     RB: Default,
     K: Hash + Eq + Clone + Send + Sync + 'static,
     A: Algorithm,
     C: Clock,
-    S: BuildHasher,
+    S: BuildHasher + Send + Sync + 'static,
     X: KeyExtractor<Request<B>, Key = K>,
 {
     type Response = Response<RB>;
     type Error = Svc::Error;
-    type Future = ResponseFuture<Svc::Future, RB>;
+    type Future = ResponseFuture<Svc::Future, RB, Svc, Request<B>>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -65,6 +66,28 @@ where
                 return ResponseFuture::status(config.missing_status);
             }
         };
+        if let Some(max_wait) = config.wait {
+            let quota = || config.limiter.quota(key);
+            let mut wait = WaitForQuota::new(Reserve::Now(config.limiter.reserve(key, max_wait)));
+            return match wait.now() {
+                Some(Ok(reservation)) => {
+                    reservation.commit();
+                    let quota = config.headers_on_success.then(|| quota_of(config, quota()));
+                    ResponseFuture::called(self.inner.call(req), quota)
+                }
+                Some(Err(denied)) => ResponseFuture::too_many(
+                    denied.retry_after,
+                    &quota_of(config, quota()),
+                    &config.policy,
+                ),
+                None => {
+                    let quota = config.headers_on_success.then(|| quota_of(config, quota()));
+                    let clone = self.inner.clone();
+                    let service = std::mem::replace(&mut self.inner, clone);
+                    ResponseFuture::waiting(wait, service, req, quota)
+                }
+            };
+        }
         let (decision, quota) = config.limiter.check_with_quota(key);
         match decision {
             Ok(()) => ResponseFuture::called(
@@ -73,5 +96,17 @@ where
             ),
             Err(denied) => ResponseFuture::too_many(denied.retry_after, &quota, &config.policy),
         }
+    }
+}
+
+/// A key's quota as the `RateLimit` field reports it.
+fn quota_of<K, A: Algorithm, C, S, X>(
+    config: &HttpRateLimitLayer<K, A, C, S, X>,
+    (remaining, reset): (u32, std::time::Duration),
+) -> Quota {
+    Quota {
+        limit: config.limiter.algorithm().max_batch(),
+        remaining,
+        reset,
     }
 }

@@ -6,6 +6,7 @@ use limitpal_core::RateLimited;
 use pin_project_lite::pin_project;
 use tower::{BoxError, Service};
 
+use super::WaitForQuota;
 use crate::KeyMissing;
 
 pin_project! {
@@ -23,8 +24,31 @@ pin_project! {
     #[project = KindProj]
     enum Kind<S, Req, F, C> {
         Called { #[pin] future: F },
-        Checking { #[pin] check: C, service: S, request: Option<Req> },
+        Checking { #[pin] check: Admission<C>, service: S, request: Option<Req> },
         Rejected { error: Option<BoxError> },
+    }
+}
+
+pin_project! {
+    /// What a request waits for before its call: a remote limiter's answer, or its reserved
+    /// slot (committed once it has come).
+    #[project = AdmissionProj]
+    enum Admission<C> {
+        Check { #[pin] check: C },
+        Wait { #[pin] wait: WaitForQuota },
+    }
+}
+
+impl<C: Future<Output = Result<(), RateLimited>>> Future for Admission<C> {
+    type Output = Result<(), RateLimited>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AdmissionProj::Check { check } => check.poll(cx),
+            AdmissionProj::Wait { wait } => {
+                Poll::Ready(ready!(wait.poll(cx)).map(limitpal_core::Reservation::commit))
+            }
+        }
     }
 }
 
@@ -54,7 +78,17 @@ impl<S: Service<Req>, Req, C> ResponseFuture<S, Req, C> {
     pub(crate) fn checking(check: C, service: S, request: Req) -> Self {
         Self {
             kind: Kind::Checking {
-                check,
+                check: Admission::Check { check },
+                service,
+                request: Some(request),
+            },
+        }
+    }
+
+    pub(crate) fn waiting(wait: WaitForQuota, service: S, request: Req) -> Self {
+        Self {
+            kind: Kind::Checking {
+                check: Admission::Wait { wait },
                 service,
                 request: Some(request),
             },

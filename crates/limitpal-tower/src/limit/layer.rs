@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use tower_layer::Layer;
 
 use super::RateLimitService;
@@ -9,6 +11,7 @@ pub struct RateLimitLayer<L, X, K> {
     limiter: L,
     key: X,
     missing: MissingKey<K>,
+    wait: Option<Duration>,
 }
 
 impl<L, X, K> RateLimitLayer<L, X, K> {
@@ -21,7 +24,19 @@ impl<L, X, K> RateLimitLayer<L, X, K> {
             limiter,
             key,
             missing: MissingKey::Reject,
+            wait: None,
         }
+    }
+
+    /// Shapes instead of rejecting: a request over the limit waits for its key's next slot
+    /// when that is at most `max_wait` away (in arrival order, exactly on the algorithm's
+    /// schedule), and is refused with [`RateLimited`](limitpal_core::RateLimited) at once when
+    /// it is further. A request dropped while it waits gives its slot back where the
+    /// algorithm can. The wait sleeps on tokio's timer.
+    #[must_use]
+    pub fn wait(mut self, max_wait: Duration) -> Self {
+        self.wait = Some(max_wait);
+        self
     }
 
     /// What to do with a request whose key cannot be found.
@@ -41,6 +56,7 @@ impl<S, L: Clone, X: Clone, K: Clone> Layer<S> for RateLimitLayer<L, X, K> {
             self.limiter.clone(),
             self.key.clone(),
             self.missing.clone(),
+            self.wait,
         )
     }
 }

@@ -33,7 +33,10 @@
 mod future;
 mod layer;
 mod service;
+mod wait;
 
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimitService;
+pub(crate) use wait::WaitForQuota;
+pub use wait::{UntilReady, UntilReadyFuture};

@@ -1,10 +1,11 @@
 use std::mem;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use limitpal_core::AsyncLimiter;
 use tower::{BoxError, Service};
 
-use super::ResponseFuture;
+use super::{ResponseFuture, WaitForQuota};
 use crate::{KeyExtractor, MissingKey};
 
 /// A service behind a keyed rate limit; made by [`RateLimitLayer`](super::RateLimitLayer).
@@ -14,15 +15,23 @@ pub struct RateLimitService<S, L, X, K> {
     limiter: L,
     key: X,
     missing: MissingKey<K>,
+    wait: Option<Duration>,
 }
 
 impl<S, L, X, K> RateLimitService<S, L, X, K> {
-    pub(crate) fn new(inner: S, limiter: L, key: X, missing: MissingKey<K>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        limiter: L,
+        key: X,
+        missing: MissingKey<K>,
+        wait: Option<Duration>,
+    ) -> Self {
         Self {
             inner,
             limiter,
             key,
             missing,
+            wait,
         }
     }
 
@@ -61,6 +70,22 @@ where
             (None, MissingKey::Allow) => return ResponseFuture::called(self.inner.call(req)),
             (None, MissingKey::Reject) => return ResponseFuture::key_missing(),
         };
+        if let Some(max_wait) = self.wait {
+            let mut wait = WaitForQuota::new(self.limiter.reserve(key, max_wait));
+            return match wait.now() {
+                Some(Ok(reservation)) => {
+                    reservation.commit();
+                    ResponseFuture::called(self.inner.call(req))
+                }
+                Some(Err(denied)) => ResponseFuture::rejected(denied),
+                None => {
+                    // the ready service waits in the future with the request
+                    let clone = self.inner.clone();
+                    let service = mem::replace(&mut self.inner, clone);
+                    ResponseFuture::waiting(wait, service, req)
+                }
+            };
+        }
         if let Some(decision) = self.limiter.check_now(key) {
             return match decision {
                 Ok(()) => ResponseFuture::called(self.inner.call(req)),

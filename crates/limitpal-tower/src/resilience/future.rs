@@ -1,3 +1,4 @@
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::service::{LimitFuture, Pending, admit, take_slot};
 use crate::TimedOut;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
+use crate::limit::WaitForQuota;
 use crate::retry::ReplayRequest;
 
 pin_project! {
@@ -64,6 +66,8 @@ pin_project! {
     enum State<F> {
         // boxed: waiting is the slow path, and keeps the future small for the rest
         Limiting { answer: LimitFuture },
+        // waiting for a reserved slot, holding no breaker permit
+        Waiting { #[pin] wait: WaitForQuota },
         Queued { wait: SlotWait },
         // admitted, slot taken: call now
         Starting,
@@ -110,6 +114,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
     ) -> Self {
         let state = match pending {
             Pending::Limit(answer) => State::Limiting { answer },
+            Pending::Quota(wait) => State::Waiting { wait },
             Pending::Slot(wait) => State::Queued { wait },
         };
         Self::start(
@@ -200,13 +205,14 @@ where
                     };
                     if this.service.is_none() || this.request.is_none() {
                         // nothing to retry with: settle as a pipeline without retries would
-                        return Poll::Ready(finish(pipeline.settle_final(
-                            this.run,
-                            std::mem::take(this.permits),
-                            attempt,
-                        )));
+                        let result =
+                            pipeline.settle_final(this.run, std::mem::take(this.permits), attempt);
+                        pushback(this.shared, this.run, this.key.as_ref());
+                        return Poll::Ready(finish(result));
                     }
-                    match pipeline.settle(this.run, std::mem::take(this.permits), attempt) {
+                    let settled = pipeline.settle(this.run, std::mem::take(this.permits), attempt);
+                    pushback(this.shared, this.run, this.key.as_ref());
+                    match settled {
                         Settled::Retry(delay) => this.state.set(State::Sleeping {
                             sleep: tokio::time::sleep(delay),
                         }),
@@ -232,6 +238,7 @@ where
                     };
                     this.state.set(match pending {
                         Some(Pending::Limit(answer)) => State::Limiting { answer },
+                        Some(Pending::Quota(wait)) => State::Waiting { wait },
                         Some(Pending::Slot(wait)) => State::Queued { wait },
                         None => State::Starting,
                     });
@@ -241,6 +248,29 @@ where
                         drop(std::mem::take(this.permits)); // unrecorded, as for a local denial
                         return Poll::Ready(Err(Box::new(denied)));
                     }
+                    let wait = match take_slot(this.shared, this.run, this.permits) {
+                        Ok(wait) => wait,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    };
+                    this.state.set(match wait {
+                        Some(wait) => State::Queued { wait },
+                        None => State::Starting,
+                    });
+                }
+                StateProj::Waiting { wait } => {
+                    let reservation = match ready!(wait.poll(cx)) {
+                        Ok(reservation) => reservation,
+                        Err(denied) => return Poll::Ready(Err(Box::new(denied))),
+                    };
+                    // the slot has come: the breaker is asked again before the call
+                    *this.permits = match pipeline.admit::<Infallible>(this.run) {
+                        Ok(permits) => permits,
+                        Err(refused) => {
+                            reservation.cancel();
+                            return Poll::Ready(Err(boxed(refused)));
+                        }
+                    };
+                    reservation.commit();
                     let wait = match take_slot(this.shared, this.run, this.permits) {
                         Ok(wait) => wait,
                         Err(error) => return Poll::Ready(Err(error)),
@@ -286,6 +316,15 @@ where
                 }
             }
         }
+    }
+}
+
+/// Holds the key in the limiter when the settled attempt carried the upstream's pushback.
+fn pushback<K, Cl>(shared: &Shared<K, Cl>, run: &mut Run, key: Option<&K>) {
+    if let Some(hold) = run.take_pushback()
+        && let (Some(limiter), Some(key)) = (&shared.limiter, key)
+    {
+        limiter.hold(key, hold);
     }
 }
 

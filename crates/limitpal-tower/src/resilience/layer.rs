@@ -178,6 +178,30 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
         }
     }
 
+    /// Waits up to `max_wait` for the limiter's quota instead of failing with
+    /// [`RateLimited`](limitpal_core::RateLimited): the request is shaped, not refused. A slot
+    /// beyond `max_wait` or the deadline is refused at once with the exact `retry_after`. An
+    /// Open breaker fails fast without waiting; a wait holds no half-open probe and no
+    /// bulkhead slot, and the breaker is asked again once the slot comes (Open then:
+    /// `CircuitOpen`, the quota given back). Every retry waits the same way.
+    #[must_use]
+    pub fn limiter_wait(mut self, max_wait: Duration) -> Self {
+        self.parts.limiter_wait = Some(max_wait);
+        self
+    }
+
+    /// Whether an upstream's own `retry_after` (HTTP `Retry-After` through the HTTP
+    /// classifier, or a classifier's `Outcome::Failure { retry_after, .. }`) holds the
+    /// request's key in the limiter, so that no caller starts an attempt for it before then
+    /// (default on). Callers wait through the hold (with [`limiter_wait`](Self::limiter_wait))
+    /// or get `RateLimited` with the time left. The hold is cut to the retry policy's
+    /// `max_delay` (10 s without one).
+    #[must_use]
+    pub fn respect_pushback(mut self, respect: bool) -> Self {
+        self.parts.respect_pushback = respect;
+        self
+    }
+
     /// Whether retries are checked and charged by the limiter (default true).
     #[must_use]
     pub fn charge_retries(mut self, charge: bool) -> Self {

@@ -14,6 +14,7 @@ use super::ResponseFuture;
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, wait};
 use crate::error::boxed;
+use crate::limit::WaitForQuota;
 use crate::retry::ReplayRequest;
 use crate::{KeyExtractor, KeyMissing, MissingKey};
 
@@ -79,6 +80,8 @@ impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
 pub(crate) enum Pending {
     /// A remote limiter's answer; the slot is taken after it.
     Limit(LimitFuture),
+    /// A reserved slot of the limiter; the breaker is asked again when it comes.
+    Quota(WaitForQuota),
     /// A place in the bulkhead's queue.
     Slot(SlotWait),
 }
@@ -102,13 +105,29 @@ pub(crate) fn admit<K, Cl>(
     if shared.pipeline.charges(run)
         && let (Some(limiter), Some(key)) = (&shared.limiter, key)
     {
-        match limiter(key) {
-            LimitCheck::Now(Ok(())) => {}
-            LimitCheck::Now(Err(denied)) => {
-                drop(permits); // released unrecorded: the breaker learns nothing from our own denial
-                return Err(Box::new(denied));
+        match shared.pipeline.limit_wait(run) {
+            None => match limiter.check(key) {
+                LimitCheck::Now(Ok(())) => {}
+                LimitCheck::Now(Err(denied)) => {
+                    drop(permits); // released unrecorded: the breaker learns nothing from our own denial
+                    return Err(Box::new(denied));
+                }
+                LimitCheck::Later(answer) => return Ok((permits, Some(Pending::Limit(answer)))),
+            },
+            Some(max_wait) => {
+                let mut wait = WaitForQuota::new(limiter.reserve(key, max_wait));
+                match wait.now() {
+                    Some(Ok(reservation)) => reservation.commit(),
+                    Some(Err(denied)) => {
+                        drop(permits);
+                        return Err(Box::new(denied));
+                    }
+                    None => {
+                        drop(permits); // a wait holds no half-open probe
+                        return Ok((Permits::default(), Some(Pending::Quota(wait))));
+                    }
+                }
             }
-            LimitCheck::Later(answer) => return Ok((permits, Some(Pending::Limit(answer)))),
         }
     }
     let wait = take_slot(shared, run, &mut permits)?;
