@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+
+use super::retry_after;
 use limitpal_core::{Classify, Outcome, Verdict};
 
 /// Classifies HTTP responses for the breaker and retries:
@@ -32,16 +34,6 @@ use limitpal_core::{Classify, Outcome, Verdict};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassifier;
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs))
-}
 
 impl<B, E> Classify<Response<B>, E> for HttpClassifier {
     fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
@@ -116,15 +108,29 @@ impl<B, E> Classify<Response<B>, E> for GrpcClassifier {
             .and_then(|v| v.trim().parse::<u16>().ok());
         match code {
             None | Some(0) => Verdict::from(Outcome::Success),
-            Some(4 | 14) => Verdict::from(Outcome::RETRYABLE),
+            Some(4) => Verdict::from(Outcome::RETRYABLE),
+            Some(14) => Verdict::from(Outcome::Failure {
+                retryable: true,
+                retry_after: grpc_pushback(response.headers()),
+            }),
             Some(8) => Verdict {
                 breaker: Outcome::Ignore,
                 retry: true,
-                retry_after: None,
+                retry_after: grpc_pushback(response.headers()),
             },
             Some(_) => Verdict::from(Outcome::FATAL),
         }
     }
+}
+
+/// gRPC's server pushback (`grpc-retry-pushback-ms`, gRPC proposal A6): a non-negative
+/// integer of milliseconds; anything else is ignored.
+fn grpc_pushback(headers: &HeaderMap) -> Option<Duration> {
+    let ms = headers.get("grpc-retry-pushback-ms")?.to_str().ok()?.trim();
+    if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ms.parse().ok().map(Duration::from_millis)
 }
 
 /// The replay rule for HTTP requests: a copy of an idempotent request (`GET`, `HEAD`,

@@ -55,12 +55,14 @@ mod extract;
 mod future;
 mod headers;
 mod layer;
+mod retry_after;
 mod service;
 
 pub use classify::{GrpcClassifier, HttpClassifier, replay_always, replay_idempotent};
 pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
 pub use layer::HttpRateLimitLayer;
+pub use retry_after::retry_after;
 pub use service::HttpRateLimitService;
 
 pub use crate::MissingKey;
