@@ -34,7 +34,6 @@ use limitpal_core::{Classify, Outcome, Verdict};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpClassifier;
 
-
 impl<B, E> Classify<Response<B>, E> for HttpClassifier {
     fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
         let verdict = self.verdict(result);

@@ -73,7 +73,12 @@ fn http_date(s: &str) -> Option<u64> {
                     return None;
                 }
                 let yy: u64 = yy.parse().ok()?;
-                (day, month, if yy < 70 { 2000 + yy } else { 1900 + yy }, *time)
+                (
+                    day,
+                    month,
+                    if yy < 70 { 2000 + yy } else { 1900 + yy },
+                    *time,
+                )
             }
             _ => return None,
         }
@@ -85,7 +90,9 @@ fn http_date(s: &str) -> Option<u64> {
     };
     let day: u64 = day.parse().ok()?;
     let month = MONTHS.iter().position(|m| *m == month)?;
-    let mut hms = time.split(':').map(|p| (p.len() == 2).then(|| p.parse::<u64>().ok())?);
+    let mut hms = time
+        .split(':')
+        .map(|p| (p.len() == 2).then(|| p.parse::<u64>().ok())?);
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
     if hms.next().is_some()
         || !(1..=31).contains(&day)
@@ -123,7 +130,10 @@ mod tests {
         assert_eq!(http_date("Sunday, 06-Nov-94 08:49:37 GMT"), imf);
         assert_eq!(http_date("Sun Nov  6 08:49:37 1994"), imf);
         assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
-        assert_eq!(http_date("Sat, 29 Feb 2028 23:59:59 GMT"), Some(1_835_481_599));
+        assert_eq!(
+            http_date("Sat, 29 Feb 2028 23:59:59 GMT"),
+            Some(1_835_481_599)
+        );
     }
 
     #[test]

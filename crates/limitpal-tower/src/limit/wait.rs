@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use limitpal_core::{AsyncLimiter, RateLimited, Reservation, Reserve, ReserveFuture};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 pin_project! {
     /// Reserves a slot, then sleeps until it: resolves to the reservation once its time has
@@ -16,6 +16,9 @@ pin_project! {
     pub(crate) struct WaitForQuota {
         reserving: Option<ReserveFuture>,
         answer: Option<Result<Reservation, RateLimited>>,
+        // when the slot comes, on tokio's timer: fixed when the answer arrives, so a first
+        // poll that comes late does not push the wake-up later
+        due: Option<Instant>,
         #[pin]
         sleep: Option<Sleep>,
     }
@@ -27,9 +30,11 @@ impl WaitForQuota {
             Reserve::Now(answer) => (None, Some(answer)),
             Reserve::Later(future) => (Some(future), None),
         };
+        let due = answer.as_ref().and_then(due);
         Self {
             reserving,
             answer,
+            due,
             sleep: None,
         }
     }
@@ -52,14 +57,11 @@ impl Future for WaitForQuota {
         if let Some(reserving) = this.reserving.as_mut() {
             let answer = ready!(reserving.as_mut().poll(cx));
             *this.reserving = None;
+            *this.due = due(&answer);
             *this.answer = Some(answer);
         }
-        if this.sleep.is_none()
-            && let Some(Ok(reservation)) = this.answer.as_ref()
-            && !reservation.delay().is_zero()
-        {
-            this.sleep
-                .set(Some(tokio::time::sleep(reservation.delay())));
+        if let Some(due) = this.due.take() {
+            this.sleep.set(Some(tokio::time::sleep_until(due)));
         }
         if let Some(sleep) = this.sleep.as_pin_mut() {
             ready!(sleep.poll(cx));
@@ -70,6 +72,20 @@ impl Future for WaitForQuota {
                 .unwrap_or_else(|| Err(RateLimited::new(Duration::ZERO))),
         )
     }
+}
+
+/// When a reservation's slot comes on tokio's timer (`None`: now, or refused).
+fn due(answer: &Result<Reservation, RateLimited>) -> Option<Instant> {
+    let delay = answer.as_ref().ok()?.delay();
+    #[allow(clippy::disallowed_methods)] // the instant the reservation was answered
+    let now = Instant::now();
+    // past the timer's range (a wait of centuries), sleep as long as it can
+    let far = Duration::from_secs(86_400 * 365 * 30);
+    (!delay.is_zero()).then(|| {
+        now.checked_add(delay)
+            .or_else(|| now.checked_add(far))
+            .unwrap_or(now)
+    })
 }
 
 /// Waiting for quota in async code: implemented for every [`AsyncLimiter`], so for
