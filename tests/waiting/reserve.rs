@@ -163,8 +163,9 @@ fn composite_reservations_under_contention_stay_within_both_parts() {
                 let mut slots = Vec::new();
                 for i in 0..200_u32 {
                     // a mix of patience: some refused, most queued
-                    let max_wait =
-                        Duration::from_millis(u64::from((i * 7 + t as u32 * 13) % 40) * 100);
+                    let max_wait = Duration::from_millis(
+                        u64::from((i * 7 + u32::try_from(t).unwrap() * 13) % 40) * 100,
+                    );
                     if let Ok(r) = limiter.reserve(&0_u8, max_wait) {
                         slots.push(r.delay());
                         r.commit();
@@ -186,7 +187,7 @@ fn composite_reservations_under_contention_stay_within_both_parts() {
         assert!(in_window <= 3, "{in_window} slots within 1 s of {at:?}");
         // the bucket: n slots need (n - 4) half-seconds since the first of them
         for (j, &later) in slots[i..].iter().enumerate() {
-            let n = j as u32 + 1;
+            let n = u32::try_from(j).unwrap() + 1;
             let need = Duration::from_millis(500) * n.saturating_sub(4);
             assert!(later - at >= need, "{n} slots in {:?}", later - at);
         }

@@ -6,8 +6,7 @@ use std::time::Duration;
 use limitpal::rand::rngs::StdRng;
 use limitpal::rand::{Rng, SeedableRng};
 use limitpal::tower::{RateLimitLayer, TokioClock, UntilReady};
-use limitpal::{LeakyBucket, RateLimited, RateLimiter, TokenBucket};
-use tokio::time::Instant;
+use limitpal::{Clock, LeakyBucket, RateLimited, RateLimiter, TokenBucket};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 const MS: Duration = Duration::from_millis(1);
@@ -23,7 +22,7 @@ fn tokio_limiter<A: limitpal::Algorithm>(algorithm: A) -> RateLimiter<u64, A, To
 #[tokio::test(start_paused = true)]
 async fn concurrent_waiters_on_one_key_are_admitted_in_order_exactly_on_the_schedule() {
     let limiter = tokio_limiter(TokenBucket::new(3, 20.0).unwrap());
-    let start = Instant::now();
+    let start = TokioClock::new();
     let admitted = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..50_u32 {
@@ -31,7 +30,7 @@ async fn concurrent_waiters_on_one_key_are_admitted_in_order_exactly_on_the_sche
         let admitted = Arc::clone(&admitted);
         tasks.push(tokio::spawn(async move {
             wait.await.unwrap();
-            admitted.lock().unwrap().push((i, start.elapsed()));
+            admitted.lock().unwrap().push((i, start.now()));
         }));
     }
     for task in tasks {
@@ -50,25 +49,25 @@ async fn concurrent_waiters_on_one_key_are_admitted_in_order_exactly_on_the_sche
 async fn a_thousand_waits_at_100_per_second_take_exactly_ten_seconds() {
     let limiter = tokio_limiter(LeakyBucket::new(1, 100.0).unwrap());
     limiter.check(&1).unwrap(); // the limiter is at its rate: every wait is one interval
-    let start = Instant::now();
+    let start = TokioClock::new();
     for _ in 0..1_000 {
         limiter.until_ready(&1, SEC).await.unwrap();
     }
-    assert_eq!(start.elapsed(), 10 * SEC);
+    assert_eq!(start.now(), 10 * SEC);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_wait_beyond_max_wait_is_refused_at_once_and_sleeps_nothing() {
     let limiter = tokio_limiter(TokenBucket::new(1, 1.0).unwrap());
     limiter.until_ready(&1, Duration::ZERO).await.unwrap();
-    let start = Instant::now();
+    let start = TokioClock::new();
     assert_eq!(
         limiter.until_ready(&1, 999 * MS).await,
         Err(RateLimited::new(SEC))
     );
-    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(start.now(), Duration::ZERO);
     limiter.until_ready(&1, SEC).await.unwrap();
-    assert_eq!(start.elapsed(), SEC);
+    assert_eq!(start.now(), SEC);
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,10 +79,10 @@ async fn a_waiter_dropped_before_its_slot_gives_it_back() {
         impatient.is_err(),
         "timed out while waiting for its slot at 100 ms"
     );
-    let start = Instant::now();
+    let start = TokioClock::new();
     limiter.until_ready(&1, SEC).await.unwrap();
     // the slot at 100 ms came back: the next waiter takes it 50 ms from now, not 150 ms
-    assert_eq!(start.elapsed(), 50 * MS);
+    assert_eq!(start.now(), 50 * MS);
 }
 
 /// For sorted admission times: any `n` of them span at least `(n - burst) × interval`.
@@ -119,7 +118,7 @@ async fn random_waiters<A: limitpal::Algorithm>(
 ) -> (Vec<Duration>, Duration) {
     let limiter = tokio_limiter(algorithm);
     let mut rng = StdRng::seed_from_u64(seed);
-    let start = Instant::now();
+    let start = TokioClock::new();
     let admitted = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     let (mut kept, mut cancelled) = (0_u32, 0_u32);
@@ -147,7 +146,7 @@ async fn random_waiters<A: limitpal::Algorithm>(
                         None => wait.await,
                     };
                     if answer.is_ok() {
-                        admitted.lock().unwrap().push(start.elapsed());
+                        admitted.lock().unwrap().push(start.now());
                     }
                 }));
             }
@@ -162,7 +161,7 @@ async fn random_waiters<A: limitpal::Algorithm>(
     );
     let mut admitted = admitted.lock().unwrap().clone();
     admitted.sort();
-    (admitted, start.elapsed())
+    (admitted, start.now())
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,11 +190,11 @@ async fn ten_thousand_random_cancellations_never_over_admit() {
 #[tokio::test(start_paused = true)]
 async fn a_waiting_rate_limit_layer_shapes_instead_of_rejecting() {
     let limiter = tokio_limiter(LeakyBucket::new(1, 10.0).unwrap());
-    let start = Instant::now();
+    let start = TokioClock::new();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
     let inner = service_fn(move |n: u64| {
-        seen.lock().unwrap().push((n, start.elapsed()));
+        seen.lock().unwrap().push((n, start.now()));
         async move { Ok::<_, std::io::Error>(n) }
     });
     let svc = RateLimitLayer::new(limiter, |_: &u64| 0_u64)
@@ -217,6 +216,6 @@ async fn a_waiting_rate_limit_layer_shapes_instead_of_rejecting() {
         assert_eq!(f.await.unwrap().unwrap(), n as u64);
     }
     let calls = calls.lock().unwrap().clone();
-    let expected: Vec<_> = (0..10_u64).map(|n| (n, 100 * MS * n as u32)).collect();
+    let expected: Vec<_> = (0..10_u32).map(|n| (u64::from(n), 100 * MS * n)).collect();
     assert_eq!(calls, expected, "one call every 100 ms, in arrival order");
 }
