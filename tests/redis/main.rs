@@ -429,3 +429,89 @@ async fn resilience_layer_takes_the_redis_limiter_like_a_local_one() {
     );
     assert_eq!(bulkhead.in_flight(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_queue_waiters_on_one_schedule_in_one_round_trip_each() {
+    use limitpal::Reserve;
+    use limitpal::tower::UntilReady;
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // 200 per second, no burst: one slot every 5 ms, shared by both instances
+    let a = limiter(
+        &server,
+        1,
+        200.0,
+        FailurePolicy::Deny(Duration::from_secs(1)),
+    )
+    .await;
+    let b = limiter(
+        &server,
+        1,
+        200.0,
+        FailurePolicy::Deny(Duration::from_secs(1)),
+    )
+    .await;
+    let clock = MonotonicClock;
+    let start = clock.now();
+    let key = "queue".to_owned();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let key = key.clone();
+            tokio::spawn(async move {
+                let asked = clock.now();
+                let Reserve::Later(reservation) = l.reserve(&key, Duration::from_secs(5)) else {
+                    panic!("a Redis reservation takes a round trip");
+                };
+                let reservation = reservation.await.unwrap();
+                let replied = clock.now();
+                // the script ran between asking and the reply: its slot is known to within
+                // half the round trip
+                let uncertainty = (replied - asked) / 2;
+                let slot = asked + uncertainty + reservation.delay();
+                // wait as until_ready does, then note when this waiter went
+                tokio::time::sleep(reservation.delay()).await;
+                reservation.commit();
+                ((slot - start, uncertainty), clock.now() - start)
+            })
+        })
+        .collect();
+    let mut slots = Vec::new();
+    let mut went = Vec::new();
+    for t in tasks {
+        let (slot, at) = t.await.unwrap();
+        slots.push(slot);
+        went.push(at);
+    }
+    slots.sort();
+    went.sort();
+    let interval = Duration::from_millis(5);
+    let ms = Duration::from_millis(1);
+    for pair in slots.windows(2) {
+        let [(a, ua), (b, ub)] = [pair[0], pair[1]];
+        assert!(
+            b + ua + ub + ms >= a + interval,
+            "two slots closer than the rate: {pair:?}"
+        );
+    }
+    // 100 distinct slots, one per interval: the last 99 intervals after the first
+    let ((first, u0), (last, u1)) = (slots[0], slots[99]);
+    let span = last - first;
+    assert!(span + u0 + u1 + ms >= interval * 99, "{span:?}");
+    assert!(span <= interval * 99 + u0 + u1 + ms, "{span:?}");
+    // what was admitted went no faster than the quota (allowing for scheduler jitter)
+    for (i, &at) in went.iter().enumerate() {
+        let within = went[i..]
+            .iter()
+            .take_while(|&&t| t < at + interval * 10)
+            .count();
+        assert!(within <= 12, "{within} waiters went within 50 ms");
+    }
+    assert_eq!(a.errors() + b.errors(), 0);
+    // until_ready on the Redis limiter: refused at once past max_wait, with the wait
+    let refused = a.until_ready(&key, Duration::ZERO).await.unwrap_err();
+    assert!(refused.retry_after > Duration::ZERO);
+    a.until_ready(&key, Duration::from_secs(1)).await.unwrap();
+}
