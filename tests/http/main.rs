@@ -24,6 +24,11 @@ use tower::{Layer, ServiceExt, service_fn};
 #[path = "../../examples/axum_server.rs"]
 mod example;
 
+/// The vendor-quota client example, run here with fewer items.
+#[allow(dead_code)] // the example's `main` is not used here
+#[path = "../../examples/vendor_client.rs"]
+mod vendor_client;
+
 /// Serves `app` on a free loopback port with connect info; the task ends with the test.
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -385,4 +390,27 @@ mod client {
         assert_eq!(hits.load(Ordering::SeqCst), 4);
         assert_eq!(breaker.state(), CircuitState::Closed);
     }
+}
+
+/// Real time on loopback: 60 items through a vendor allowing 20/s burst 5 that fails one
+/// answer in five. Waiting for quota means no 429 at all, every item fetched, and the run
+/// takes the quota's minimum time (within 5 %), not more.
+#[tokio::test]
+async fn the_vendor_client_waits_for_quota_gets_no_429_and_runs_at_the_quota() {
+    let report = vendor_client::run(60).await.unwrap();
+    assert_eq!(report.refused_429, 0, "{report:?}");
+    assert_eq!(report.fetched, 60, "{report:?}");
+    // one answer in five was a 503, and each was retried until the item came
+    assert_eq!(report.failed_503, report.requests / 5, "{report:?}");
+    assert_eq!(report.requests - report.failed_503, 60, "{report:?}");
+    let minimum = report.minimum().as_secs_f64();
+    let elapsed = report.elapsed.as_secs_f64();
+    assert!(
+        elapsed >= minimum * 0.99,
+        "{elapsed} s < {minimum} s: {report:?}"
+    );
+    assert!(
+        elapsed <= minimum * 1.05,
+        "{elapsed} s vs {minimum} s: {report:?}"
+    );
 }

@@ -10,3 +10,15 @@ mod pushback;
 mod reserve;
 #[cfg(feature = "tower")]
 mod until_ready;
+
+/// The job limiter example, which asserts its own exact schedule.
+#[cfg(feature = "tower")]
+#[path = "../../examples/job_limiter.rs"]
+mod job_limiter;
+
+/// 100 jobs through `LeakyBucket` 20 / 10 per second: 20 at once, then one every 100 ms, 8 s.
+#[cfg(feature = "tower")]
+#[test]
+fn the_job_limiter_example_runs_jobs_at_exactly_ten_per_second() {
+    job_limiter::main().unwrap();
+}
