@@ -88,6 +88,6 @@ pub mod redis {
 }
 
 /// The README's examples, compiled and run by `cargo test --doc`.
-#[cfg(all(doctest, feature = "tower"))]
+#[cfg(all(doctest, feature = "http"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -6,7 +6,11 @@
 //! 2. breaker admission: Open → [`Error::CircuitOpen`] at once, nothing else runs;
 //! 3. rate limiter (done by the caller, which owns the limiter): denied →
 //!    [`Error::RateLimited`], and the breaker permit is released unrecorded. Every attempt is
-//!    charged unless `charge_retries(false)`;
+//!    charged unless `charge_retries(false)`. With `limiter_wait` the attempt reserves its
+//!    slot instead (at most [`Pipeline::limit_wait`] ahead, cut to the deadline), drops its
+//!    breaker permit, sleeps, and goes back to step 2: an Open breaker then ends the run with
+//!    [`Error::CircuitOpen`] and the reservation is cancelled. A key held by pushback (an
+//!    outcome's `retry_after`, see `respect_pushback`) is waited for or denied the same way;
 //! 4. bulkhead or adaptive limit (done by the caller, which does any waiting): a slot, or
 //!    [`Error::BulkheadFull`] when none is free within its `max_wait` (the breaker permit is
 //!    released unrecorded);

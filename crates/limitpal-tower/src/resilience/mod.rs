@@ -1,8 +1,11 @@
 //! [`ResilienceLayer`]: rate limit, circuit breaker and retries as one service and one
 //! future, in the fixed order of the pipeline — whatever the order of the builder calls.
 //!
-//! Per attempt: deadline → breaker admission → rate limiter → the call (bounded by the
-//! attempt timeout) → classify and record → retry or stop; see
+//! Per attempt: deadline → breaker admission → rate limiter (or, with
+//! [`limiter_wait`](ResilienceLayerBuilder::limiter_wait), a wait for its slot holding no
+//! probe and no slot, then admission again) → the call (bounded by the attempt timeout) →
+//! classify and record, holding the key when the answer carries a `retry_after` → retry or
+//! stop; see
 //! [`limitpal_core::pipeline`] for the exact rules, shared with the executors. `poll_ready`
 //! forwards once to the inner service; the first attempt is admitted inside `call`, so a
 //! rejected request never reaches the inner service and never holds a slot in `Buffer` or
