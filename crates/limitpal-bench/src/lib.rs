@@ -7,4 +7,5 @@ pub mod http;
 pub mod layers;
 pub mod limiters;
 pub mod timing;
+pub mod waiting;
 pub mod workloads;

@@ -6,10 +6,13 @@
 //! cargo run --release -p limitpal-bench --bin compare
 //! ```
 //!
+//! `compare waiting` compares waiting for quota (about a minute: it waits in real time).
+//!
 //! `compare keyed 10000 200000 1000000` times only keyed checks, at each live-key count given
 //! (every key kept live, as in the 1 M-key line), to see where the tables leave the caches.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use limitpal_bench::alloc::{self, Counting};
 use limitpal_bench::drive::{complete, request, runtime};
@@ -23,6 +26,7 @@ use limitpal_bench::limiters::{
     ours_direct, ours_keyed, ours_keyed_live, spread,
 };
 use limitpal_bench::timing::{ns_per_op_pair, ns_per_op_pair_threads};
+use limitpal_bench::waiting::{self, WaitRun, Waiter};
 use limitpal_bench::workloads::{
     ZipfKeys, governor_per_user, governor_refilling, ours_per_user, ours_per_user_bounded,
     ours_refilling, rotating,
@@ -83,6 +87,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("workloads") {
         workloads(&mut report);
+        println!("targets: {} met, {} missed", report.met, report.missed);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("waiting") {
+        waiting(&mut report);
         println!("targets: {} met, {} missed", report.met, report.missed);
         return;
     }
@@ -179,6 +188,7 @@ fn main() {
     layers(&mut report);
     metrics_overhead(&mut report);
     http(&mut report);
+    waiting(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
 }
 
@@ -594,5 +604,105 @@ fn http(report: &mut Report) {
         ours_200_paired,
         "ns",
         Some(2.0),
+    );
+}
+
+/// Waiting for quota, each waiter at the same configured rate: CPU per admitted request
+/// (reserve + sleep + wake, every thread counted), sequential and with many tasks waiting
+/// at once; then how exactly 1 000 waits through 100/s keep to their 10 s schedule.
+fn waiting(report: &mut Report) {
+    const WAIT_ROUNDS: usize = 3;
+    let rt = waiting::wait_runtime(false);
+    let cpu_us = |run: WaitRun, n: u32| {
+        run.cpu
+            .map_or(f64::NAN, |cpu| cpu.as_secs_f64() * 1e6 / f64::from(n))
+    };
+    type Case = fn(&tokio::runtime::Runtime, Waiter, u32, u32) -> WaitRun;
+    let cases: [(&str, Case, u32, u32); 2] = [
+        ("1 task, 1000 waits", waiting::sequential, 1_000, 1_000),
+        ("1000 tasks at once", waiting::concurrent, 1_000, 1_000),
+    ];
+    for (name, case, per_sec, n) in cases {
+        let mut samples: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut elapsed = [Duration::ZERO; 3];
+        for _ in 0..WAIT_ROUNDS {
+            for (i, waiter) in Waiter::ALL.into_iter().enumerate() {
+                let run = case(&rt, waiter, per_sec, n);
+                samples[i].push(cpu_us(run, n));
+                elapsed[i] = run.elapsed;
+            }
+        }
+        let [ours, gov, tow] = samples.map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        });
+        report.line(
+            &format!("wait {name} (vs governor)"),
+            ours,
+            gov,
+            "us",
+            Some(1.0),
+        );
+        report.line(
+            &format!("wait {name} (vs tower)"),
+            ours,
+            tow,
+            "us",
+            Some(1.0),
+        );
+        for (waiter, elapsed) in Waiter::ALL.into_iter().zip(elapsed) {
+            println!(
+                "  {name}, {}: last run took {:.3} s",
+                waiter.name(),
+                elapsed.as_secs_f64()
+            );
+        }
+    }
+
+    // Precision: 1 000 waits at 100/s after the burst is spent is exactly 10 s.
+    let schedule = Duration::from_secs(10);
+    let paused = waiting::wait_runtime(true);
+    for waiter in [Waiter::Ours, Waiter::Tower] {
+        // governor keeps its own clock and timer thread: paused tokio time cannot drive it
+        let run = waiting::sequential(&paused, waiter, 100, 1_000);
+        let off_us = run.elapsed.abs_diff(schedule).as_secs_f64() * 1e6;
+        report.absolute(
+            &format!("paused 1000 waits at 100/s: {}, off", waiter.name()),
+            off_us,
+            "us",
+            1000.0,
+        );
+    }
+    // Real time: the three run at once on their own threads (they sleep almost all the time).
+    let runs: Vec<(Waiter, WaitRun)> = std::thread::scope(|s| {
+        let handles: Vec<_> = Waiter::ALL
+            .into_iter()
+            .map(|waiter| {
+                s.spawn(move || {
+                    let rt = waiting::wait_runtime(false);
+                    (waiter, waiting::sequential(&rt, waiter, 100, 1_000))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    // 2 % of 10 s is 200 ms
+    let ours_off_ms = runs[0].1.elapsed.abs_diff(schedule).as_secs_f64() * 1e3;
+    for (waiter, run) in &runs {
+        let off = run.elapsed.abs_diff(schedule).as_secs_f64() / schedule.as_secs_f64() * 100.0;
+        println!(
+            "  real time: 1000 waits at 100/s, {}: {:.4} s ({off:.3} % off)",
+            waiter.name(),
+            run.elapsed.as_secs_f64()
+        );
+    }
+    report.absolute(
+        "real 1000 waits at 100/s: ours, off",
+        ours_off_ms,
+        "ms",
+        200.0,
     );
 }
