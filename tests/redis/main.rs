@@ -515,3 +515,93 @@ async fn two_instances_queue_waiters_on_one_schedule_in_one_round_trip_each() {
     assert!(refused.retry_after > Duration::ZERO);
     a.until_ready(&key, Duration::from_secs(1)).await.unwrap();
 }
+
+/// Pushback across processes: a hold sent by one instance stops the key for the other one
+/// (Redis time), other keys go on, the key then goes on at its rate, and a shorter hold never
+/// shortens a longer one.
+#[tokio::test]
+async fn a_hold_in_redis_stops_the_key_for_every_instance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = limiter(
+        &server,
+        10,
+        5.0,
+        FailurePolicy::Deny(Duration::from_secs(9)),
+    )
+    .await;
+    let b = limiter(
+        &server,
+        10,
+        5.0,
+        FailurePolicy::Deny(Duration::from_secs(9)),
+    )
+    .await;
+    let (vendor, other) = ("vendor".to_owned(), "other".to_owned());
+    a.hold_in_redis(&vendor, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let sec2 = Duration::from_secs(2);
+    let near = |d: Duration, expected: Duration| {
+        // Redis time moved by at most the round trips since the hold
+        d <= expected && d + Duration::from_millis(200) > expected
+    };
+    let denied = b.check(&vendor).await.unwrap_err();
+    assert!(near(denied.retry_after, sec2), "{denied:?}");
+    b.check(&other).await.unwrap();
+    // a shorter hold leaves the longer one in place
+    a.hold_in_redis(&vendor, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let denied = b.check(&vendor).await.unwrap_err();
+    assert!(near(denied.retry_after, sec2), "{denied:?}");
+    // after the hold the key goes on at its rate (one per 200 ms), not with a full burst
+    let first = b.reserve(&vendor, Duration::from_secs(5));
+    let limitpal::Reserve::Later(first) = first else {
+        panic!("a Redis reservation takes a round trip");
+    };
+    let first = first.await.unwrap();
+    let second = match b.reserve(&vendor, Duration::from_secs(5)) {
+        limitpal::Reserve::Later(f) => f.await.unwrap(),
+        limitpal::Reserve::Now(r) => r.unwrap(),
+    };
+    assert!(near(first.delay(), sec2), "{first:?}");
+    assert!(
+        near(second.delay(), sec2 + Duration::from_millis(200)),
+        "{second:?}"
+    );
+    first.commit();
+    second.commit();
+    // a hostile length is bounded, never an error or an overflow in the script
+    a.hold_in_redis(&other, Duration::MAX).await.unwrap();
+    let denied = b.check(&other).await.unwrap_err();
+    assert!(
+        denied.retry_after > Duration::from_secs(86_400 * 365 * 99),
+        "{denied:?}"
+    );
+    assert_eq!(a.errors() + b.errors(), 0);
+}
+
+/// The pipeline's non-blocking hold: with the deny cache on, this process answers the held
+/// key locally at once, with no round trip.
+#[tokio::test]
+async fn the_pipeline_hold_is_answered_locally_with_the_deny_cache() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let l = RedisRateLimiter::builder(&server.url, TokenBucket::new(10, 5.0).unwrap())
+        .deny_cache(true)
+        .connect()
+        .await
+        .unwrap();
+    let key = "vendor".to_owned();
+    AsyncLimiter::hold(&l, &key, Duration::from_secs(3));
+    let denied = l.check(&key).await.unwrap_err();
+    assert!(
+        denied.retry_after > Duration::from_millis(2_900),
+        "{denied:?}"
+    );
+    assert!(denied.retry_after <= Duration::from_secs(3), "{denied:?}");
+    assert!(l.check(&"other".to_owned()).await.is_ok());
+}

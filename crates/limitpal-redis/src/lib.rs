@@ -13,7 +13,11 @@
 //! recovery are logged once each (feature `tracing`), not per request; nothing panics.
 //!
 //! It implements [`AsyncLimiter`], so it plugs into `RateLimitLayer` exactly where a local
-//! limiter does.
+//! limiter does. Waiting (`until_ready`, `RateLimitLayer::wait`, the pipeline's
+//! `limiter_wait`) reserves the key's next slot in the same one-round-trip script, then
+//! sleeps locally; such a reservation is not given back if dropped early. Pushback
+//! ([`AsyncLimiter::hold`], [`RedisRateLimiter::hold_in_redis`]) holds the key in Redis for
+//! every process.
 //!
 //! ```no_run
 //! use limitpal_core::{AsyncLimiter, TokenBucket};
@@ -50,9 +54,11 @@ use redis::cluster_async::ClusterConnection;
 /// The GCRA transition, in integer microseconds of Redis time. `ARGV[4]` (optional, default
 /// 0) is how far ahead a slot may be reserved. Returns `{1, delay_us}` when admitted
 /// (`delay_us` 0: now; else the reserved slot's distance), `{0, wait_us}` when refused. A TAT
-/// more than a burst ahead is legitimate (reservations queued behind it). Lua numbers are
-/// doubles: exact for integers below 2^53 µs (285 years), which covers Unix time in
-/// microseconds.
+/// more than a burst ahead is legitimate (reservations queued behind it). `ARGV[5]`
+/// (optional) makes it a hold instead (pushback): nothing is admitted for `ARGV[5]` µs, then
+/// the key goes on at its rate; a hold never shortens a later TAT; returns `{1, 0}`. Lua
+/// numbers are doubles: exact for integers below 2^53 µs (285 years), which covers Unix time
+/// in microseconds.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -62,6 +68,14 @@ local cost = tonumber(ARGV[3])
 local max_wait = tonumber(ARGV[4]) or 0
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
+local hold = tonumber(ARGV[5])
+if hold then
+  local held = now + hold + burst - interval
+  if held > tat then
+    redis.call('SET', KEYS[1], string.format('%d', held), 'PX', math.ceil((held - now) / 1000))
+  end
+  return {1, 0}
+end
 local new_tat = tat + cost * interval
 local allow_at = new_tat - burst
 if allow_at - now <= max_wait then
@@ -144,7 +158,8 @@ impl From<ConfigError> for ConnectError {
 }
 
 /// The Lua script every decision runs (`EVALSHA`); arguments: `KEYS[1]` the Redis key,
-/// `ARGV` interval µs, burst µs, cost. Public so benchmarks can run the very same script.
+/// `ARGV` interval µs, burst µs, cost, then optionally how far ahead a slot may be reserved
+/// (µs) and a hold (µs, pushback). Public so benchmarks can run the very same script.
 #[must_use]
 pub fn script_source() -> &'static str {
     SCRIPT
@@ -199,6 +214,9 @@ struct DenyCache {
 
 const DENY_CACHE_MAX: usize = 10_000;
 
+/// The longest hold sent to Redis: 100 years of microseconds, far inside Lua's exact range.
+const MAX_HOLD_US: u64 = 100 * 365 * 86_400 * 1_000_000;
+
 impl DenyCache {
     fn denied(&self, key: &str) -> Option<Duration> {
         let now = self.clock.now();
@@ -218,7 +236,12 @@ impl DenyCache {
                 return; // full of live denials: skip caching rather than grow
             }
         }
-        until.insert(key, now.saturating_add(wait));
+        // a later answer never shortens a denial or a hold already known
+        let end = now.saturating_add(wait);
+        until
+            .entry(key)
+            .and_modify(|t| *t = (*t).max(end))
+            .or_insert(end);
     }
 }
 
@@ -259,6 +282,23 @@ impl<K> RedisRateLimiter<K> {
         self.inner.errors.load(Ordering::Relaxed)
     }
 
+    /// Pushback: admits nothing for `key` during `d` from Redis's now, in every process
+    /// sharing the key; then the key goes on at its rate. A hold never shortens one already
+    /// in place. Resolves once Redis has applied it (one round trip). The pipeline's pushback
+    /// calls the non-blocking [`AsyncLimiter::hold`], which sends the same command.
+    ///
+    /// # Errors
+    /// The Redis error, or a timeout; the hold is then not applied in Redis.
+    pub async fn hold_in_redis(&self, key: &K, d: Duration) -> redis::RedisResult<()>
+    where
+        K: Display,
+    {
+        if d.is_zero() {
+            return Ok(());
+        }
+        Arc::clone(&self.inner).hold(self.redis_key(key), d).await
+    }
+
     /// The Redis key that holds `key`'s state.
     pub fn redis_key(&self, key: &K) -> String
     where
@@ -293,23 +333,7 @@ impl Inner {
         if !max_wait.is_zero() {
             invocation.arg(u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX));
         }
-        let answer = match self.conn.clone() {
-            Conn::Single(mut conn) => {
-                tokio::time::timeout(
-                    self.timeout,
-                    invocation.invoke_async::<(i64, i64)>(&mut conn),
-                )
-                .await
-            }
-            Conn::Cluster(mut conn) => {
-                tokio::time::timeout(
-                    self.timeout,
-                    invocation.invoke_async::<(i64, i64)>(&mut conn),
-                )
-                .await
-            }
-        };
-        match answer {
+        match self.invoke(&invocation).await {
             Ok(Ok((admitted, wait_us))) => {
                 self.recovered();
                 let wait = Duration::from_micros(u64::try_from(wait_us).unwrap_or(0));
@@ -323,6 +347,53 @@ impl Inner {
             }
             Ok(Err(error)) => self.failed(&key, &error).map(|()| Duration::ZERO),
             Err(_elapsed) => self.failed(&key, &"timed out").map(|()| Duration::ZERO),
+        }
+    }
+
+    /// Runs the script once, bounded by the timeout.
+    async fn invoke(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<redis::RedisResult<(i64, i64)>, tokio::time::error::Elapsed> {
+        match self.conn.clone() {
+            Conn::Single(mut conn) => {
+                tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await
+            }
+            Conn::Cluster(mut conn) => {
+                tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await
+            }
+        }
+    }
+
+    /// Holds `key` in Redis for `d` (the same script, hold mode), for every process.
+    async fn hold(self: Arc<Self>, key: String, d: Duration) -> redis::RedisResult<()> {
+        if let Some(cache) = &self.deny_cache {
+            cache.remember(key.clone(), d);
+        }
+        let mut invocation = self.script.key(&key);
+        invocation
+            .arg(self.interval_us)
+            .arg(self.burst_us)
+            .arg(1_u32)
+            .arg(0_u64)
+            .arg(
+                u64::try_from(d.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .min(MAX_HOLD_US),
+            );
+        match self.invoke(&invocation).await {
+            Ok(Ok(_)) => {
+                self.recovered();
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+            Err(_elapsed) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
+            }
         }
     }
 
@@ -371,6 +442,23 @@ where
         Reserve::Later(Box::pin(
             async move { run.await.map(Reservation::unreturnable) },
         ))
+    }
+
+    /// Pushback for every process: the hold is sent to Redis (one round trip, on a task of
+    /// the current tokio runtime; outside a runtime it is dropped). With
+    /// [`deny_cache`](RedisRateLimiterBuilder::deny_cache) on, this process also answers the
+    /// key locally until the hold ends. To wait for Redis to confirm, use
+    /// [`hold_in_redis`](RedisRateLimiter::hold_in_redis).
+    fn hold(&self, key: &K, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let hold = Arc::clone(&self.inner).hold(self.redis_key(key), d);
+            runtime.spawn(async move {
+                let _ = hold.await;
+            });
+        }
     }
 }
 
