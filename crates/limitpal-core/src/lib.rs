@@ -21,6 +21,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Every arithmetic on time, counts and durations saturates or is checked: a line that
+// provably cannot overflow allows the lint and says why. Tests are exempt.
+#![warn(clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::arithmetic_side_effects))]
+
 mod blocking;
 pub mod breaker;
 mod classify;

@@ -259,7 +259,7 @@ impl<Cl> Pipeline<Cl> {
             && self.clock.now() >= at
         {
             return Err(Error::TimedOut {
-                attempts: run.attempts() - 1,
+                attempts: run.attempts().saturating_sub(1),
             });
         }
         let breaker = match &self.breaker {
@@ -408,7 +408,7 @@ impl<Cl> Pipeline<Cl> {
                 if time_left.is_some_and(|left| delay >= left) {
                     // the next attempt would start at or past the deadline
                     return Settled::Done(Err(Error::TimedOut {
-                        attempts: run.attempts() - 1,
+                        attempts: run.attempts().saturating_sub(1),
                     }));
                 }
                 if let Some(open) = self.breaker.as_ref().and_then(|b| b.0.open_for())

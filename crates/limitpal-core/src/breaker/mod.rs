@@ -375,7 +375,7 @@ impl<C: Clock> Inner<C> {
                     probe: false,
                 }),
                 _ if slow.in_flight < self.config.half_open_max_calls => {
-                    slow.in_flight += 1;
+                    slow.in_flight = slow.in_flight.saturating_add(1); // below a u32 bound
                     Ok(Ticket {
                         epoch: w.epoch(),
                         start: now,
@@ -431,7 +431,7 @@ impl<C: Clock> Inner<C> {
             if failed {
                 self.transition(&mut slow, w, CircuitState::Open, now)
             } else {
-                slow.successes += 1;
+                slow.successes = slow.successes.saturating_add(1);
                 if slow.successes >= self.config.half_open_success_threshold {
                     self.transition(&mut slow, w, CircuitState::Closed, now)
                 } else {

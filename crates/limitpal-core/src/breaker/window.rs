@@ -1,7 +1,11 @@
 //! The failure-rate window: a ring of time buckets, O(buckets) = O(1) per call.
 
+use std::num::NonZeroU64;
+
 /// Buckets in the ring: the window slides in steps of `window / BUCKETS`.
 pub(crate) const BUCKETS: usize = 10;
+#[allow(clippy::cast_possible_truncation)] // 10 fits any integer
+const BUCKETS_U64: u64 = BUCKETS as u64;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
@@ -14,24 +18,26 @@ struct Bucket {
 /// Calls and failures over the last `window`, in `BUCKETS` steps.
 #[derive(Debug)]
 pub(crate) struct FailureWindow {
-    width: u64,
+    width: NonZeroU64,
     buckets: [Bucket; BUCKETS],
 }
 
 impl FailureWindow {
     pub(crate) fn new(window: u64) -> Self {
         Self {
-            width: (window / BUCKETS as u64).max(1),
+            width: NonZeroU64::new(window / BUCKETS_U64).unwrap_or(NonZeroU64::MIN),
             buckets: [Bucket::default(); BUCKETS],
         }
     }
 
     /// Records one call at `now`; returns (calls, failures) in the window ending at `now`.
     pub(crate) fn record(&mut self, now: u64, failed: bool) -> (u32, u32) {
-        // +1 keeps id 0 free to mean "never used".
-        let id = now / self.width + 1;
+        // +1 keeps id 0 free to mean "never used"; at the end of the clock's range (width 1,
+        // now u64::MAX) the id saturates: the last bucket keeps counting, never a panic
+        // (that `now / width + 1` overflowed here once).
+        let id = (now / self.width).saturating_add(1);
         #[allow(clippy::cast_possible_truncation)] // the modulus is < BUCKETS
-        let slot = &mut self.buckets[(id % BUCKETS as u64) as usize];
+        let slot = &mut self.buckets[(id % BUCKETS_U64) as usize];
         if slot.id != id {
             *slot = Bucket {
                 id,
@@ -41,7 +47,7 @@ impl FailureWindow {
         }
         slot.calls = slot.calls.saturating_add(1);
         slot.failures = slot.failures.saturating_add(u32::from(failed));
-        let oldest = id.saturating_sub(BUCKETS as u64 - 1);
+        let oldest = id.saturating_sub(BUCKETS_U64 - 1);
         self.buckets
             .iter()
             .filter(|b| b.id >= oldest && b.id <= id)

@@ -339,12 +339,12 @@ impl LimitAlgorithm for Gradient2 {
     fn update(&mut self, limit: f64, sample: &Sample) -> f64 {
         let s = &mut self.state;
         let start = *s.start.get_or_insert(sample.now);
-        s.calls += 1;
+        s.calls = s.calls.saturating_add(1);
         s.max_in_flight = s.max_in_flight.max(sample.in_flight);
         if !sample.dropped {
             // a failure's latency says little about queueing
-            s.sum_nanos += sample.rtt.as_nanos();
-            s.successes += 1;
+            s.sum_nanos = s.sum_nanos.saturating_add(sample.rtt.as_nanos());
+            s.successes = s.successes.saturating_add(1);
         }
         if sample.now.saturating_sub(start) < self.window || s.calls < self.min_samples {
             return limit;
@@ -356,8 +356,9 @@ impl LimitAlgorithm for Gradient2 {
         s.successes = 0;
         s.calls = 0;
         s.max_in_flight = 0;
-        s.windows += 1;
-        s.probing = self.probe_interval > 0 && s.windows % u64::from(self.probe_interval) == 0;
+        s.windows = s.windows.saturating_add(1);
+        s.probing = std::num::NonZeroU64::new(u64::from(self.probe_interval))
+            .is_some_and(|every| s.windows % every == 0);
         if successes == 0 {
             return limit;
         }
@@ -370,7 +371,7 @@ impl LimitAlgorithm for Gradient2 {
         while s
             .lows
             .front()
-            .is_some_and(|&(w, _)| w + u64::from(self.long_window) <= s.windows)
+            .is_some_and(|&(w, _)| w.saturating_add(u64::from(self.long_window)) <= s.windows)
         {
             s.lows.pop_front();
         }

@@ -108,9 +108,11 @@ impl Semaphore {
             if waiting(state) > 0 || in_flight(state) >= limit {
                 return false;
             }
+            #[allow(clippy::arithmetic_side_effects)] // in_flight < limit <= u32::MAX: no carry
+            let next = state + 1;
             match self.state.compare_exchange_weak(
                 state,
-                state + 1,
+                next,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
@@ -131,6 +133,9 @@ impl Semaphore {
         let mut queue = lock(&self.queue);
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
+            // +1 only while in_flight < limit <= u32::MAX, +ONE_WAITER only while
+            // waiting < max_waiting <= u32::MAX: neither half of the state can carry
+            #[allow(clippy::arithmetic_side_effects)]
             let (next, entry) =
                 if waiting(state) == 0 && in_flight(state) < self.limit.load(Ordering::Relaxed) {
                     (state + 1, None)
@@ -163,9 +168,12 @@ impl Semaphore {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if waiting(state) == 0 || in_flight(state) > self.limit.load(Ordering::Relaxed) {
+                #[allow(clippy::arithmetic_side_effects)]
+                // a release follows its acquire: in_flight >= 1
+                let next = state - 1;
                 match self.state.compare_exchange_weak(
                     state,
-                    state - 1,
+                    next,
                     Ordering::Release,
                     Ordering::Relaxed,
                 ) {
@@ -200,14 +208,15 @@ impl Semaphore {
         let mut queue = lock(&self.queue);
         let mut state = self.state.load(Ordering::Relaxed);
         while waiting(state) > 0 && in_flight(state) < u64::from(limit) {
-            match self.state.compare_exchange(
-                state,
-                state + 1 - ONE_WAITER,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            // a waiter becomes a slot: waiting >= 1 and in_flight < limit <= u32::MAX
+            #[allow(clippy::arithmetic_side_effects)]
+            let next = state + 1 - ONE_WAITER;
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
-                    state = state + 1 - ONE_WAITER;
+                    state = next;
                     if let Some(waker) = queue.pop_front().and_then(|w| w.grant()) {
                         wake.push(waker);
                     }

@@ -89,8 +89,9 @@ impl Gcra {
         let cost = u64::from(cost).saturating_mul(self.interval);
         match self.burst.checked_sub(used) {
             Some(free) if cost <= free => Ok(tat.max(now).saturating_add(cost)),
-            Some(free) => Err(cost - free),
-            None => Err((used - self.burst).saturating_add(cost)),
+            // both arms as the guards say: cost > free, used > burst (saturating all the same)
+            Some(free) => Err(cost.saturating_sub(free)),
+            None => Err(used.saturating_sub(self.burst).saturating_add(cost)),
         }
     }
 
@@ -121,7 +122,11 @@ impl Gcra {
 
     fn quota(self, tat: u64, now: u64) -> (u32, u64) {
         let used = tat.saturating_sub(now);
-        let remaining = self.burst.saturating_sub(used) / self.interval;
+        let remaining = self
+            .burst
+            .saturating_sub(used)
+            .checked_div(self.interval)
+            .unwrap_or(0); // interval >= 1 by construction
         (u32::try_from(remaining).unwrap_or(u32::MAX), used)
     }
 }
@@ -240,7 +245,7 @@ macro_rules! gcra_algorithm {
                 let mut tat = c.load(Ordering::Relaxed);
                 loop {
                     let at = self.gcra.slot(tat, now, cost);
-                    let wait = at - now;
+                    let wait = at.saturating_sub(now); // slot() is at or after now
                     if wait > max_wait {
                         return Err(wait);
                     }

@@ -190,11 +190,11 @@ where
         let mut now = now_nanos(clock);
         let (reservation, at) = self.reserve_at(key, now, 1, nanos(timeout))?;
         while now < at {
-            clock.sleep(Duration::from_nanos(at - now));
+            clock.sleep(Duration::from_nanos(at.saturating_sub(now)));
             let after = now_nanos(clock);
             if after == now {
                 reservation.cancel(); // this caller is not coming
-                return Err(denied(at - now));
+                return Err(denied(at.saturating_sub(now)));
             }
             now = after;
         }
@@ -357,7 +357,7 @@ where
             }
         });
         Ok((
-            Reservation::ahead(Duration::from_nanos(at - now), give_back),
+            Reservation::ahead(Duration::from_nanos(at.saturating_sub(now)), give_back),
             at,
         ))
     }
@@ -699,7 +699,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
 }
 
 fn default_shards() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+    std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4))
 }
 
 impl<K, A: fmt::Debug, C, S> fmt::Debug for RateLimiterBuilder<K, A, C, S> {

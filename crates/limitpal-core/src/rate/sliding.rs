@@ -81,10 +81,11 @@ impl SlidingWindow {
         if let Some(&last) = s.times.back() {
             at = at.max(last);
         }
-        let keep = (self.limit - cost) as usize; // admissions that may stay in the window
+        // admissions that may stay in the window (the caller checks cost <= limit)
+        let keep = self.limit.saturating_sub(cost) as usize;
         if len > keep {
             // The (len - keep)-th oldest admission must have left the window.
-            let leaving = s.times[len - keep - 1];
+            let leaving = s.times[len.saturating_sub(keep).saturating_sub(1)]; // len > keep
             at = at.max(leaving.saturating_add(self.window));
         }
         at
@@ -120,7 +121,8 @@ impl Sealed for SlidingWindow {
 
     fn peek(&self, s: &Admissions, now: u64, cost: u32) -> Result<(), u64> {
         let base = now.max(s.latest);
-        match self.next_slot(s, now, cost) - base {
+        match self.next_slot(s, now, cost).saturating_sub(base) {
+            // next_slot() >= base
             0 => Ok(()),
             wait => Err(wait),
         }

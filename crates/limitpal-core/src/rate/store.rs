@@ -102,8 +102,11 @@ where
                 shards /= 2;
             }
         }
-        let max_per_shard = max_keys.map_or(usize::MAX, |max| (max / shards).max(1));
-        let far_bytes = FAR_BYTES / shards;
+        // shards >= 1 (a power of two, halved no further than 1)
+        let max_per_shard = max_keys.map_or(usize::MAX, |max| {
+            max.checked_div(shards).unwrap_or(max).max(1)
+        });
+        let far_bytes = FAR_BYTES.checked_div(shards).unwrap_or(FAR_BYTES);
         Self {
             hasher,
             strong: std::collections::hash_map::RandomState::new(),
@@ -115,7 +118,7 @@ where
                     }))
                 })
                 .collect(),
-            mask: shards - 1,
+            mask: shards.saturating_sub(1),
             max_per_shard,
         }
     }
@@ -259,7 +262,7 @@ impl<K, V> Shard<K, V> {
         let idle = idle_ttl.saturating_add(grace);
         let before = self.table.len();
         self.table.retain(|cell| !alg.cell_idle(cell, now, idle));
-        if self.table.len() > before - before / 4 {
+        if self.table.len() > before.saturating_sub(before / 4) {
             self.table.grow_within(max_len);
         }
     }
@@ -278,9 +281,9 @@ impl<K, V> Shard<K, V> {
         let n = self.table.num_slots();
         let mut at = self.table.home(tag);
         let mut victim: Option<(usize, u64)> = None;
-        let mut seen = 0;
+        let mut seen = 0_usize;
         for _ in 0..n {
-            at += 1;
+            at = at.saturating_add(1); // at < n: a slot index
             if at >= n {
                 at = 0;
             }
@@ -295,7 +298,7 @@ impl<K, V> Shard<K, V> {
             if victim.is_none_or(|(_, best)| recency < best) {
                 victim = Some((at, recency));
             }
-            seen += 1;
+            seen = seen.saturating_add(1);
             if seen == VICTIM_SAMPLE {
                 break;
             }

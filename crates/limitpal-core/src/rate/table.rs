@@ -93,6 +93,8 @@ pub(crate) struct Table<K, V> {
 impl<K, V> Table<K, V> {
     /// An empty table whose lookups probe slot by slot once its slots take `far_bytes`
     /// (its share of [`FAR_BYTES`]; 0: always, `usize::MAX`: never).
+    // divides by a slot's size, which is never zero (a slot holds at least its `u32` tag)
+    #[allow(clippy::arithmetic_side_effects)]
     pub(crate) const fn new(far_bytes: usize) -> Self {
         Self {
             slots: Vec::new(),
@@ -114,14 +116,16 @@ impl<K, V> Table<K, V> {
 
     /// Bytes allocated for slots.
     pub(crate) fn allocation_size(&self) -> usize {
-        self.slots.capacity() * mem::size_of::<Slot<K, V>>()
+        self.slots
+            .capacity()
+            .saturating_mul(mem::size_of::<Slot<K, V>>())
     }
 
     #[inline]
     pub(crate) fn home(&self, tag: u32) -> usize {
         // `tag < 2^31` and `homes <= 2^31`: the product fits in 64 bits, the result is below
         // `homes`.
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)]
         let home = ((u64::from(tag) * self.homes as u64) >> TAG_BITS) as usize;
         home
     }
@@ -133,7 +137,10 @@ impl<K, V> Table<K, V> {
         if self.slots.len() >= self.far_from {
             return self.probe(home, tag, eq);
         }
-        if let Some(window) = self.slots.get(home..home + WINDOW) {
+        // home < homes <= 2^31: no overflow
+        #[allow(clippy::arithmetic_side_effects)]
+        let window_end = home + WINDOW;
+        if let Some(window) = self.slots.get(home..window_end) {
             let mut hits = 0_u32;
             for (j, slot) in window.iter().enumerate() {
                 hits |= u32::from(slot.tag() == tag) << j;
@@ -150,6 +157,7 @@ impl<K, V> Table<K, V> {
     /// `find` on a table out of the caches: one branch per slot from `home`, so only the
     /// line that holds the key is waited for.
     #[inline]
+    #[allow(clippy::arithmetic_side_effects)] // i stays below slots.len() <= isize::MAX
     fn probe(&self, home: usize, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
         let mut i = home;
         while self.slots.get(i).is_some_and(|slot| slot.tag() < tag) {
@@ -171,6 +179,7 @@ impl<K, V> Table<K, V> {
     /// `find`'s slow path: every slot of the run from `home` (or from any slot of the run
     /// whose predecessors all have smaller tags).
     #[cold]
+    #[allow(clippy::arithmetic_side_effects)] // i stays below slots.len() <= isize::MAX
     fn scan(&self, home: usize, tag: u32, mut eq: impl FnMut(&K) -> bool) -> Option<&V> {
         let mut i = home;
         while let Some(Slot::Full { tag: t, key, value }) = self.slots.get(i) {
@@ -196,7 +205,8 @@ impl<K, V> Table<K, V> {
 
     /// Whether the next insert grows the table.
     pub(crate) fn is_full(&self) -> bool {
-        self.len * LOAD_DEN >= self.homes * LOAD_NUM && self.homes < MAX_HOMES
+        self.len.saturating_mul(LOAD_DEN) >= self.homes.saturating_mul(LOAD_NUM)
+            && self.homes < MAX_HOMES
     }
 
     /// Inserts a key the caller knows is absent; says how far it walked.
@@ -207,17 +217,18 @@ impl<K, V> Table<K, V> {
         // After every key with a tag no larger than ours, at the next empty slot's cost.
         let home = self.home(tag);
         let mut at = home;
-        let mut same = 0;
+        let mut same = 0_usize;
         while let Some(Slot::Full { tag: t, .. }) = self.slots.get(at) {
             if *t > tag {
                 break;
             }
-            same += usize::from(*t == tag);
-            at += 1;
+            // both below slots.len(): saturating never binds
+            same = same.saturating_add(usize::from(*t == tag));
+            at = at.saturating_add(1);
         }
         let mut empty = at;
         while let Some(Slot::Full { .. }) = self.slots.get(empty) {
-            empty += 1;
+            empty = empty.saturating_add(1);
         }
         if empty == self.slots.len() {
             self.slots.reserve_exact(TAIL_STEP);
@@ -226,9 +237,9 @@ impl<K, V> Table<K, V> {
         }
         self.slots[at..=empty].rotate_right(1);
         self.slots[at] = Slot::Full { tag, key, value };
-        self.len += 1;
+        self.len = self.len.saturating_add(1);
         Walk {
-            run: empty - home,
+            run: empty.saturating_sub(home), // empty >= at >= home
             same_tag: same,
         }
     }
@@ -258,16 +269,17 @@ impl<K, V> Table<K, V> {
         if !matches!(self.slots.get(index), Some(Slot::Full { .. })) {
             return;
         }
-        let mut end = index + 1;
+        // index < slots.len(): saturating never binds
+        let mut end = index.saturating_add(1);
         while let Some(Slot::Full { tag, .. }) = self.slots.get(end) {
             if self.home(*tag) >= end {
                 break;
             }
-            end += 1;
+            end = end.saturating_add(1);
         }
         self.slots[index] = Slot::empty();
         self.slots[index..end].rotate_left(1);
-        self.len -= 1;
+        self.len = self.len.saturating_sub(1); // the slot was full
     }
 
     /// Keeps only the values for which `keep` is true.
@@ -276,7 +288,7 @@ impl<K, V> Table<K, V> {
         while i < self.slots.len() {
             match &self.slots[i] {
                 Slot::Full { value, .. } if !keep(value) => self.remove(i),
-                _ => i += 1,
+                _ => i = i.saturating_add(1), // i < slots.len()
             }
         }
     }
@@ -288,14 +300,16 @@ impl<K, V> Table<K, V> {
             .saturating_mul(LOAD_DEN)
             .div_ceil(LOAD_NUM)
             .saturating_add(1);
-        let homes = self.next_homes().min(needed.max(self.homes + 1));
+        let homes = self
+            .next_homes()
+            .min(needed.max(self.homes.saturating_add(1)));
         self.grow_to(homes);
     }
 
     fn next_homes(&self) -> usize {
         match self.homes {
             0 => FIRST_HOMES,
-            n if n < STEP_FROM => n * 2,
+            n if n < STEP_FROM => n.saturating_mul(2),
             n => n.saturating_add(n / 5).min(MAX_HOMES),
         }
     }
@@ -322,10 +336,10 @@ impl<K, V> Table<K, V> {
         let mut end = 0;
         for slot in &old.slots {
             if let Slot::Full { tag, .. } = slot {
-                end = self.home(*tag).max(end) + 1;
+                end = self.home(*tag).max(end).saturating_add(1); // below homes + len
             }
         }
-        let total = end.max(homes + WINDOW - 1);
+        let total = end.max(homes.saturating_add(WINDOW - 1));
         let mut slots = Vec::with_capacity(total);
         for slot in old.slots {
             if let Slot::Full { tag, .. } = &slot {

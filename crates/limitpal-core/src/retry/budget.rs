@@ -1,6 +1,7 @@
 //! A retry budget: retries may be at most a fraction of requests, plus a small floor.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::sync::Mutex;
@@ -43,7 +44,7 @@ pub struct RetryBudget {
 }
 
 struct Inner {
-    width: u64,
+    width: NonZeroU64,
     /// `min_per_sec × ttl`, in thousandths of a retry.
     reserve: u64,
     /// Thousandths of a retry earned per request.
@@ -83,7 +84,7 @@ impl RetryBudget {
         let per_request = (retry_ratio * MILLI as f64).round() as u64;
         Ok(Self {
             inner: Arc::new(Inner {
-                width: (ttl_ns / BUCKETS_U64).max(1),
+                width: NonZeroU64::new(ttl_ns / BUCKETS_U64).unwrap_or(NonZeroU64::MIN),
                 reserve: u64::from(min_per_sec).saturating_mul(ttl_ms),
                 per_request,
                 ring: Mutex::new([Bucket::default(); BUCKETS]),
@@ -126,7 +127,8 @@ impl RetryBudget {
 impl Inner {
     /// Runs `f` on the current bucket with the balance of the window ending now.
     fn update(&self, now: u64, f: impl FnOnce(&mut Bucket, u64) -> bool) -> bool {
-        let id = now / self.width + 1;
+        // +1 keeps id 0 free; saturates at the end of the clock's range, never a panic
+        let id = (now / self.width).saturating_add(1);
         let oldest = id.saturating_sub(BUCKETS_U64 - 1);
         let mut ring = lock(&self.ring);
         let (earned, spent) = ring.iter().filter(|b| b.id >= oldest && b.id <= id).fold(
@@ -159,7 +161,7 @@ impl fmt::Debug for RetryBudget {
         f.debug_struct("RetryBudget")
             .field(
                 "window",
-                &Duration::from_nanos(self.inner.width * BUCKETS_U64),
+                &Duration::from_nanos(self.inner.width.get().saturating_mul(BUCKETS_U64)),
             )
             .field("reserve_milli", &self.inner.reserve)
             .field("per_request_milli", &self.inner.per_request)

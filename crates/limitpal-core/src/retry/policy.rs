@@ -95,7 +95,11 @@ impl RetrySchedule {
             Jitter::Full => uniform(rng, 0, plain),
             Jitter::Equal => uniform(rng, plain / 2, plain),
             Jitter::Decorrelated => {
-                let previous = if n == 1 { self.base } else { self.plain(n - 1) };
+                let previous = if n <= 1 {
+                    self.base
+                } else {
+                    self.plain(n.saturating_sub(1))
+                };
                 let high = previous.saturating_mul(3).min(self.max).max(self.base);
                 uniform(rng, self.base, high)
             }

@@ -93,7 +93,7 @@ impl RetryState {
             );
             return RetryStep::Exhausted;
         }
-        self.attempts += 1;
+        self.attempts = self.attempts.saturating_add(1);
         #[cfg(feature = "tracing")]
         tracing::debug!(
             target: "limitpal::retry",
