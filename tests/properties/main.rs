@@ -18,6 +18,8 @@ use limitpal::{
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+mod extreme;
+
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,

@@ -16,6 +16,21 @@ use std::time::Duration;
 /// through the same clock it reads: [`ManualClock::sleep`] advances the clock instead of
 /// blocking, so minutes of backoff run in microseconds under test.
 ///
+/// # At the extremes
+///
+/// Every component keeps time as `u64` nanoseconds and every operation on it saturates (the
+/// core crate builds with `clippy::arithmetic_side_effects`; tests/properties drives every
+/// component through clocks at 0, at `u64::MAX` and backwards):
+///
+/// - **Time that goes backwards is no time passed.** A limiter gives no quota back, a
+///   breaker's open period is counted from the earlier reading (never longer than its
+///   recovery timeout from then), a round trip measures zero, a retry budget's window does
+///   not move. A GCRA key whose clock stepped back waits out the time the step hid rather
+///   than admitting more.
+/// - **Past about 584 years the clock saturates.** `u64::MAX` nanoseconds is the end of time:
+///   readings beyond it (a `ManualClock` set to `Duration::MAX`) read as it, time stops there,
+///   and a limiter then admits what its quota holds at that instant and nothing more.
+///
 /// ```
 /// use limitpal_core::{Clock, ManualClock};
 /// use std::time::Duration;

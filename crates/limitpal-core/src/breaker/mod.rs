@@ -316,8 +316,18 @@ impl<C: Clock> Inner<C> {
         Word(self.word.load(Ordering::Acquire))
     }
 
+    /// Time that goes backwards is no time passed: a clock that reads before the opening
+    /// moves the opening back to it, so the breaker stays open a full recovery timeout from
+    /// the earlier reading, never longer.
     fn recovery_left(&self, now: u64) -> u64 {
-        let opened = self.opened_at.load(Ordering::Acquire);
+        let mut opened = self.opened_at.load(Ordering::Acquire);
+        if now < opened {
+            // only if no transition stored a newer opening meanwhile
+            let _ =
+                self.opened_at
+                    .compare_exchange(opened, now, Ordering::AcqRel, Ordering::Acquire);
+            opened = now;
+        }
         opened
             .saturating_add(self.config.recovery)
             .saturating_sub(now)

@@ -129,8 +129,11 @@ impl Inner {
     fn update(&self, now: u64, f: impl FnOnce(&mut Bucket, u64) -> bool) -> bool {
         // +1 keeps id 0 free; saturates at the end of the clock's range, never a panic
         let id = (now / self.width).saturating_add(1);
-        let oldest = id.saturating_sub(BUCKETS_U64 - 1);
         let mut ring = lock(&self.ring);
+        // time that goes backwards is no time passed: the window stays at the latest bucket
+        // seen, so an earlier reading can neither forget withdrawals nor count deposits twice
+        let id = ring.iter().map(|b| b.id).fold(id, u64::max);
+        let oldest = id.saturating_sub(BUCKETS_U64 - 1);
         let (earned, spent) = ring.iter().filter(|b| b.id >= oldest && b.id <= id).fold(
             (0_u64, 0_u64),
             |(d, w), b| {
