@@ -68,14 +68,18 @@ pub mod tower {
     #[cfg(feature = "http")]
     pub use limitpal_tower::http;
     pub use limitpal_tower::{
-        AdaptiveLimitLayer, AsyncResilientExecutor, BulkheadLayer, CircuitBreakerLayer,
+        AdaptiveLimitLayer, AsyncResilientExecutor, BulkheadLayer, CircuitBreakerLayer, FaultLayer,
         KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, ResilienceLayer, RetryExhausted,
         RetryLayer, TimedOut, TokioClock, UntilReady, UntilReadyFuture,
     };
-    pub use limitpal_tower::{breaker, bulkhead, limit, resilience, retry};
+    pub use limitpal_tower::{breaker, bulkhead, fault, limit, resilience, retry};
 }
 
 pub use limitpal_core::metrics;
+
+/// Faults on purpose: seeded plans of latency, errors, hangs and lost answers
+/// ([`tower::FaultLayer`] for services, [`fault::FaultInjector`] for sync calls).
+pub use limitpal_core::fault;
 
 /// Configuration that deserializes and builds (feature `serde`).
 #[cfg(feature = "serde")]

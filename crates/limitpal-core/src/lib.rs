@@ -35,6 +35,7 @@ pub mod concurrency;
 pub mod config;
 mod error;
 mod executor;
+pub mod fault;
 mod limiter_async;
 pub mod metrics;
 pub mod pipeline;

@@ -20,6 +20,7 @@ pub mod bulkhead;
 mod clock;
 mod error;
 mod executor;
+pub mod fault;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
@@ -32,6 +33,7 @@ pub use bulkhead::{AdaptiveLimitLayer, BulkheadLayer};
 pub use clock::TokioClock;
 pub use error::{RetryExhausted, TimedOut};
 pub use executor::{AsyncResilientExecutor, AsyncTarget};
+pub use fault::FaultLayer;
 pub use key::{KeyExtractor, KeyMissing, MissingKey};
 pub use limit::{RateLimitLayer, UntilReady, UntilReadyFuture};
 pub use resilience::ResilienceLayer;
