@@ -8,7 +8,8 @@
 //! 100 callers inside one service each send 1 request per second (open loop: a slow answer
 //! does not slow the next request) through the service's one client stack — so the callers
 //! share its budget and breaker, as handlers share an outbound client — to an upstream that serves up to 150 requests per second, answers in 20 ms,
-//! and is down from 10 s to 25 s of a 45 s run. Every strategy runs on the same seed under
+//! and is down from 10 s to 25 s of a 45 s run (the outage is a `FaultLayer` in front of it:
+//! `.error(1.0, ..)` during that window). Every strategy runs on the same seed under
 //! paused tokio time, so the run takes about a second and is reproducible:
 //!
 //! - `naive`: 4 attempts, constant 100 ms, no jitter, no budget, no breaker;
@@ -28,10 +29,13 @@ use std::time::Duration;
 #[path = "common/chart.rs"]
 mod chart;
 
+use limitpal::tower::fault::{FaultLayer, FaultService};
 use limitpal::tower::{AsyncResilientExecutor, TokioClock};
 use limitpal::{
     CircuitBreaker, Clock, Error, Jitter, RateLimiter, RetryBudget, RetryPolicy, TokenBucket,
 };
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt, service_fn};
 
 /// The knobs of one simulation.
 #[derive(Debug, Clone, Copy)]
@@ -92,17 +96,23 @@ pub(crate) struct Report {
     pub(crate) p99: Duration,
 }
 
-/// The upstream: down in `[down_from, down_until)`, otherwise a capacity of requests per
-/// second (beyond it, requests fail as overloaded), answers after 20 ms.
+/// The upstream: a capacity of requests per second (beyond it, requests fail as
+/// overloaded), answers after 20 ms; the outage is a [`FaultLayer`] in front of it.
 struct Upstream {
-    config: Config,
     capacity: RateLimiter<(), TokenBucket, TokioClock>,
     clock: TokioClock,
     calls: Mutex<Vec<u32>>,
+    outage: OutageService,
 }
 
+/// The upstream's service behind the outage: every call in `[down_from, down_until)` takes
+/// its 20 ms and fails with `503 down`, without reaching the upstream.
+type OutageService =
+    FaultService<tower::util::BoxCloneSyncService<(), (), &'static str>, &'static str, ()>;
+
 impl Upstream {
-    async fn call(&self) -> Result<(), &'static str> {
+    /// Counts the call (every call that reaches the upstream's address), then sends it.
+    async fn call(self: Arc<Self>) -> Result<(), String> {
         let t = self.clock.now().as_secs();
         if let Some(slot) = self
             .calls
@@ -112,15 +122,38 @@ impl Upstream {
         {
             *slot += 1;
         }
+        self.outage
+            .clone()
+            .oneshot(())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn serve(&self) -> Result<(), &'static str> {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if (self.config.down_from..self.config.down_until).contains(&t) {
-            Err("503 down")
-        } else if self.capacity.check(&()).is_err() {
+        if self.capacity.check(&()).is_err() {
             Err("503 overloaded")
         } else {
             Ok(())
         }
     }
+}
+
+/// The outage, as a fault plan: from `down_from` to `down_until` every call takes 20 ms
+/// and fails.
+fn outage(config: Config, clock: TokioClock) -> FaultLayer<&'static str, ()> {
+    FaultLayer::builder()
+        .latency(1.0, Duration::from_millis(20))
+        .error(1.0, || "503 down")
+        .plan(|p| {
+            p.during(
+                Duration::from_secs(config.down_from),
+                Duration::from_secs(config.down_until),
+            )
+        })
+        .clock(clock)
+        .build()
+        .expect("a valid outage")
 }
 
 fn executor(strategy: Strategy, seed: u64) -> AsyncResilientExecutor<()> {
@@ -162,16 +195,28 @@ fn executor(strategy: Strategy, seed: u64) -> AsyncResilientExecutor<()> {
 pub(crate) async fn simulate(config: Config, strategy: Strategy) -> Report {
     let clock = TokioClock::new();
     let capacity = config.capacity_per_sec;
-    let upstream = Arc::new(Upstream {
-        config,
-        capacity: RateLimiter::builder(
-            TokenBucket::new(capacity, f64::from(capacity)).expect("valid"),
-        )
-        .clock(clock)
-        .build()
-        .expect("valid"),
-        clock,
-        calls: Mutex::new(vec![0; usize::try_from(config.seconds + 5).unwrap_or(64)]),
+    let upstream = Arc::new_cyclic(|me: &std::sync::Weak<Upstream>| {
+        let me = me.clone();
+        let serve = service_fn(move |()| {
+            let me = me.upgrade();
+            async move {
+                match me {
+                    Some(upstream) => upstream.serve().await,
+                    None => Err("the simulation is over"),
+                }
+            }
+        });
+        Upstream {
+            capacity: RateLimiter::builder(
+                TokenBucket::new(capacity, f64::from(capacity)).expect("valid"),
+            )
+            .clock(clock)
+            .build()
+            .expect("valid"),
+            clock,
+            calls: Mutex::new(vec![0; usize::try_from(config.seconds + 5).unwrap_or(64)]),
+            outage: outage(config, clock).layer(BoxCloneSyncService::new(serve)),
+        }
     });
     // (second the request started, succeeded, latency)
     let outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -194,7 +239,7 @@ pub(crate) async fn simulate(config: Config, strategy: Strategy) -> Report {
                 let exec = exec.clone();
                 requests.push(tokio::spawn(async move {
                     let started = clock.now();
-                    let result = exec.run(&(), || upstream.call()).await;
+                    let result = exec.run(&(), || Arc::clone(&upstream).call()).await;
                     let ok = !matches!(
                         result,
                         Err(Error::RetryExhausted { .. }
