@@ -27,11 +27,12 @@
 #[path = "common/chart.rs"]
 mod chart;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use limitpal::concurrency::{AdaptiveLimit, Aimd, Gradient2};
-use limitpal::tower::{AdaptiveLimitLayer, BulkheadLayer, TokioClock};
+use limitpal::tower::{AdaptiveLimitLayer, BulkheadLayer, FaultLayer, TokioClock};
 use limitpal::{Bulkhead, Clock};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
@@ -97,40 +98,6 @@ impl Strategy {
     }
 }
 
-/// The upstream: workers serving calls in FIFO order, each in `service`.
-struct Upstream {
-    config: Config,
-    clock: TokioClock,
-    /// When each worker is next free.
-    free_at: Mutex<Vec<Duration>>,
-}
-
-impl Upstream {
-    /// Queues a call; returns when it completes.
-    fn schedule(&self) -> Duration {
-        let now = self.clock.now();
-        let mut free_at = self.free_at.lock().expect("workers lock");
-        let workers = self.config.workers_at(now);
-        // workers that leave finish what they were given; new ones start idle
-        free_at.resize(workers, now);
-        let (i, free) = free_at
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by_key(|&(_, t)| t)
-            .expect("at least one worker");
-        let done = free.max(now) + self.config.service;
-        free_at[i] = done;
-        done
-    }
-
-    async fn call(&self) -> Result<(), BoxError> {
-        let done = self.schedule();
-        tokio::time::sleep(done.saturating_sub(self.clock.now())).await;
-        Ok(())
-    }
-}
-
 /// What one strategy did.
 #[derive(Debug, Clone)]
 pub(crate) struct Report {
@@ -154,12 +121,25 @@ pub(crate) struct Report {
 
 type Svc = BoxCloneSyncService<(), (), BoxError>;
 
-fn stack(strategy: Strategy, upstream: &Arc<Upstream>) -> (Svc, Option<AdaptiveLimit>) {
-    let upstream = Arc::clone(upstream);
-    let inner = service_fn(move |()| {
-        let upstream = Arc::clone(&upstream);
-        async move { upstream.call().await }
-    });
+/// The upstream: a [`FaultLayer`] capacity (workers serving calls in FIFO order, each in
+/// `service`, fewer while degraded) over a service that answers at once.
+fn upstream(config: Config, clock: TokioClock) -> Svc {
+    let secs = Duration::from_secs;
+    let faults = FaultLayer::builder()
+        .capacity(config.workers, config.service)
+        .degraded(
+            secs(config.degraded_from),
+            secs(config.degraded_until),
+            config.degraded_workers,
+        )
+        .clock(clock)
+        .build()
+        .expect("valid capacity");
+    BoxCloneSyncService::new(faults.layer(service_fn(|()| async { Ok::<_, Infallible>(()) })))
+}
+
+fn stack(strategy: Strategy, config: Config, clock: TokioClock) -> (Svc, Option<AdaptiveLimit>) {
+    let inner = upstream(config, clock);
     match strategy {
         Strategy::NoLimit => (BoxCloneSyncService::new(inner), None),
         Strategy::Fixed => {
@@ -193,12 +173,7 @@ fn stack(strategy: Strategy, upstream: &Arc<Upstream>) -> (Svc, Option<AdaptiveL
 /// Runs one strategy; must be called inside a runtime with paused time.
 pub(crate) async fn simulate(config: Config, strategy: Strategy) -> Report {
     let clock = TokioClock::new();
-    let upstream = Arc::new(Upstream {
-        config,
-        clock,
-        free_at: Mutex::new(vec![Duration::ZERO; config.workers]),
-    });
-    let (svc, limit) = stack(strategy, &upstream);
+    let (svc, limit) = stack(strategy, config, clock);
     let fixed = (strategy == Strategy::Fixed).then_some(60.0);
     // (arrival, let through, latency)
     let outcomes = Arc::new(Mutex::new(Vec::new()));

@@ -103,6 +103,19 @@ fn bad_plans_are_config_errors_naming_the_field() {
         "latency_max"
     );
     assert_eq!(field(FaultPlan::builder().during(MS, MS)), "during");
+    assert_eq!(field(FaultPlan::builder().capacity(0, MS)), "capacity");
+    assert_eq!(
+        field(FaultPlan::builder().degraded(MS, 2 * MS, 1)),
+        "degraded"
+    );
+    assert_eq!(
+        field(FaultPlan::builder().capacity(2, MS).degraded(MS, 2 * MS, 0)),
+        "degraded"
+    );
+    assert_eq!(
+        field(FaultPlan::builder().capacity(2, MS).degraded(2 * MS, MS, 1)),
+        "degraded"
+    );
     assert!(
         FaultPlan::builder()
             .error(0.5)
@@ -115,6 +128,56 @@ fn bad_plans_are_config_errors_naming_the_field() {
         .plan(|p| p.latency(0.5, MS))
         .build();
     assert_eq!(no_error.unwrap_err().field(), "error");
+}
+
+#[test]
+fn capacity_queues_calls_beyond_the_workers_in_fifo_order() {
+    let plan = FaultPlan::builder()
+        .capacity(2, 10 * MS)
+        .degraded(100 * MS, 200 * MS, 1)
+        .build()
+        .unwrap();
+    // four calls at once on two workers: two finish at 10 ms, two wait for them
+    let at_zero: Vec<_> = (0..4).map(|_| plan.next(Duration::ZERO).latency).collect();
+    assert_eq!(at_zero, [10 * MS, 10 * MS, 20 * MS, 20 * MS]);
+    // an idle upstream serves at once again
+    assert_eq!(plan.next(50 * MS).latency, 10 * MS);
+    // degraded: one worker, so three calls at 100 ms finish one after the other
+    let degraded: Vec<_> = (0..3).map(|_| plan.next(100 * MS).latency).collect();
+    assert_eq!(degraded, [10 * MS, 20 * MS, 30 * MS]);
+    // after the window both workers serve: the second one starts idle
+    let after: Vec<_> = (0..2).map(|_| plan.next(200 * MS).latency).collect();
+    assert_eq!(after, [10 * MS, 10 * MS]);
+    // `fault(n, now)` is the plan's own draw, without the queue
+    assert_eq!(plan.fault(0, Duration::ZERO).latency, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_with_capacity_overloads_like_an_upstream() {
+    let layer = FaultLayer::builder().capacity(2, 10 * MS).build().unwrap();
+    // a concrete inner error: `FaultLayer` over a `BoxError` service inside `tokio::spawn`
+    // trips a rustc limitation ("`From` is not general enough")
+    let svc = layer.layer(service_fn(|n: u32| async move {
+        Ok::<_, std::convert::Infallible>(n)
+    }));
+    let clock = TokioClock::new();
+    let start = clock.now();
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let v = svc.oneshot(i).await.unwrap();
+                (v, clock.now() - start)
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for call in calls {
+        done.push(call.await.unwrap());
+    }
+    let took: Vec<_> = done.iter().map(|(_, t)| *t).collect();
+    assert_eq!(took, [10 * MS, 10 * MS, 20 * MS, 20 * MS, 30 * MS, 30 * MS]);
+    assert!(done.iter().enumerate().all(|(i, (v, _))| *v as usize == i));
 }
 
 /// What the layer did to each of `n` calls, with when each one answered (paused time).

@@ -26,13 +26,14 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngCore;
 
 use crate::retry::RetryRng;
+use crate::sync::lock;
 use crate::{Clock, ConfigError, MonotonicClock};
 
 /// What a plan does to one call.
@@ -87,7 +88,38 @@ struct Plan {
     // cumulative thresholds: error, + timeout, + drop, + respond
     outcomes: [f64; 4],
     window: Option<(Duration, Duration)>,
+    workers: Option<Workers>,
     calls: AtomicU64,
+}
+
+/// An upstream with a fixed number of workers, each serving one call in `service`; calls
+/// beyond the workers queue in FIFO order.
+#[derive(Debug)]
+struct Workers {
+    service: Duration,
+    normal: usize,
+    degraded: Option<(Duration, Duration, usize)>,
+    /// When each worker is next free.
+    free_at: Mutex<Vec<Duration>>,
+}
+
+impl Workers {
+    /// Queues a call that arrives at `now`; returns how long until it completes.
+    fn serve(&self, now: Duration) -> Duration {
+        let workers = match self.degraded {
+            Some((from, until, n)) if (from..until).contains(&now) => n,
+            _ => self.normal,
+        };
+        let mut free_at = lock(&self.free_at);
+        // workers that leave finish what they were given; new ones start idle
+        free_at.resize(workers, now);
+        let Some(first) = free_at.iter_mut().min() else {
+            return self.service; // unreachable: at least one worker is validated
+        };
+        let done = (*first).max(now).saturating_add(self.service);
+        *first = done;
+        done.saturating_sub(now)
+    }
 }
 
 impl FaultPlan {
@@ -97,15 +129,25 @@ impl FaultPlan {
     }
 
     /// The next call's fault, at `now` (the plan's clock reading; used by
-    /// [`during`](FaultPlanBuilder::during)).
+    /// [`during`](FaultPlanBuilder::during)). With a [`capacity`](FaultPlanBuilder::capacity),
+    /// a call that is made (passes or has its answer dropped) also queues for a worker: its
+    /// latency includes the wait and the service time.
     #[must_use]
     pub fn next(&self, now: Duration) -> Fault {
         let n = self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        self.fault(n, now)
+        let mut fault = self.fault(n, now);
+        if let Some(workers) = &self.inner.workers
+            && matches!(fault.kind, FaultKind::Pass | FaultKind::Drop)
+        {
+            let arrives = now.saturating_add(fault.latency);
+            fault.latency = fault.latency.saturating_add(workers.serve(arrives));
+        }
+        fault
     }
 
     /// The fault of call number `n` at `now`: what [`next`](Self::next) gives the `n`-th
-    /// call (counting from 0).
+    /// call (counting from 0), without the time spent queueing for a
+    /// [`capacity`](FaultPlanBuilder::capacity) (which depends on the calls before it).
     #[must_use]
     pub fn fault(&self, n: u64, now: Duration) -> Fault {
         let plan = &*self.inner;
@@ -169,6 +211,8 @@ pub struct FaultPlanBuilder {
     drop: f64,
     respond: f64,
     window: Option<(Duration, Duration)>,
+    capacity: Option<(usize, Duration)>,
+    degraded: Option<(Duration, Duration, usize)>,
 }
 
 impl FaultPlanBuilder {
@@ -219,11 +263,30 @@ impl FaultPlanBuilder {
         self
     }
 
+    /// Models the upstream's capacity: `workers` serve one call each in `service`, and calls
+    /// beyond them queue in FIFO order, so latency climbs once the offered load passes
+    /// `workers / service` calls per second (an overload or a brownout, not a random delay).
+    /// Applies to the calls that are made, after any injected latency, whatever
+    /// [`during`](Self::during) says.
+    pub fn capacity(mut self, workers: usize, service: Duration) -> Self {
+        self.capacity = Some((workers, service));
+        self
+    }
+
+    /// Only `workers` of the [`capacity`](Self::capacity) serve while the clock reads within
+    /// `from..until`: workers that leave finish the calls they were given; the ones that come
+    /// back start idle.
+    pub fn degraded(mut self, from: Duration, until: Duration, workers: usize) -> Self {
+        self.degraded = Some((from, until, workers));
+        self
+    }
+
     /// Builds the plan.
     ///
     /// # Errors
     /// [`ConfigError`] naming the field when a rate is not a probability, the outcome rates
-    /// add up to more than 1, the latency range is reversed, or the window is empty.
+    /// add up to more than 1, the latency range is reversed, a window is empty, a capacity has
+    /// no workers, or [`degraded`](Self::degraded) is set without a capacity.
     pub fn build(self) -> Result<FaultPlan, ConfigError> {
         let probability = |field: &'static str, rate: f64| {
             if (0.0..=1.0).contains(&rate) {
@@ -273,12 +336,50 @@ impl FaultPlanBuilder {
                 "a window that ends after it starts",
             ));
         }
+        let workers = match (self.capacity, self.degraded) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::out_of_range(
+                    "degraded",
+                    "no capacity",
+                    "a capacity(workers, service) to degrade",
+                ));
+            }
+            (Some((0, _)), _) => {
+                return Err(ConfigError::out_of_range(
+                    "capacity",
+                    0,
+                    "at least one worker",
+                ));
+            }
+            (Some(_), Some((_, _, 0))) => {
+                return Err(ConfigError::out_of_range(
+                    "degraded",
+                    0,
+                    "at least one worker",
+                ));
+            }
+            (Some(_), Some((from, until, _))) if from >= until => {
+                return Err(ConfigError::out_of_range(
+                    "degraded",
+                    format!("{from:?}..{until:?}"),
+                    "a window that ends after it starts",
+                ));
+            }
+            (Some((normal, service)), degraded) => Some(Workers {
+                service,
+                normal,
+                degraded,
+                free_at: Mutex::new(vec![Duration::ZERO; normal]),
+            }),
+        };
         Ok(FaultPlan {
             inner: Arc::new(Plan {
                 seed: self.seed,
                 latency: (rate, min, max),
                 outcomes,
                 window: self.window,
+                workers,
                 calls: AtomicU64::new(0),
             }),
         })

@@ -207,6 +207,19 @@ impl<E, Res, P> FaultLayerBuilder<E, Res, P> {
         self.plan(|p| p.timeout(rate))
     }
 
+    /// Models the upstream's capacity: `workers` serve a call each in `service`, the rest
+    /// queue in FIFO order (see [`FaultPlanBuilder::capacity`]). Put it over a service that
+    /// answers at once to simulate an upstream that overloads.
+    pub fn capacity(self, workers: usize, service: Duration) -> Self {
+        self.plan(|p| p.capacity(workers, service))
+    }
+
+    /// Only `workers` of the capacity serve within `from..until` (see
+    /// [`FaultPlanBuilder::degraded`]).
+    pub fn degraded(self, from: Duration, until: Duration, workers: usize) -> Self {
+        self.plan(|p| p.degraded(from, until, workers))
+    }
+
     /// Makes a `rate` share of calls, then replaces their answer with [`ResponseDropped`].
     pub fn drop_response(self, rate: f64) -> Self {
         self.plan(|p| p.drop_response(rate))
@@ -258,7 +271,8 @@ impl<E, Res, P> FaultLayerBuilder<E, Res, P> {
     ///
     /// # Errors
     /// [`ConfigError`] naming the field when a rate is not a probability, the outcome rates
-    /// add up to more than 1, the latency range is reversed, or the window is empty.
+    /// add up to more than 1, the latency range is reversed, a window is empty, or a capacity
+    /// has no workers (see [`FaultPlanBuilder::build`]).
     pub fn build(self) -> Result<FaultLayer<E, Res, P>, ConfigError> {
         Ok(FaultLayer {
             plan: self.plan.build()?,
