@@ -12,21 +12,23 @@
 //! $ curl -si -H 'x-api-key: team-a' http://127.0.0.1:3000/api        # the key's burst of 3 is spent
 //! HTTP/1.1 429 Too Many Requests
 //! retry-after: 2
-//! ratelimit-policy: 3;w=6
-//! ratelimit: limit=3, remaining=0, reset=6
+//! ratelimit-policy: "per-key";q=3;w=6, "per-ip";q=5;w=5
+//! ratelimit: "per-key";r=0;t=2
 //! $ curl -si -H 'x-api-key: team-b' http://127.0.0.1:3000/api        # another key: its own quota
 //! HTTP/1.1 200 OK
-//! ratelimit: limit=3, remaining=2, reset=2
+//! ratelimit-policy: "per-key";q=3;w=6, "per-ip";q=5;w=5
+//! ratelimit: "per-ip";r=0;t=5                                         # the IP has less left
 //! $ curl -si -H 'x-api-key: team-c' http://127.0.0.1:3000/api        # 6th request from this IP
 //! HTTP/1.1 429 Too Many Requests
 //! retry-after: 1
-//! ratelimit-policy: 5;w=5
-//! ratelimit: limit=5, remaining=0, reset=5
+//! ratelimit-policy: "per-ip";q=5;w=5
+//! ratelimit: "per-ip";r=0;t=1
 //! $ sleep 1; curl -s -o /dev/null -w '%{http_code}\n' http://127.0.0.1:3000/api
 //! 401                                                                 # no API key
 //! ```
 //!
-//! Allowed responses carry the API key's `ratelimit` field.
+//! The fields follow the current IETF draft (named policies, Structured Fields); both layers
+//! list their policy, and `ratelimit` reports the one with less left.
 //! Set `PORT` to serve on another port.
 
 use std::net::SocketAddr;
@@ -47,14 +49,19 @@ pub(crate) fn app() -> Result<Router, limitpal::ConfigError> {
         // inner: per API key, with RateLimit fields on every answer; no key = 401
         .layer(
             HttpRateLimitLayer::new(per_key, HeaderKey::new("x-api-key")?)
+                .policy_name("per-key")?
                 .missing_key_status(StatusCode::UNAUTHORIZED)
                 .headers_on_success(true),
         )
         // outer (checked first): per client IP, from axum's connect info
-        .layer(HttpRateLimitLayer::new(
-            per_ip,
-            PeerIp::from_extension(|info: &ConnectInfo<SocketAddr>| info.0),
-        )))
+        .layer(
+            HttpRateLimitLayer::new(
+                per_ip,
+                PeerIp::from_extension(|info: &ConnectInfo<SocketAddr>| info.0),
+            )
+            .policy_name("per-ip")?
+            .headers_on_success(true),
+        ))
 }
 
 #[tokio::main]

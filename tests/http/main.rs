@@ -105,8 +105,11 @@ async fn a_429_carries_rounded_up_retry_after_and_ratelimit_fields() {
     let (status, headers) = get_from("127.0.0.3", server, "/", &[]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(headers["retry-after"], "1", "0.4 s rounds up to 1");
-    assert_eq!(headers["ratelimit-policy"], "2;w=1");
-    assert_eq!(headers["ratelimit"], "limit=2, remaining=0, reset=1");
+    assert_eq!(headers["ratelimit-policy"], "\"default\";q=2;w=1");
+    assert_eq!(
+        headers["ratelimit"], "\"default\";r=0;t=1",
+        "t = Retry-After"
+    );
 }
 
 #[tokio::test]
@@ -121,13 +124,22 @@ async fn the_example_router_limits_per_key_and_per_ip() {
         last = headers;
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
-    assert_eq!(last["ratelimit-policy"], "3;w=6");
+    // both layers' policies; RateLimit for the key's, which has less left
+    assert_eq!(
+        last["ratelimit-policy"],
+        "\"per-key\";q=3;w=6, \"per-ip\";q=5;w=5"
+    );
     let retry_after: u64 = last["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        last["ratelimit"].to_str().unwrap(),
+        format!("\"per-key\";r=0;t={retry_after}")
+    );
     // another key from the same IP has its own key budget; the IP's burst of 5 then runs out
     let (status, headers) = get_from("127.0.0.4", server, "/api", &[("x-api-key", "team-b")]).await;
     assert_eq!(status, 200);
-    assert_eq!(headers["ratelimit"], "limit=3, remaining=2, reset=2");
+    // the IP has spent its burst of 5 (r=0) and the new key has 2 left: the IP's is lower
+    assert_eq!(headers["ratelimit"], "\"per-ip\";r=0;t=5");
     let (status, _) = get_from("127.0.0.4", server, "/api", &[("x-api-key", "team-c")]).await;
     assert_eq!(status, 429, "per-IP burst of 5 spent");
     // a fresh IP without a key: 401 from the per-key layer
@@ -238,9 +250,10 @@ async fn allowed_responses_carry_ratelimit_when_enabled() {
         .headers_on_success(true)
         .layer(ok_service());
     let response = svc.clone().oneshot(with_key(Some("k"))).await.unwrap();
+    assert_eq!(response.headers()["ratelimit"], "\"default\";r=2;t=1");
     assert_eq!(
-        response.headers()["ratelimit"],
-        "limit=3, remaining=2, reset=1"
+        response.headers()["ratelimit-policy"],
+        "\"default\";q=3;w=3"
     );
     let quiet = HttpRateLimitLayer::new(frozen(3), HeaderKey::new("x-api-key").unwrap())
         .layer(ok_service());
@@ -413,4 +426,168 @@ async fn the_vendor_client_waits_for_quota_gets_no_429_and_runs_at_the_quota() {
         elapsed <= minimum * 1.05,
         "{elapsed} s vs {minimum} s: {report:?}"
     );
+}
+
+/// The current draft's own examples (draft-ietf-httpapi-ratelimit-headers-10 §3.2, §4.2),
+/// produced byte for byte by layers configured to match them.
+mod draft_fields {
+    use std::time::Duration;
+
+    use http::{HeaderMap, Request, StatusCode};
+    use limitpal::tower::http::{GlobalKey, HttpRateLimitLayer, RateLimitFields, pushback};
+    use limitpal::{ManualClock, RateLimiter, TokenBucket};
+    use tower::{Layer, ServiceExt};
+
+    use super::ok_service;
+
+    /// `q` tokens refilling in `w` seconds, on a frozen clock.
+    fn policy(q: u32, w: u32) -> RateLimiter<(), TokenBucket, ManualClock> {
+        RateLimiter::builder(TokenBucket::new(q, f64::from(q) / f64::from(w)).unwrap())
+            .clock(ManualClock::new())
+            .build()
+            .unwrap()
+    }
+
+    async fn answer(
+        svc: impl tower::Service<
+            Request<()>,
+            Response = http::Response<String>,
+            Error = std::convert::Infallible,
+        >,
+    ) -> (StatusCode, HeaderMap) {
+        let response = svc.oneshot(Request::new(())).await.unwrap();
+        (response.status(), response.headers().clone())
+    }
+
+    #[tokio::test]
+    async fn one_named_policy() {
+        // RateLimit-Policy: "default";q=100;w=60 and, with 50 spent, RateLimit: "default";r=50;t=30
+        let limiter = policy(100, 60);
+        for _ in 0..49 {
+            limiter.check(&()).unwrap();
+        }
+        let svc = HttpRateLimitLayer::new(limiter, GlobalKey)
+            .headers_on_success(true)
+            .layer(ok_service());
+        let (status, headers) = answer(svc).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["ratelimit-policy"], r#""default";q=100;w=60"#);
+        assert_eq!(headers["ratelimit"], r#""default";r=50;t=30"#);
+        // §3.2: RateLimit-Policy: "default";q=100;w=10
+        let svc = HttpRateLimitLayer::new(policy(100, 10), GlobalKey)
+            .headers_on_success(true)
+            .layer(ok_service());
+        assert_eq!(
+            answer(svc).await.1["ratelimit-policy"],
+            r#""default";q=100;w=10"#
+        );
+    }
+
+    #[tokio::test]
+    async fn two_policies_on_one_response() {
+        // §3.2: RateLimit-Policy: "permin";q=50;w=60,"perhr";q=1000;w=3600 (in the canonical
+        // RFC 9651 serialization, which puts a space after the comma)
+        let svc = tower::ServiceBuilder::new()
+            .layer(
+                HttpRateLimitLayer::new(policy(1000, 3600), GlobalKey)
+                    .policy_name("perhr")
+                    .unwrap()
+                    .headers_on_success(true),
+            )
+            .layer(
+                HttpRateLimitLayer::new(policy(50, 60), GlobalKey)
+                    .policy_name("permin")
+                    .unwrap()
+                    .headers_on_success(true),
+            )
+            .service(ok_service());
+        let (_, headers) = answer(svc.clone()).await;
+        assert_eq!(
+            headers["ratelimit-policy"],
+            r#""permin";q=50;w=60, "perhr";q=1000;w=3600"#
+        );
+        // 49 left per minute, 999 per hour: RateLimit reports the lower
+        assert_eq!(headers["ratelimit"], r#""permin";r=49;t=2"#);
+        // spend the minute's quota: the 51st is refused by "permin", and the outer "perhr"
+        // lists itself without hiding the refusal
+        for _ in 0..49 {
+            assert_eq!(answer(svc.clone()).await.0, StatusCode::OK);
+        }
+        let (status, headers) = answer(svc.clone()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers["retry-after"], "2");
+        assert_eq!(
+            headers["ratelimit"], r#""permin";r=0;t=2"#,
+            "t = Retry-After"
+        );
+        assert_eq!(
+            headers["ratelimit-policy"],
+            r#""permin";q=50;w=60, "perhr";q=1000;w=3600"#
+        );
+        // a client of the draft reads the wait from what we wrote
+        assert_eq!(pushback(&headers), Some(Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn the_old_form_is_an_explicit_option() {
+        let limiter = policy(3, 6);
+        let svc = HttpRateLimitLayer::new(limiter, GlobalKey)
+            .fields(RateLimitFields::Draft07)
+            .headers_on_success(true)
+            .layer(ok_service());
+        let (_, headers) = answer(svc.clone()).await;
+        assert_eq!(headers["ratelimit-policy"], "3;w=6");
+        assert_eq!(headers["ratelimit"], "limit=3, remaining=2, reset=2");
+        answer(svc.clone()).await;
+        answer(svc.clone()).await;
+        let (status, headers) = answer(svc).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers["retry-after"], "2");
+        assert_eq!(headers["ratelimit"], "limit=3, remaining=0, reset=6");
+    }
+
+    #[test]
+    fn bad_policy_names_are_config_errors() {
+        for bad in ["", "caf\u{e9}", "tab\there", "line\nbreak"] {
+            let error = HttpRateLimitLayer::new(policy(1, 1), GlobalKey)
+                .policy_name(bad)
+                .unwrap_err();
+            assert_eq!(error.field(), "policy_name", "{bad:?}");
+        }
+        // quotes and backslashes are escaped, not refused
+        let svc = HttpRateLimitLayer::new(policy(1, 1), GlobalKey)
+            .policy_name(r#"say "hi" \o/"#)
+            .unwrap();
+        drop(svc);
+    }
+
+    #[test]
+    fn the_draft_examples_are_read() {
+        let read = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("ratelimit", value.parse().unwrap());
+            pushback(&headers)
+        };
+        assert_eq!(read(r#""default";r=50;t=30"#), None);
+        assert_eq!(read(r#""default";r=999;pk=:dHJpYWwxMjEzMjM=:"#), None);
+        assert_eq!(
+            read(r#""default";r=300000000;t=60;pk=:QXBwLTk5OQ==:"#),
+            None
+        );
+        assert_eq!(
+            read(r#""problemPolicy";r=0;t=10"#),
+            Some(Duration::from_secs(10))
+        );
+        // a list split over two field lines (RFC 9651 §3.1)
+        let mut headers = HeaderMap::new();
+        headers.append("ratelimit", r#""a";r=0;t=4"#.parse().unwrap());
+        headers.append("ratelimit", r#""b";r=0;t=6"#.parse().unwrap());
+        assert_eq!(pushback(&headers), Some(Duration::from_secs(6)));
+        headers.append("ratelimit", "garbage;;".parse().unwrap());
+        assert_eq!(
+            pushback(&headers),
+            None,
+            "one malformed line: the field is ignored"
+        );
+    }
 }

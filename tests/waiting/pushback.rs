@@ -14,9 +14,10 @@ const SEC: Duration = Duration::from_secs(1);
 
 type Calls = Arc<Mutex<Vec<(String, Duration)>>>;
 
-/// An upstream that answers the first call for key "a" with 429 and these headers, and
+/// An upstream that answers the first call for key "a" with `status` and these headers, and
 /// every other call with 200. Records (key, time) of each call.
 fn upstream(
+    status: StatusCode,
     headers: &'static [(&'static str, &'static str)],
 ) -> (
     impl Service<Request<()>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone,
@@ -32,7 +33,7 @@ fn upstream(
         seen.push((key, start.now()));
         let mut response = Response::new(());
         if first_a {
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            *response.status_mut() = status;
             for (name, value) in headers {
                 response.headers_mut().insert(*name, value.parse().unwrap());
             }
@@ -61,11 +62,21 @@ async fn scenario(
     respect: bool,
     wait: Duration,
 ) -> (Vec<Duration>, Vec<Duration>, Calls) {
+    scenario_after(StatusCode::TOO_MANY_REQUESTS, headers, respect, wait).await
+}
+
+/// [`scenario`] with the first answer's status chosen.
+async fn scenario_after(
+    status: StatusCode,
+    headers: &'static [(&'static str, &'static str)],
+    respect: bool,
+    wait: Duration,
+) -> (Vec<Duration>, Vec<Duration>, Calls) {
     let limiter = RateLimiter::builder(TokenBucket::new(100, 100.0).unwrap())
         .clock(TokioClock::new())
         .build()
         .unwrap();
-    let (inner, calls) = upstream(headers);
+    let (inner, calls) = upstream(status, headers);
     let svc = ResilienceLayer::builder()
         .rate_limit(limiter, key_of)
         .classifier(HttpClassifier)
@@ -84,7 +95,7 @@ async fn scenario(
         .unwrap()
         .layer(inner);
     let first = svc.clone().oneshot(request("a")).await.unwrap();
-    assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(first.status(), status);
     let tasks: Vec<_> = ["a", "a", "a", "a", "b"]
         .into_iter()
         .map(|k| {
@@ -133,7 +144,7 @@ async fn callers_that_do_not_wait_are_refused_with_the_time_left() {
         .clock(TokioClock::new())
         .build()
         .unwrap();
-    let (inner, _) = upstream(&[("retry-after", "2")]);
+    let (inner, _) = upstream(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "2")]);
     let svc = ResilienceLayer::builder()
         .rate_limit(limiter, key_of)
         .classifier(HttpClassifier)
@@ -186,4 +197,52 @@ async fn hostile_retry_after_values_never_hold_long() {
 async fn pushback_can_be_turned_off() {
     let (a, _, _) = scenario(&[("retry-after", "2")], false, 10 * SEC).await;
     assert!(a.iter().all(|&t| t < 50 * MS), "{a:?}");
+}
+
+/// The current draft's `RateLimit` field on a *successful* answer: the quota is spent, so the
+/// client waits before it is refused.
+#[tokio::test(start_paused = true)]
+async fn a_200_with_ratelimit_r0_holds_the_key_for_its_t() {
+    let spent = &[("ratelimit", "\"default\";r=0;t=2")];
+    let (a, b, _) = scenario_after(StatusCode::OK, spent, true, 10 * SEC).await;
+    assert_eq!(a.len(), 4);
+    assert!(
+        a.iter().all(|&t| t >= 2 * SEC && t < 2 * SEC + 50 * MS),
+        "held for 2 s: {a:?}"
+    );
+    assert_eq!(b, [Duration::ZERO], "other keys are not held");
+    // several policies: the longest wait of the spent ones; Retry-After takes precedence
+    let two = &[(
+        "ratelimit",
+        "\"min\";r=0;t=1, \"hour\";r=0;t=3, \"day\";r=9;t=60",
+    )];
+    let (a, _, _) = scenario_after(StatusCode::OK, two, true, 10 * SEC).await;
+    assert!(
+        a.iter().all(|&t| t >= 3 * SEC && t < 3 * SEC + 50 * MS),
+        "{a:?}"
+    );
+    let both = &[("ratelimit", "\"default\";r=0;t=5"), ("retry-after", "1")];
+    let (a, _, _) = scenario_after(StatusCode::OK, both, true, 10 * SEC).await;
+    assert!(a.iter().all(|&t| t >= SEC && t < SEC + 50 * MS), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_or_unspent_ratelimit_fields_hold_nothing() {
+    for value in [
+        "\"default\";r=3;t=2",
+        "\"default\";t=2",
+        "\"default\";r=0;t=-2",
+        "\"default\";r=0;t=2.5",
+        "(\"a\" \"b\");r=0;t=2",
+        "\"default\";r=0;t=2,",
+        "limit=3, remaining=0, reset=2",
+        "",
+    ] {
+        let headers: &'static [(&str, &str)] = Box::leak(Box::new([("ratelimit", value)]));
+        let (a, _, _) = scenario_after(StatusCode::OK, headers, true, 10 * SEC).await;
+        assert!(
+            a.iter().all(|&t| t < 50 * MS),
+            "{value:?} held the key: {a:?}"
+        );
+    }
 }

@@ -76,7 +76,9 @@ pub struct Verdict {
     pub breaker: Outcome,
     /// Whether retrying may help.
     pub retry: bool,
-    /// A wait the callee asked for before a retry.
+    /// A wait the callee asked for before a retry, or (on a result that is not retried)
+    /// before the next call for the same key: pushback, held in the limiter with
+    /// `respect_pushback`.
     pub retry_after: Option<Duration>,
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use limitpal::config::PipelineConfig;
 use limitpal::fault::FaultPlan;
 use limitpal::tower::KeyExtractor;
-use limitpal::tower::http::{ForwardedIp, GrpcClassifier, HttpClassifier, retry_after};
+use limitpal::tower::http::{ForwardedIp, GrpcClassifier, HttpClassifier, pushback, retry_after};
 use limitpal::{
     CircuitBreaker, Classify, Clock, Jitter, LeakyBucket, ManualClock, RateLimiter, RetryBudget,
     RetryPolicy, SlidingWindow, TokenBucket,
@@ -39,8 +39,8 @@ pub fn config(data: &[u8]) {
 }
 
 /// Header values, split at `\n`: `Retry-After` and `Date` (seconds, the HTTP-date forms,
-/// garbage), `X-Forwarded-For` and `Forwarded` chains, `grpc-retry-pushback-ms`, through
-/// the parser, the extractors and both classifiers.
+/// garbage), `X-Forwarded-For` and `Forwarded` chains, `grpc-retry-pushback-ms`, two
+/// current-draft `RateLimit` lines, through the parsers, the extractors and both classifiers.
 pub fn headers(data: &[u8]) {
     let mut lines = data.split(|&b| b == b'\n');
     let mut next = || {
@@ -60,10 +60,17 @@ pub fn headers(data: &[u8]) {
             request = request.header(name, value);
         }
     }
-    let (Ok(response), Ok(request)) = (response.body(()), request.body(())) else {
+    let (Ok(mut response), Ok(request)) = (response.body(()), request.body(())) else {
         return;
     };
+    // then up to two `RateLimit` field lines (Structured Field lists)
+    for _ in 0..2 {
+        if let Some(value) = next() {
+            response.headers_mut().append("ratelimit", value);
+        }
+    }
     let _ = retry_after(response.headers());
+    let _ = pushback(response.headers());
     let _ = HttpClassifier.classify(Ok::<_, &()>(&response));
     let _ = GrpcClassifier.classify(Ok::<_, &()>(&response));
     let depth = usize::from(data.first().copied().unwrap_or(1) % 8);

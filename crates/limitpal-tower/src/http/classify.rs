@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
-use super::retry_after;
+use super::pushback;
 use limitpal_core::{Classify, Outcome, Verdict};
 
 /// Classifies HTTP responses for the breaker and retries:
@@ -16,8 +16,11 @@ use limitpal_core::{Classify, Outcome, Verdict};
 /// | anything else | success | no |
 /// | a transport `Err` | failure | yes |
 ///
-/// A `503` with `Retry-After` is retried no sooner than it asks. `Retry-After` is read in
-/// seconds; an HTTP-date is ignored (backoff applies). Only idempotent requests should be
+/// A `503` with `Retry-After` is retried no sooner than it asks (either form of the field).
+/// Any response's wait, [`pushback`](super::pushback) (`Retry-After`, or a current-draft
+/// `RateLimit` item with `r=0;t=N`), is the verdict's `retry_after`: with `respect_pushback`
+/// the pipeline holds the key that long, so the next request waits for the quota instead of
+/// being refused. Only idempotent requests should be
 /// retried: pair it with [`replay_idempotent`] as the layer's `clone_request`, which refuses
 /// to replay `POST` and `PATCH`.
 ///
@@ -51,7 +54,7 @@ impl<B, E> Classify<Response<B>, E> for HttpClassifier {
             return Verdict::from(Outcome::RETRYABLE);
         };
         let status = response.status();
-        let after = retry_after(response.headers());
+        let after = pushback(response.headers());
         if status == StatusCode::TOO_MANY_REQUESTS {
             Verdict {
                 breaker: Outcome::Ignore,
@@ -64,7 +67,13 @@ impl<B, E> Classify<Response<B>, E> for HttpClassifier {
                 retry_after: after,
             })
         } else {
-            Verdict::from(Outcome::Success)
+            // a 2xx that spent the last of a quota (`RateLimit: "default";r=0;t=2`): not
+            // retried, but its wait is pushback for the key
+            Verdict {
+                breaker: Outcome::Success,
+                retry: false,
+                retry_after: after,
+            }
         }
     }
 }

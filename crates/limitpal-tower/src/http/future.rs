@@ -3,12 +3,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{HeaderValue, Response, StatusCode};
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
 use limitpal_core::Quota;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::headers::{insert_denial, insert_quota};
+use super::headers::{Fields, insert_denial, insert_quota};
 use crate::limit::WaitForQuota;
 
 pin_project! {
@@ -24,9 +26,9 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, RB, Svc, Req> {
-        Called { #[pin] future: F, quota: Option<Quota> },
+        Called { #[pin] future: F, quota: Option<(Quota, Arc<Fields>)> },
         // over the limit, waiting for the reserved slot with the ready service
-        Waiting { #[pin] wait: WaitForQuota, service: Svc, request: Option<Req>, quota: Option<Quota> },
+        Waiting { #[pin] wait: WaitForQuota, service: Svc, request: Option<Req>, quota: Option<(Quota, Arc<Fields>)> },
         Answered { response: Option<Response<RB>> },
     }
 }
@@ -37,7 +39,9 @@ impl<F, RB: Default, Svc, Req> ResponseFuture<F, RB, Svc, Req> {
         service: Svc,
         request: Req,
         quota: Option<Quota>,
+        fields: &Arc<Fields>,
     ) -> Self {
+        let quota = quota.map(|q| (q, Arc::clone(fields)));
         Self {
             kind: Kind::Waiting {
                 wait,
@@ -48,7 +52,9 @@ impl<F, RB: Default, Svc, Req> ResponseFuture<F, RB, Svc, Req> {
         }
     }
 
-    pub(crate) fn called(future: F, quota: Option<Quota>) -> Self {
+    pub(crate) fn called(future: F, quota: Option<Quota>, fields: &Arc<Fields>) -> Self {
+        // an `Arc` clone only when the fields are wanted: the plain 200 path stays allocation-free
+        let quota = quota.map(|q| (q, Arc::clone(fields)));
         Self {
             kind: Kind::Called { future, quota },
         }
@@ -64,10 +70,10 @@ impl<F, RB: Default, Svc, Req> ResponseFuture<F, RB, Svc, Req> {
         }
     }
 
-    pub(crate) fn too_many(retry_after: Duration, quota: &Quota, policy: &HeaderValue) -> Self {
+    pub(crate) fn too_many(retry_after: Duration, quota: &Quota, fields: &Fields) -> Self {
         let mut response = Response::new(RB::default());
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        insert_denial(response.headers_mut(), retry_after, quota, policy);
+        insert_denial(response.headers_mut(), retry_after, quota, fields);
         Self {
             kind: Kind::Answered {
                 response: Some(response),
@@ -114,8 +120,8 @@ where
             KindProj::Waiting { .. } => Poll::Pending,
             KindProj::Called { future, quota } => {
                 let mut response = ready!(future.poll(cx))?;
-                if let Some(quota) = quota.take() {
-                    insert_quota(response.headers_mut(), &quota);
+                if let Some((quota, fields)) = quota.take() {
+                    insert_quota(response.headers_mut(), &quota, &fields);
                 }
                 Poll::Ready(Ok(response))
             }

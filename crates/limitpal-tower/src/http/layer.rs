@@ -1,11 +1,13 @@
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
-use limitpal_core::{Algorithm, RateLimiter};
+use std::sync::Arc;
+
+use http::StatusCode;
+use limitpal_core::{Algorithm, ConfigError, RateLimiter};
 use tower_layer::Layer;
 
 use super::HttpRateLimitService;
-use super::headers::policy_value;
+use super::headers::{Fields, RateLimitFields};
 use crate::MissingKey;
 
 /// A keyed rate limit for HTTP services that answers `429 Too Many Requests` itself; see
@@ -17,7 +19,7 @@ pub struct HttpRateLimitLayer<K, A: Algorithm, C, S, X> {
     pub(crate) missing: MissingKey<K>,
     pub(crate) missing_status: StatusCode,
     pub(crate) headers_on_success: bool,
-    pub(crate) policy: HeaderValue,
+    pub(crate) fields: Arc<Fields>,
     pub(crate) wait: Option<Duration>,
 }
 
@@ -29,7 +31,7 @@ impl<K: Clone, A: Algorithm, C, S, X: Clone> Clone for HttpRateLimitLayer<K, A, 
             missing: self.missing.clone(),
             missing_status: self.missing_status,
             headers_on_success: self.headers_on_success,
-            policy: self.policy.clone(),
+            fields: self.fields.clone(),
             wait: self.wait,
         }
     }
@@ -46,7 +48,7 @@ impl<K, A: Algorithm, C, S, X> HttpRateLimitLayer<K, A, C, S, X> {
             missing: MissingKey::Reject,
             missing_status: StatusCode::INTERNAL_SERVER_ERROR,
             headers_on_success: false,
-            policy: policy_value(limit, window),
+            fields: Arc::new(Fields::new(limit, window)),
             wait: None,
         }
     }
@@ -77,10 +79,30 @@ impl<K, A: Algorithm, C, S, X> HttpRateLimitLayer<K, A, C, S, X> {
         self
     }
 
-    /// Also add the `RateLimit` field to allowed responses (default: only to 429s).
+    /// Also add the `RateLimit-Policy` and `RateLimit` fields to allowed responses (default:
+    /// only to 429s).
     #[must_use]
     pub fn headers_on_success(mut self, enabled: bool) -> Self {
         self.headers_on_success = enabled;
+        self
+    }
+
+    /// The policy's name in the `RateLimit-Policy` and `RateLimit` fields (default
+    /// `"default"`): name each layer when two apply to one request (`"per-ip"`,
+    /// `"per-key"`), so a client can tell which quota it is spending.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `name` is empty or not printable ASCII (an sf-string).
+    pub fn policy_name(mut self, name: &str) -> Result<Self, ConfigError> {
+        self.fields = Arc::new((*self.fields).clone().with_name(name)?);
+        Ok(self)
+    }
+
+    /// Which form of the fields to write (default [`RateLimitFields::Current`]);
+    /// [`RateLimitFields::Draft07`] for clients written against the expired draft.
+    #[must_use]
+    pub fn fields(mut self, form: RateLimitFields) -> Self {
+        self.fields = Arc::new((*self.fields).clone().with_form(form));
         self
     }
 }

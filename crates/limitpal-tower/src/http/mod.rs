@@ -5,15 +5,24 @@
 //!
 //! ```text
 //! HTTP/1.1 429 Too Many Requests
-//! retry-after: 1                                  whole seconds, rounded up, never 0
-//! ratelimit-policy: 2;w=1                         limit; window in seconds (precomputed)
-//! ratelimit: limit=2, remaining=0, reset=1        the key's quota now
+//! retry-after: 1                        whole seconds, rounded up, never 0
+//! ratelimit-policy: "default";q=2;w=1   policy name; quota; window in seconds (precomputed)
+//! ratelimit: "default";r=0;t=1          the key's remaining quota; t = Retry-After
 //! ```
 //!
-//! The `RateLimit-Policy` and `RateLimit` fields follow draft-ietf-httpapi-ratelimit-headers-07;
-//! with [`headers_on_success`](HttpRateLimitLayer::headers_on_success) allowed responses carry
-//! `RateLimit` too. The 429 path builds the response from precomputed values and small
-//! integers; it reads the clock once, like the 200 path.
+//! The `RateLimit-Policy` and `RateLimit` fields follow the current IETF draft
+//! (draft-ietf-httpapi-ratelimit-headers-08 to -11: Structured Fields, RFC 9651, written with
+//! `sfv`); name the policy with [`policy_name`](HttpRateLimitLayer::policy_name), or write the
+//! expired draft-07 form with [`fields`](HttpRateLimitLayer::fields). With
+//! [`headers_on_success`](HttpRateLimitLayer::headers_on_success) allowed responses carry
+//! them too, `t` then being the time until the key's quota is whole. When two layers apply
+//! (per IP, then per API key) both policies are listed and `RateLimit` reports the one with
+//! less left, as the draft asks. The plain 200 path allocates nothing; the 429 path builds
+//! the response from the precomputed policy and small integers, reading the clock once.
+//!
+//! Clients read the fields back with [`pushback`]: the wait a response asks for
+//! (`Retry-After`, else a `RateLimit` item with `r=0`), which [`HttpClassifier`] hands to the
+//! pipeline so that `respect_pushback` holds the key before the server has to refuse.
 //!
 //! Clients: [`HttpClassifier`] (5xx/408 retried, 429 retried after `Retry-After` without
 //! counting against the breaker), [`GrpcClassifier`], and [`replay_idempotent`] as the
@@ -46,7 +55,7 @@
 //! let denied = app.oneshot(request()).await?;
 //! assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
 //! assert_eq!(denied.headers()["retry-after"], "1");
-//! assert_eq!(denied.headers()["ratelimit"], "limit=1, remaining=0, reset=1");
+//! assert_eq!(denied.headers()["ratelimit"], r#""default";r=0;t=1"#);
 //! # Ok(()) }
 //! ```
 
@@ -61,6 +70,7 @@ mod service;
 pub use classify::{GrpcClassifier, HttpClassifier, replay_always, replay_idempotent};
 pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
+pub use headers::{RateLimitFields, pushback};
 pub use layer::HttpRateLimitLayer;
 pub use retry_after::retry_after;
 pub use service::HttpRateLimitService;

@@ -61,7 +61,9 @@ where
         let extracted = config.key.extract(&req);
         let key = match (&extracted, &config.missing) {
             (Some(key), _) | (None, MissingKey::Fallback(key)) => key,
-            (None, MissingKey::Allow) => return ResponseFuture::called(self.inner.call(req), None),
+            (None, MissingKey::Allow) => {
+                return ResponseFuture::called(self.inner.call(req), None, &config.fields);
+            }
             (None, MissingKey::Reject) => {
                 return ResponseFuture::status(config.missing_status);
             }
@@ -73,18 +75,18 @@ where
                 Some(Ok(reservation)) => {
                     reservation.commit();
                     let quota = config.headers_on_success.then(|| quota_of(config, quota()));
-                    ResponseFuture::called(self.inner.call(req), quota)
+                    ResponseFuture::called(self.inner.call(req), quota, &config.fields)
                 }
                 Some(Err(denied)) => ResponseFuture::too_many(
                     denied.retry_after,
                     &quota_of(config, quota()),
-                    &config.policy,
+                    &config.fields,
                 ),
                 None => {
                     let quota = config.headers_on_success.then(|| quota_of(config, quota()));
                     let clone = self.inner.clone();
                     let service = std::mem::replace(&mut self.inner, clone);
-                    ResponseFuture::waiting(wait, service, req, quota)
+                    ResponseFuture::waiting(wait, service, req, quota, &config.fields)
                 }
             };
         }
@@ -93,8 +95,9 @@ where
             Ok(()) => ResponseFuture::called(
                 self.inner.call(req),
                 config.headers_on_success.then_some(quota),
+                &config.fields,
             ),
-            Err(denied) => ResponseFuture::too_many(denied.retry_after, &quota, &config.policy),
+            Err(denied) => ResponseFuture::too_many(denied.retry_after, &quota, &config.fields),
         }
     }
 }
