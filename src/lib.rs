@@ -91,7 +91,13 @@ pub mod redis {
     pub use limitpal_redis::*;
 }
 
+/// reqwest middleware running the pipeline (feature `reqwest`).
+#[cfg(feature = "reqwest")]
+pub mod reqwest {
+    pub use limitpal_reqwest::*;
+}
+
 /// The README's examples, compiled and run by `cargo test --doc`.
-#[cfg(all(doctest, feature = "http"))]
+#[cfg(all(doctest, feature = "http", feature = "reqwest"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

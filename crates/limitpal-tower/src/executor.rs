@@ -81,9 +81,43 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     /// # Errors
     /// [`Error`]: our breaker, limiter or bulkhead refused, retries ran out, the call failed
     /// for good, or the deadline passed.
-    pub async fn run<T, E, F, Fut>(&self, key: &K, mut op: F) -> Result<T, Error<E>>
+    pub async fn run<T, E, F, Fut>(&self, key: &K, op: F) -> Result<T, Error<E>>
     where
         F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let mut op = op;
+        self.drive(key, move || Some(op()), true).await
+    }
+
+    /// Runs one call through the pipeline (limiter with its wait, breaker, bulkhead, attempt
+    /// timeout, pushback) and never retries it, whatever its outcome: for calls that cannot
+    /// be replayed, such as a request whose body is a stream. A retryable failure ends the
+    /// run as [`Error::Failed`].
+    ///
+    /// # Errors
+    /// As [`run`](Self::run), without `RetryExhausted`.
+    pub async fn run_once<T, E, Fut>(&self, key: &K, call: Fut) -> Result<T, Error<E>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let mut call = Some(call);
+        self.drive(key, move || call.take(), false).await
+    }
+
+    /// Whether a failed call may be attempted again (a retry policy is set).
+    #[must_use]
+    pub fn retries(&self) -> bool {
+        self.pipeline.retry_policy().is_some()
+    }
+
+    async fn drive<T, E, F, Fut>(&self, key: &K, mut op: F, replay: bool) -> Result<T, Error<E>>
+    where
+        F: FnMut() -> Option<Fut>,
         Fut: Future<Output = Result<T, E>>,
         Cl: Classify<T, E>,
         E: 'static,
@@ -156,9 +190,15 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                 };
                 permits.slot = Some(slot.map_err(Error::BulkheadFull)?);
             }
+            // `run_once` makes its one call, and never gets here a second time
+            let Some(call) = op() else {
+                return Err(Error::TimedOut {
+                    attempts: run.attempts(),
+                });
+            };
             let attempt = match p.attempt_limit(&run) {
-                None => Attempt::Done(op().await),
-                Some(limit) => match tokio::time::timeout(limit, op()).await {
+                None => Attempt::Done(call.await),
+                Some(limit) => match tokio::time::timeout(limit, call).await {
                     Ok(result) => Attempt::Done(result),
                     Err(_) if p.past_deadline(&run) => {
                         drop(permits); // cancelled by the deadline: nothing recorded
@@ -169,7 +209,11 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     Err(_) => Attempt::TimedOut,
                 },
             };
-            let settled = p.settle(&mut run, permits, attempt);
+            let settled = if replay {
+                p.settle(&mut run, permits, attempt)
+            } else {
+                Settled::Done(p.settle_final(&mut run, permits, attempt))
+            };
             if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
                 limiter.hold(key, hold);
             }

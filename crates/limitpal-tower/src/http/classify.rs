@@ -53,27 +53,45 @@ impl<B, E> Classify<Response<B>, E> for HttpClassifier {
         let Ok(response) = result else {
             return Verdict::from(Outcome::RETRYABLE);
         };
-        let status = response.status();
-        let after = pushback(response.headers());
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            Verdict {
-                breaker: Outcome::Ignore,
-                retry: true,
-                retry_after: after,
-            }
-        } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-            Verdict::from(Outcome::Failure {
-                retryable: true,
-                retry_after: after,
-            })
-        } else {
-            // a 2xx that spent the last of a quota (`RateLimit: "default";r=0;t=2`): not
-            // retried, but its wait is pushback for the key
-            Verdict {
-                breaker: Outcome::Success,
-                retry: false,
-                retry_after: after,
-            }
+        status_verdict(response.status(), response.headers())
+    }
+}
+
+/// What an HTTP answer means, from its status and headers alone: the rules of
+/// [`HttpClassifier`], for clients whose response type is not `http::Response` (reqwest).
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use limitpal_tower::http::status_verdict;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("ratelimit", r#""default";r=0;t=2"#.parse()?);
+/// let verdict = status_verdict(StatusCode::OK, &headers);
+/// assert!(!verdict.retry);
+/// assert_eq!(verdict.retry_after, Some(std::time::Duration::from_secs(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub fn status_verdict(status: StatusCode, headers: &HeaderMap) -> Verdict {
+    let after = pushback(headers);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        Verdict {
+            breaker: Outcome::Ignore,
+            retry: true,
+            retry_after: after,
+        }
+    } else if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        Verdict::from(Outcome::Failure {
+            retryable: true,
+            retry_after: after,
+        })
+    } else {
+        // a 2xx that spent the last of a quota (`RateLimit: "default";r=0;t=2`): not
+        // retried, but its wait is pushback for the key
+        Verdict {
+            breaker: Outcome::Success,
+            retry: false,
+            retry_after: after,
         }
     }
 }

@@ -67,7 +67,9 @@ mod layer;
 mod retry_after;
 mod service;
 
-pub use classify::{GrpcClassifier, HttpClassifier, replay_always, replay_idempotent};
+pub use classify::{
+    GrpcClassifier, HttpClassifier, replay_always, replay_idempotent, status_verdict,
+};
 pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
 pub use headers::{RateLimitFields, pushback};
