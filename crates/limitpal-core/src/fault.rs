@@ -26,14 +26,14 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngCore;
 
 use crate::retry::RetryRng;
-use crate::sync::lock;
+use crate::sync::{Mutex, lock};
 use crate::{Clock, ConfigError, MonotonicClock};
 
 /// What a plan does to one call.
