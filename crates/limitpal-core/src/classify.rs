@@ -82,6 +82,22 @@ pub struct Verdict {
     pub retry_after: Option<Duration>,
 }
 
+impl Verdict {
+    /// The single [`Outcome`] that stands for this verdict where only one fits (a
+    /// classifier's `classify`): a result the breaker ignores but retries (an HTTP 429) is a
+    /// retryable failure with its wait; anything else is the breaker's outcome.
+    #[must_use]
+    pub fn outcome(self) -> Outcome {
+        match self.breaker {
+            Outcome::Ignore if self.retry => Outcome::Failure {
+                retryable: true,
+                retry_after: self.retry_after,
+            },
+            other => other,
+        }
+    }
+}
+
 impl From<Outcome> for Verdict {
     fn from(outcome: Outcome) -> Self {
         match outcome {

@@ -76,14 +76,7 @@ pub struct ReqwestClassifier;
 
 impl Classify<Response, Error> for ReqwestClassifier {
     fn classify(&self, result: Result<&Response, &Error>) -> Outcome {
-        let verdict = self.verdict(result);
-        match verdict.breaker {
-            Outcome::Ignore if verdict.retry => Outcome::Failure {
-                retryable: true,
-                retry_after: verdict.retry_after,
-            },
-            other => other,
-        }
+        self.verdict(result).outcome()
     }
 
     fn verdict(&self, result: Result<&Response, &Error>) -> Verdict {

@@ -39,14 +39,7 @@ pub struct HttpClassifier;
 
 impl<B, E> Classify<Response<B>, E> for HttpClassifier {
     fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
-        let verdict = self.verdict(result);
-        match verdict.breaker {
-            Outcome::Ignore if verdict.retry => Outcome::Failure {
-                retryable: true,
-                retry_after: verdict.retry_after,
-            },
-            other => other,
-        }
+        self.verdict(result).outcome()
     }
 
     fn verdict(&self, result: Result<&Response<B>, &E>) -> Verdict {
