@@ -1,6 +1,7 @@
 //! A global allocator that counts, for bytes-per-key and allocations-per-request figures.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
 /// The system allocator, counting live bytes and allocation calls.
@@ -10,12 +11,22 @@ pub struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    // const-initialised and without a destructor: using it never allocates
+    static THREAD_CALLS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_call() {
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    let _ = THREAD_CALLS.try_with(|calls| calls.set(calls.get().wrapping_add(1)));
+}
+
 // SAFETY: every method forwards to `System` unchanged and only adds relaxed counter updates;
 // the caller's contract (valid layouts, matching dealloc) is passed through as is.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
+        count_call();
         LIVE.fetch_add(
             isize::try_from(layout.size()).unwrap_or(isize::MAX),
             Ordering::Relaxed,
@@ -34,7 +45,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
+        count_call();
         LIVE.fetch_add(
             isize::try_from(new_size).unwrap_or(isize::MAX)
                 - isize::try_from(layout.size()).unwrap_or(isize::MAX),
@@ -55,4 +66,10 @@ pub fn live_bytes() -> isize {
 #[must_use]
 pub fn calls() -> u64 {
     CALLS.load(Ordering::Relaxed)
+}
+
+/// Allocation calls so far made by this thread (a server on another thread is not counted).
+#[must_use]
+pub fn thread_calls() -> u64 {
+    THREAD_CALLS.with(Cell::get)
 }

@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod drive;
 pub mod http;
+pub mod http_client;
 pub mod layers;
 pub mod limiters;
 pub mod timing;

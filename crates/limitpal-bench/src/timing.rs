@@ -11,18 +11,27 @@ pub fn ns_per_op_pair(
     mut a: impl FnMut(u64),
     mut b: impl FnMut(u64),
 ) -> (f64, f64) {
-    round(iters, &mut a);
-    round(iters, &mut b);
-    let (mut sa, mut sb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
-    for _ in 0..rounds {
-        sa.push(round(iters, &mut a));
-        sb.push(round(iters, &mut b));
+    let each = ns_per_op_each(rounds, iters, &mut [&mut a, &mut b]);
+    (each[0], each[1])
+}
+
+/// [`ns_per_op_pair`] for any number of operations: each runs one warm-up round, then their
+/// timed rounds take turns; the median nanoseconds per call of each, in order.
+pub fn ns_per_op_each(rounds: usize, iters: u64, ops: &mut [&mut dyn FnMut(u64)]) -> Vec<f64> {
+    for op in ops.iter_mut() {
+        round(iters, op);
     }
-    (median(sa), median(sb))
+    let mut samples = vec![Vec::with_capacity(rounds); ops.len()];
+    for _ in 0..rounds {
+        for (op, samples) in ops.iter_mut().zip(&mut samples) {
+            samples.push(round(iters, op));
+        }
+    }
+    samples.into_iter().map(median).collect()
 }
 
 /// One timed round: nanoseconds per call.
-fn round(iters: u64, op: &mut impl FnMut(u64)) -> f64 {
+fn round(iters: u64, op: &mut (impl FnMut(u64) + ?Sized)) -> f64 {
     let clock = MonotonicClock;
     let start = clock.now();
     for i in 0..iters {

@@ -6,6 +6,7 @@
 
 use limitpal_bench::alloc::{self, Counting};
 use limitpal_bench::drive::{request, runtime};
+use limitpal_bench::http_client::{CANNED_URL, Stack, client, client_runtime, get};
 use limitpal_bench::layers::{
     ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience, ours_retry,
 };
@@ -61,4 +62,37 @@ fn targets() {
     #[allow(clippy::cast_precision_loss)]
     let per_key = (alloc::live_bytes() - before) as f64 / 1e6;
     assert!(per_key <= 36.0, "{per_key:.1} bytes per live u64 key");
+
+    // reqwest middleware, answered by a canned 200 on this thread: a retrying middleware must
+    // keep a copy of the request (reqwest-retry makes one too); ours adds nothing to that copy,
+    // and the whole pipeline (limiter, breaker, budget) allocates nothing more than retry alone.
+    let [pass, peer, retry, pipeline] = [
+        Stack::PassThrough,
+        Stack::ReqwestRetry,
+        Stack::OursRetry,
+        Stack::OursPipeline,
+    ]
+    .map(reqwest_allocations);
+    assert!(
+        retry <= peer,
+        "Resilience {retry} vs reqwest-retry {peer} allocs/request"
+    );
+    assert_eq!(pipeline, retry, "the pipeline's parts allocate per request");
+    assert!(
+        retry > pass,
+        "the request copy is counted: {retry} vs {pass}"
+    );
+}
+
+fn reqwest_allocations(stack: Stack) -> u64 {
+    let rt = client_runtime();
+    let client = client(stack, true);
+    for _ in 0..100 {
+        assert_eq!(get(&rt, &client, CANNED_URL), Some(200));
+    }
+    let before = alloc::thread_calls();
+    for _ in 0..1000 {
+        assert_eq!(get(&rt, &client, CANNED_URL), Some(200));
+    }
+    (alloc::thread_calls() - before) / 1000
 }

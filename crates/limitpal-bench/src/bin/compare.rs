@@ -8,6 +8,9 @@
 //!
 //! `compare waiting` compares waiting for quota (about a minute: it waits in real time).
 //!
+//! `compare reqwest` compares reqwest middleware: limitpal's `Resilience` next to reqwest-retry,
+//! the overhead alone (a canned answer) and the loopback round trip, time and allocations.
+//!
 //! `compare keyed 10000 200000 1000000` times only keyed checks, at each live-key count given
 //! (every key kept live, as in the 1 M-key line), to see where the tables leave the caches.
 
@@ -25,7 +28,7 @@ use limitpal_bench::limiters::{
     governor_denying, governor_direct, governor_keyed, governor_keyed_live, ours_denying,
     ours_direct, ours_keyed, ours_keyed_live, spread,
 };
-use limitpal_bench::timing::{ns_per_op_pair, ns_per_op_pair_threads};
+use limitpal_bench::timing::{ns_per_op_each, ns_per_op_pair, ns_per_op_pair_threads};
 use limitpal_bench::waiting::{self, WaitRun, Waiter};
 use limitpal_bench::workloads::{
     ZipfKeys, governor_per_user, governor_refilling, ours_per_user, ours_per_user_bounded,
@@ -92,6 +95,11 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("waiting") {
         waiting(&mut report);
+        println!("targets: {} met, {} missed", report.met, report.missed);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("reqwest") {
+        reqwest(&mut report);
         println!("targets: {} met, {} missed", report.met, report.missed);
         return;
     }
@@ -705,4 +713,97 @@ fn waiting(report: &mut Report) {
         "ms",
         200.0,
     );
+}
+
+/// reqwest middleware, each stack of [`Stack::ALL`] on the same client: first answered by a
+/// canned `200` (the middleware's own cost: its time minus the bare client's), then by a
+/// loopback axum server (the whole round trip). Allocations are counted on the client's
+/// thread only, so the server's are not in them.
+fn reqwest(report: &mut Report) {
+    use limitpal_bench::http_client::{CANNED_URL, Stack, client, client_runtime, get, server};
+    let rt = &client_runtime();
+    let addr = server();
+    let loopback = format!("http://{addr}/");
+    for (setting, url, canned, iters) in [
+        ("canned", CANNED_URL, true, 20_000),
+        ("loopback", loopback.as_str(), false, 2_000),
+    ] {
+        let clients = Stack::ALL.map(|stack| client(stack, canned));
+        for c in &clients {
+            assert_eq!(
+                get(rt, c, url),
+                Some(200),
+                "{setting}: every stack answers 200"
+            );
+        }
+        let mut ops = clients.each_ref().map(|c| {
+            move |_: u64| {
+                black_box(get(rt, c, url));
+            }
+        });
+        let mut ops: Vec<&mut dyn FnMut(u64)> =
+            ops.iter_mut().map(|op| op as &mut dyn FnMut(u64)).collect();
+        let ns = ns_per_op_each(ROUNDS, iters, &mut ops);
+        let allocs = clients.each_ref().map(|c| {
+            let before = alloc::thread_calls();
+            for _ in 0..1_000 {
+                black_box(get(rt, c, url));
+            }
+            (alloc::thread_calls() - before) as f64 / 1_000.0
+        });
+        for ((stack, ns), allocs) in Stack::ALL.iter().zip(&ns).zip(&allocs) {
+            println!(
+                "  {setting}, {:<48} {:>9.0} ns/request {allocs:>6.1} allocs/request",
+                stack.name(),
+                ns
+            );
+        }
+        let [bare, _, peer, ours, pipeline] = [0, 1, 2, 3, 4].map(|i| ns[i]);
+        let [_, _, peer_allocs, ours_allocs, pipeline_allocs] = [0, 1, 2, 3, 4].map(|i| allocs[i]);
+        if canned {
+            report.line(
+                "reqwest overhead, retry (vs reqwest-retry)",
+                ours - bare,
+                peer - bare,
+                "ns",
+                Some(1.0),
+            );
+            report.line(
+                "reqwest overhead, pipeline (vs reqwest-retry)",
+                pipeline - bare,
+                peer - bare,
+                "ns",
+                None,
+            );
+        } else {
+            report.line(
+                "reqwest loopback, retry (vs reqwest-retry)",
+                ours,
+                peer,
+                "ns",
+                None,
+            );
+            report.line(
+                "reqwest loopback, pipeline (vs reqwest-retry)",
+                pipeline,
+                peer,
+                "ns",
+                None,
+            );
+        }
+        report.line(
+            &format!("reqwest {setting} allocs, retry (vs reqwest-retry)"),
+            ours_allocs,
+            peer_allocs,
+            "allocs",
+            None,
+        );
+        report.line(
+            &format!("reqwest {setting} allocs, pipeline (vs retry)"),
+            pipeline_allocs,
+            ours_allocs,
+            "allocs",
+            None,
+        );
+    }
 }
