@@ -103,6 +103,8 @@ fn bad_plans_are_config_errors_naming_the_field() {
         "latency_max"
     );
     assert_eq!(field(FaultPlan::builder().during(MS, MS)), "during");
+    assert_eq!(field(FaultPlan::builder().only_calls(3, 3)), "only_calls");
+    assert_eq!(field(FaultPlan::builder().only_calls(4, 1)), "only_calls");
     assert_eq!(field(FaultPlan::builder().capacity(0, MS)), "capacity");
     assert_eq!(
         field(FaultPlan::builder().degraded(MS, 2 * MS, 1)),
@@ -276,6 +278,43 @@ async fn only_matching_requests_draw_faults_and_only_inside_the_window() {
     assert!(svc.clone().oneshot("flaky.example").await.is_ok());
     // the healthy host never advanced the plan
     assert_eq!(layer.plan().calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_calls_fails_the_first_calls_then_recovers() {
+    let layer = FaultLayer::builder()
+        .error(1.0, || "starting up")
+        .only_calls(0, 2)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    let mut answers = Vec::new();
+    for n in 0..5 {
+        answers.push(svc.clone().oneshot(n).await.map_err(|e| e.to_string()));
+    }
+    let down = Err("starting up".to_owned());
+    assert_eq!(
+        answers,
+        [down.clone(), down, Ok(2), Ok(3), Ok(4)],
+        "calls 0 and 1 fail, the rest pass"
+    );
+    // a window in the middle: only calls 1 and 2
+    let middle = FaultPlan::builder()
+        .error(1.0)
+        .only_calls(1, 3)
+        .build()
+        .unwrap();
+    let kinds: Vec<FaultKind> = (0..5).map(|_| middle.next(Duration::ZERO).kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FaultKind::Pass,
+            FaultKind::Error,
+            FaultKind::Error,
+            FaultKind::Pass,
+            FaultKind::Pass
+        ]
+    );
 }
 
 #[test]

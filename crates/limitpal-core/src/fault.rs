@@ -88,6 +88,7 @@ struct Plan {
     // cumulative thresholds: error, + timeout, + drop, + respond
     outcomes: [f64; 4],
     window: Option<(Duration, Duration)>,
+    call_window: Option<(u64, u64)>,
     workers: Option<Workers>,
     calls: AtomicU64,
 }
@@ -156,6 +157,11 @@ impl FaultPlan {
         {
             return Fault::NONE;
         }
+        if let Some((from, until)) = plan.call_window
+            && !(from..until).contains(&n)
+        {
+            return Fault::NONE;
+        }
         let mut rng = RetryRng::stream(plan.seed, n);
         let (rate, low, high) = plan.latency;
         let latency = if unit(&mut rng) < rate {
@@ -211,6 +217,7 @@ pub struct FaultPlanBuilder {
     drop: f64,
     respond: f64,
     window: Option<(Duration, Duration)>,
+    call_window: Option<(u64, u64)>,
     capacity: Option<(usize, Duration)>,
     degraded: Option<(Duration, Duration, usize)>,
 }
@@ -260,6 +267,14 @@ impl FaultPlanBuilder {
     /// Injects only while the clock reads within `from..until` (default: always).
     pub fn during(mut self, from: Duration, until: Duration) -> Self {
         self.window = Some((from, until));
+        self
+    }
+
+    /// Injects only into the calls numbered `from..until`, counting from 0 (default: every
+    /// call): `.error(1.0).only_calls(0, 2)` is an upstream whose first two calls fail, then
+    /// recovers; together with [`during`](Self::during), a call must be in both.
+    pub fn only_calls(mut self, from: u64, until: u64) -> Self {
+        self.call_window = Some((from, until));
         self
     }
 
@@ -336,6 +351,15 @@ impl FaultPlanBuilder {
                 "a window that ends after it starts",
             ));
         }
+        if let Some((from, until)) = self.call_window
+            && from >= until
+        {
+            return Err(ConfigError::out_of_range(
+                "only_calls",
+                format!("{from}..{until}"),
+                "a range of call numbers that ends after it starts",
+            ));
+        }
         let workers = match (self.capacity, self.degraded) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -379,6 +403,7 @@ impl FaultPlanBuilder {
                 latency: (rate, min, max),
                 outcomes,
                 window: self.window,
+                call_window: self.call_window,
                 workers,
                 calls: AtomicU64::new(0),
             }),

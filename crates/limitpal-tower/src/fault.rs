@@ -225,6 +225,13 @@ impl<E, Res, P> FaultLayerBuilder<E, Res, P> {
         self.plan(|p| p.drop_response(rate))
     }
 
+    /// Injects only into the calls numbered `from..until`, counting from 0: with
+    /// `.error(1.0, ..)`, an upstream that fails its first `until` calls and then recovers
+    /// (see [`FaultPlanBuilder::only_calls`]).
+    pub fn only_calls(self, from: u64, until: u64) -> Self {
+        self.plan(|p| p.only_calls(from, until))
+    }
+
     /// Fails a `rate` share of calls with `make()`, without calling the inner service.
     pub fn error<E2>(
         self,
