@@ -8,9 +8,9 @@
 //! pipeline — per-user limit, circuit breaker, retries with backoff — and prints what
 //! happened to every call: allowed, retried, rate limited, or rejected by the open circuit.
 
-use std::cell::Cell;
 use std::time::Duration;
 
+use limitpal::fault::FaultInjector;
 use limitpal::{
     CircuitBreaker, Clock, Error, Jitter, ManualClock, RateLimiter, ResilientExecutor, RetryPolicy,
     TokenBucket,
@@ -55,24 +55,6 @@ fn rate_limit_alone() -> Result<(), limitpal::ConfigError> {
     Ok(())
 }
 
-/// An upstream that is down from 3 s to 9 s of the clock, and fine otherwise.
-struct FlakyUpstream {
-    clock: ManualClock,
-    calls: Cell<u32>,
-}
-
-impl FlakyUpstream {
-    fn call(&self, user: &str) -> Result<String, String> {
-        self.calls.set(self.calls.get() + 1);
-        let t = self.clock.now();
-        if t >= Duration::from_secs(3) && t < Duration::from_secs(9) {
-            Err("503 service unavailable".to_owned())
-        } else {
-            Ok(format!("hello {user}"))
-        }
-    }
-}
-
 fn full_pipeline() -> Result<(), limitpal::ConfigError> {
     println!(
         "2. the pipeline: breaker -> per-user limit -> call -> retries, upstream down 3 s..9 s\n"
@@ -100,10 +82,14 @@ fn full_pipeline() -> Result<(), limitpal::ConfigError> {
         )
         .clock(clock.clone()) // sleeps between attempts advance the manual clock
         .build()?;
-    let upstream = FlakyUpstream {
-        clock: clock.clone(),
-        calls: Cell::new(0),
-    };
+    // The upstream is down from 3 s to 9 s of the clock, and fine otherwise: a seeded fault
+    // injector fails every call in that window (and counts the calls it sees).
+    let upstream = FaultInjector::builder()
+        .error(1.0, || "503 service unavailable".to_owned())
+        .plan(|p| p.during(Duration::from_secs(3), Duration::from_secs(9)))
+        .clock(clock.clone())
+        .build()?;
+    let calls = || upstream.plan().calls();
 
     println!("{:>7}  {:<6} outcome", "t", "user");
     for step in 0..30 {
@@ -118,9 +104,9 @@ fn full_pipeline() -> Result<(), limitpal::ConfigError> {
         };
         for user in users {
             let t = clock.now().as_secs_f64();
-            let before = upstream.calls.get();
-            let result = exec.run(user, || upstream.call(user));
-            let attempts = upstream.calls.get() - before;
+            let before = calls();
+            let result = exec.run(user, || upstream.call(|| Ok(format!("hello {user}"))));
+            let attempts = calls() - before;
             let outcome = match result {
                 Ok(body) if attempts <= 1 => format!("ok: {body}"),
                 Ok(body) => format!("ok after {} retries: {body}", attempts - 1),
@@ -145,7 +131,7 @@ fn full_pipeline() -> Result<(), limitpal::ConfigError> {
     }
     println!(
         "\n{} upstream calls in {:.1} s of clock time (the run itself took microseconds)",
-        upstream.calls.get(),
+        calls(),
         clock.now().as_secs_f64()
     );
     Ok(())
