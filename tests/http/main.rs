@@ -310,8 +310,6 @@ async fn retry_after_is_never_zero_while_denied() {
 // ---- the client side: ResilienceLayer + HttpClassifier around a hyper client ----
 
 mod client {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
     use axum::Router;
@@ -322,26 +320,34 @@ mod client {
     use hyper::body::Bytes;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
+    use limitpal::fault::FaultPlan;
     use limitpal::tower::ResilienceLayer;
+    use limitpal::tower::fault::FaultLayer;
     use limitpal::tower::http::{HttpClassifier, replay_idempotent};
     use limitpal::{CircuitBreaker, CircuitState, Jitter, RetryPolicy};
     use tower::{ServiceBuilder, ServiceExt};
 
-    /// First `failures` answers are `status` with `Retry-After: 0`.
-    async fn flaky(failures: u32, status: StatusCode) -> (String, Arc<AtomicU32>) {
-        let hits = Arc::new(AtomicU32::new(0));
-        let counted = Arc::clone(&hits);
-        let handler = move || {
-            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                if n <= failures {
-                    (status, [("retry-after", "0")], "busy").into_response()
-                } else {
-                    (StatusCode::OK, "data").into_response()
-                }
-            }
-        };
-        let app = Router::new().route("/", get(handler.clone()).post(handler));
+    /// First `failures` answers are `status` with `Retry-After: 0` (a `FaultLayer` answering
+    /// for the router), then `200 data`; the plan counts every request.
+    async fn flaky(failures: u32, status: StatusCode) -> (String, FaultPlan) {
+        use axum::error_handling::HandleErrorLayer;
+        let faults = FaultLayer::builder()
+            .respond(1.0, move || {
+                (status, [("retry-after", "0")], "busy").into_response()
+            })
+            .only_calls(0, u64::from(failures))
+            .build()
+            .unwrap();
+        let hits = faults.plan().clone();
+        let handler = || async { (StatusCode::OK, "data").into_response() };
+        let app = Router::new().route("/", get(handler).post(handler)).layer(
+            ServiceBuilder::new()
+                // the injected answers never fail; the layer's error type says they could
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }))
+                .layer(faults),
+        );
         let addr = super::serve(app).await;
         (format!("http://{addr}/"), hits)
     }
@@ -382,7 +388,7 @@ mod client {
         let (uri, hits) = flaky(2, StatusCode::SERVICE_UNAVAILABLE).await;
         let response = stack.clone().oneshot(request("GET", &uri)).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        assert_eq!(hits.calls(), 3);
 
         let (uri, hits) = flaky(2, StatusCode::SERVICE_UNAVAILABLE).await;
         let response = stack.clone().oneshot(request("POST", &uri)).await.unwrap();
@@ -391,7 +397,7 @@ mod client {
             StatusCode::SERVICE_UNAVAILABLE,
             "returned as is"
         );
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "a POST is never replayed");
+        assert_eq!(hits.calls(), 1, "a POST is never replayed");
 
         let (uri, hits) = flaky(5, StatusCode::TOO_MANY_REQUESTS).await;
         let response = stack.clone().oneshot(request("GET", &uri)).await.unwrap();
@@ -400,7 +406,7 @@ mod client {
             StatusCode::TOO_MANY_REQUESTS,
             "the last 429 unchanged"
         );
-        assert_eq!(hits.load(Ordering::SeqCst), 4);
+        assert_eq!(hits.calls(), 4);
         assert_eq!(breaker.state(), CircuitState::Closed);
     }
 }
