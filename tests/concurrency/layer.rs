@@ -150,18 +150,13 @@ async fn in_the_pipeline_the_slot_is_taken_after_the_breaker_and_the_limiter() {
 #[tokio::test(start_paused = true)]
 async fn retries_give_the_slot_back_while_they_back_off() {
     let bulkhead = Bulkhead::new(1).unwrap();
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let flaky = service_fn(move |_: ()| {
-        let n = counted.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if n == 0 {
-                Err::<u32, BoxError>("503".into())
-            } else {
-                Ok(n)
-            }
-        }
-    });
+    // the first call fails, the rest answer
+    let faults = limitpal::tower::fault::FaultLayer::builder()
+        .error(1.0, || "503")
+        .only_calls(0, 1)
+        .build()
+        .unwrap();
+    let flaky = faults.layer(service_fn(|()| async { Ok::<u32, BoxError>(1) }));
     let policy = RetryPolicy::builder()
         .base_delay(Duration::from_millis(100))
         .jitter(Jitter::None)
@@ -182,6 +177,7 @@ async fn retries_give_the_slot_back_while_they_back_off() {
         "no slot held while sleeping between attempts"
     );
     assert_eq!(fut.await.unwrap().unwrap(), 1);
+    assert_eq!(faults.plan().calls(), 2, "one failure, one retry");
 }
 
 #[tokio::test(start_paused = true)]
