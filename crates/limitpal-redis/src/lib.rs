@@ -453,8 +453,14 @@ where
         if d.is_zero() {
             return;
         }
+        let redis_key = self.redis_key(key);
+        // known here at once, before the write below reaches Redis: the next check of this
+        // process is answered locally, with no round trip and no race with that write
+        if let Some(cache) = &self.inner.deny_cache {
+            cache.remember(redis_key.clone(), d);
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let hold = Arc::clone(&self.inner).hold(self.redis_key(key), d);
+            let hold = Arc::clone(&self.inner).hold(redis_key, d);
             runtime.spawn(async move {
                 let _ = hold.await;
             });
