@@ -4,13 +4,14 @@
 #![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use limitpal::Clock;
+use limitpal::fault::FaultPlan;
 use limitpal::rand::SeedableRng;
 use limitpal::rand::rngs::StdRng;
+use limitpal::tower::fault::FaultLayer;
 use limitpal::tower::{RetryExhausted, RetryLayer, TokioClock};
 use limitpal::{
     Backoff, CircuitOpen, ConfigError, Jitter, Outcome, RateLimited, RetryBudget, RetryPolicy,
@@ -235,27 +236,32 @@ fn budget_floor_and_window() {
 
 // ---- the layer ----
 
-/// A service failing its first `failures` calls with an io error, then answering the call
-/// number; counts calls.
+/// A service failing its first `failures` calls with a numbered io error (`failure 0`,
+/// `failure 1`, ..), then answering the call's number: a `FaultLayer` whose plan counts the
+/// calls.
 fn flaky(
     failures: u32,
 ) -> (
-    impl Service<(), Response = u32, Error = std::io::Error, Future: Send> + Clone,
-    Arc<AtomicU32>,
+    impl Service<(), Response = u32, Error = BoxError, Future: Send> + Clone,
+    FaultPlan,
 ) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let svc = service_fn(move |()| {
-        let n = counted.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if n < failures {
-                Err(std::io::Error::other(format!("failure {n}")))
-            } else {
-                Ok(n)
-            }
-        }
-    });
-    (svc, calls)
+    let numbered = AtomicU32::new(0);
+    let faults = FaultLayer::builder()
+        .error(1.0, move || {
+            let n = numbered.fetch_add(1, Ordering::SeqCst);
+            std::io::Error::other(format!("failure {n}"))
+        })
+        .only_calls(0, u64::from(failures))
+        .build()
+        .unwrap();
+    let plan = faults.plan().clone();
+    let calls = plan.clone();
+    let svc = faults.layer(service_fn(move |()| {
+        // the plan counted this call before passing it on
+        let n = u32::try_from(calls.calls() - 1).unwrap();
+        async move { Ok::<u32, BoxError>(n) }
+    }));
+    (svc, plan)
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,7 +274,7 @@ async fn succeeds_on_the_third_call_after_exactly_three_seconds() {
         .await
         .unwrap();
     assert_eq!(got, 2);
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
     assert_eq!(start.now(), 3 * SEC);
 }
 
@@ -287,7 +293,7 @@ async fn always_failing_exhausts_with_the_last_error_as_source() {
     assert_eq!(exhausted.attempts, 2);
     let source = std::error::Error::source(exhausted).unwrap();
     assert_eq!(source.to_string(), "failure 1");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
     assert_eq!(start.now(), 500 * MS);
 }
 
@@ -300,7 +306,7 @@ async fn one_attempt_with_a_retryable_error_is_exhausted_after_one() {
         .await
         .unwrap_err();
     assert_eq!(err.downcast_ref::<RetryExhausted>().unwrap().attempts, 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -308,7 +314,7 @@ async fn a_non_retryable_error_returns_at_once() {
     let (svc, calls) = flaky(u32::MAX);
     let start = TokioClock::new();
     let err = RetryLayer::new(policy(5, SEC, Jitter::None))
-        .classifier(|r: Result<&u32, &std::io::Error>| match r {
+        .classifier(|r: Result<&u32, &BoxError>| match r {
             Ok(_) => Outcome::Success,
             Err(_) => Outcome::FATAL,
         })
@@ -321,20 +327,20 @@ async fn a_non_retryable_error_returns_at_once() {
         "failure 0",
         "returned as it is, not wrapped"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
     assert_eq!(start.now(), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_ok_response_is_retried_and_returned_unchanged() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let always_503 = service_fn(move |()| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<u16, std::io::Error>(503) }
-    });
+    let faults = FaultLayer::builder()
+        .respond(1.0, || 503_u16)
+        .build()
+        .unwrap();
+    let calls = faults.plan().clone();
+    let always_503 = faults.layer(service_fn(|()| async { Ok::<u16, BoxError>(200) }));
     let status = RetryLayer::new(policy(3, SEC, Jitter::None))
-        .classifier(|r: Result<&u16, &std::io::Error>| match r {
+        .classifier(|r: Result<&u16, &BoxError>| match r {
             Ok(code) if *code >= 500 => Outcome::RETRYABLE,
             _ => Outcome::Success,
         })
@@ -343,23 +349,17 @@ async fn a_failing_ok_response_is_retried_and_returned_unchanged() {
         .await
         .unwrap();
     assert_eq!(status, 503);
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_inner_rate_limit_is_retried_no_sooner_than_its_retry_after() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let limited_once = service_fn(move |()| {
-        let n = counted.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if n == 0 {
-                Err::<u32, BoxError>(Box::new(RateLimited::new(3 * SEC)))
-            } else {
-                Ok(n)
-            }
-        }
-    });
+    let limited_once = FaultLayer::builder()
+        .error(1.0, || RateLimited::new(3 * SEC))
+        .only_calls(0, 1)
+        .build()
+        .unwrap()
+        .layer(service_fn(|()| async { Ok::<u32, BoxError>(1) }));
     let start = TokioClock::new();
     let got = RetryLayer::new(policy(3, SEC, Jitter::None))
         .layer(limited_once)
@@ -394,19 +394,19 @@ async fn a_retry_after_beyond_max_delay_stops_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn an_inner_open_circuit_is_never_retried() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let open = service_fn(move |()| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        async { Err::<u32, BoxError>(Box::new(CircuitOpen::new(SEC))) }
-    });
+    let faults = FaultLayer::builder()
+        .error(1.0, || CircuitOpen::new(SEC))
+        .build()
+        .unwrap();
+    let calls = faults.plan().clone();
+    let open = faults.layer(service_fn(|()| async { Ok::<u32, BoxError>(0) }));
     let err = RetryLayer::new(policy(3, SEC, Jitter::None))
         .layer(open)
         .oneshot(())
         .await
         .unwrap_err();
     assert!(err.is::<CircuitOpen>());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -419,7 +419,7 @@ async fn a_request_that_cannot_be_replayed_is_not_retried() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "failure 0");
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -435,7 +435,7 @@ async fn budget_caps_retries_to_a_tenth_of_requests() {
         exhausted += u32::from(err.is::<RetryExhausted>());
     }
     assert_eq!(exhausted, 1000);
-    let retries = calls.load(Ordering::SeqCst) - 1000;
+    let retries = calls.calls() - 1000;
     assert!(
         (95..=100).contains(&retries),
         "{retries} retries for 1000 requests"
