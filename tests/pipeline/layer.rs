@@ -1,10 +1,11 @@
 //! The same scenarios through `ResilienceLayer` and `AsyncResilientExecutor` under paused
 //! tokio time.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use limitpal::fault::FaultPlan;
+use limitpal::tower::fault::FaultLayer;
 use limitpal::tower::{
     AsyncResilientExecutor, ResilienceLayer, RetryExhausted, TimedOut, TokioClock,
 };
@@ -12,7 +13,7 @@ use limitpal::{
     Backoff, CircuitBreaker, CircuitOpen, CircuitState, Clock, Error, Jitter, RateLimited,
     RateLimiter, RetryPolicy, TokenBucket,
 };
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -34,41 +35,51 @@ fn breaker(threshold: u32, recovery: Duration) -> CircuitBreaker<TokioClock> {
         .unwrap()
 }
 
-/// Fails its first `failures` calls (`u32::MAX`: always), then answers the call number;
-/// counts calls.
+/// Fails its first `failures` calls with a numbered io error (`failure 1`, ..), then answers
+/// the call's number (counting from 1): a `FaultLayer` whose plan counts the calls.
 fn upstream(
     failures: u32,
 ) -> (
-    impl Service<u32, Response = u32, Error = std::io::Error, Future: Send> + Clone,
-    Arc<AtomicU32>,
+    impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone,
+    FaultPlan,
 ) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let svc = service_fn(move |_: u32| {
-        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            if n <= failures {
-                Err(std::io::Error::other(format!("failure {n}")))
-            } else {
-                Ok(n)
-            }
-        }
+    let numbered = AtomicU32::new(0);
+    let faults = FaultLayer::builder().error(1.0, move || {
+        let n = numbered.fetch_add(1, Ordering::SeqCst) + 1;
+        std::io::Error::other(format!("failure {n}"))
     });
-    (svc, calls)
+    // no failures: a plan that injects into no call (an empty range is a ConfigError)
+    let faults = if failures == 0 {
+        faults.plan(|p| p.error(0.0))
+    } else {
+        faults.only_calls(0, u64::from(failures))
+    };
+    answering_the_call_number(&faults.build().unwrap())
 }
 
-/// Never answers; counts calls.
+/// Never answers (an injected hang); its plan counts the calls.
 fn hung() -> (
-    impl Service<u32, Response = u32, Error = std::io::Error, Future: Send> + Clone,
-    Arc<AtomicU32>,
+    impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone,
+    FaultPlan,
 ) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let svc = service_fn(move |_: u32| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        std::future::pending::<Result<u32, std::io::Error>>()
-    });
-    (svc, calls)
+    answering_the_call_number(&FaultLayer::builder().timeout(1.0).build().unwrap())
+}
+
+/// `faults` in front of a service answering the call's number; the plan that counts them.
+fn answering_the_call_number<E: Into<BoxError> + 'static>(
+    faults: &FaultLayer<E, u32>,
+) -> (
+    impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone + use<E>,
+    FaultPlan,
+) {
+    let plan = faults.plan().clone();
+    let calls = plan.clone();
+    let svc = faults.layer(service_fn(move |_: u32| {
+        // the plan counted this call before passing it on
+        let n = u32::try_from(calls.calls()).unwrap();
+        async move { Ok::<u32, BoxError>(n) }
+    }));
+    (svc, plan)
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,7 +91,7 @@ async fn layer_retry_succeeds_on_the_third_call_after_three_seconds() {
         .build()
         .unwrap();
     assert_eq!(layer.layer(svc).oneshot(0).await.unwrap(), 3);
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
     assert_eq!(clock.now(), 3 * SEC);
 }
 
@@ -96,7 +107,7 @@ async fn layer_always_failing_is_exhausted_after_two_attempts() {
     let exhausted = err.downcast_ref::<RetryExhausted>().unwrap();
     assert_eq!(exhausted.attempts, 2);
     assert_eq!(exhausted.last().to_string(), "failure 2");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
     assert_eq!(clock.now(), SEC / 2);
 }
 
@@ -120,7 +131,7 @@ async fn layer_breaker_opened_by_two_requests_rejects_the_third_without_calling(
         err.downcast_ref::<CircuitOpen>(),
         Some(&CircuitOpen::new(5 * SEC))
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +153,7 @@ async fn layer_limiter_denies_the_second_request_without_calling() {
         Some(&RateLimited::new(SEC))
     );
     assert_eq!(svc.oneshot(8).await.unwrap(), 2, "another key");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -187,17 +198,13 @@ async fn layer_order_open_breaker_spares_the_limiter_and_denials_spare_the_break
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_call_is_retried_after_its_attempt_timeout() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let first_hangs = service_fn(move |_: u32| {
-        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            if n == 1 {
-                std::future::pending::<()>().await;
-            }
-            Ok::<_, std::io::Error>(n)
-        }
-    });
+    let (first_hangs, _) = answering_the_call_number(
+        &FaultLayer::builder()
+            .timeout(1.0)
+            .only_calls(0, 1)
+            .build()
+            .unwrap(),
+    );
     let clock = TokioClock::new();
     let layer = ResilienceLayer::builder()
         .retry(policy(3, SEC))
@@ -227,7 +234,7 @@ async fn a_deadline_ends_the_request_with_timed_out() {
         .unwrap();
     let err = layer.layer(svc).oneshot(0).await.unwrap_err();
     assert_eq!(err.downcast_ref::<TimedOut>(), Some(&TimedOut::new(3)));
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
     assert_eq!(clock.now(), 2 * SEC);
 
     // a hung call is cut at the deadline itself
@@ -264,7 +271,7 @@ async fn a_hung_half_open_probe_times_out_and_frees_its_slot() {
     tokio::time::advance(SEC).await;
     let probe = tokio::spawn(svc.clone().oneshot(0));
     tokio::task::yield_now().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "a new probe got the slot");
+    assert_eq!(calls.calls(), 2, "a new probe got the slot");
     probe.abort();
     let _ = probe.await;
     let third = svc.oneshot(0);
@@ -273,7 +280,7 @@ async fn a_hung_half_open_probe_times_out_and_frees_its_slot() {
         futures_ready(&mut third).is_none(),
         "the aborted probe's slot was freed"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
 }
 
 /// Polls once; `Some` if already finished.
@@ -361,7 +368,7 @@ async fn not_replayable_requests_are_not_retried_through_the_layer() {
         .unwrap();
     let err = layer.layer(svc).oneshot(0).await.unwrap_err();
     assert!(err.is::<std::io::Error>());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
