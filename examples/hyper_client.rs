@@ -70,7 +70,7 @@ async fn flaky_server(failures: u32) -> Result<(std::net::SocketAddr, FaultPlan)
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), BoxError> {
+pub(crate) async fn main() -> Result<(), BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resilience = ResilienceLayer::builder()
         .rate_limit(

@@ -29,6 +29,17 @@ mod example;
 #[path = "../../examples/vendor_client.rs"]
 mod vendor_client;
 
+/// The hyper client example, run whole as `cargo run --example hyper_client` runs it.
+#[path = "../../examples/hyper_client.rs"]
+mod hyper_client;
+
+/// The example ends with `Ok` (it once ended with `RateLimited`: its GET's `Retry-After`
+/// held the host's quota and the POST after it was refused instead of waiting).
+#[test]
+fn the_hyper_client_example_runs_to_the_end() {
+    hyper_client::main().unwrap();
+}
+
 /// Serves `app` on a free loopback port with connect info; the task ends with the test.
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
