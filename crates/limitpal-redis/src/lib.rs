@@ -365,11 +365,22 @@ impl Inner {
         }
     }
 
-    /// Holds `key` in Redis for `d` (the same script, hold mode), for every process.
-    async fn hold(self: Arc<Self>, key: String, d: Duration) -> redis::RedisResult<()> {
+    /// Holds `key` in Redis for `d` (the same script, hold mode), for every process. The
+    /// deny cache learns of the hold when this is called, not when the future is first
+    /// polled: a hold spawned onto a task is answered locally by the very next check, with
+    /// no race with the write.
+    fn hold(
+        self: Arc<Self>,
+        key: String,
+        d: Duration,
+    ) -> impl Future<Output = redis::RedisResult<()>> + Send + 'static {
         if let Some(cache) = &self.deny_cache {
             cache.remember(key.clone(), d);
         }
+        self.hold_in_script(key, d)
+    }
+
+    async fn hold_in_script(self: Arc<Self>, key: String, d: Duration) -> redis::RedisResult<()> {
         let mut invocation = self.script.key(&key);
         invocation
             .arg(self.interval_us)
@@ -453,14 +464,9 @@ where
         if d.is_zero() {
             return;
         }
-        let redis_key = self.redis_key(key);
-        // known here at once, before the write below reaches Redis: the next check of this
-        // process is answered locally, with no round trip and no race with that write
-        if let Some(cache) = &self.inner.deny_cache {
-            cache.remember(redis_key.clone(), d);
-        }
+        // the deny cache knows the hold from here on, with or without a runtime
+        let hold = Arc::clone(&self.inner).hold(self.redis_key(key), d);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let hold = Arc::clone(&self.inner).hold(redis_key, d);
             runtime.spawn(async move {
                 let _ = hold.await;
             });
