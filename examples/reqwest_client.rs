@@ -29,86 +29,24 @@
 //! the client holds the host for that second, as the draft asks, although at 20/s the next
 //! slot is 50 ms away.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use limitpal::reqwest::{HostKey, Resilience};
 use limitpal::tower::TokioClock;
-use limitpal::tower::http::{GlobalKey, HttpRateLimitLayer};
 use limitpal::{Clock, RateLimiter, RetryPolicy, TokenBucket};
+
+#[path = "common/vendor.rs"]
+mod vendor;
+use vendor::{BURST, PER_SEC, Report, Vendor};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The vendor's quota: a burst of 5, then 20 per second.
-const BURST: u32 = 5;
-const PER_SEC: f64 = 20.0;
-
-/// What one run saw.
-#[derive(Debug)]
-pub(crate) struct Report {
-    pub(crate) fetched: u32,
-    pub(crate) requests: u32,
-    pub(crate) failed_503: u32,
-    pub(crate) refused_429: u32,
-    pub(crate) elapsed: Duration,
-}
-
-impl Report {
-    /// The least time the vendor's quota allows for this many requests.
-    pub(crate) fn minimum(&self) -> Duration {
-        Duration::from_secs_f64(f64::from(self.requests.saturating_sub(BURST)) / PER_SEC)
-    }
-}
-
-/// The vendor: its own limit with the `RateLimit` fields on every answer, one answer in five
-/// a 503; counts what it answered.
-async fn vendor() -> Result<(SocketAddr, Arc<[AtomicU32; 3]>), BoxError> {
-    let seen: Arc<[AtomicU32; 3]> = Arc::default(); // requests, 503s, 429s
-    let counted = Arc::clone(&seen);
-    let handler = move || {
-        let n = counted[0].fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            if n % 5 == 0 {
-                (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-            } else {
-                (StatusCode::OK, "item").into_response()
-            }
-        }
-    };
-    let quota = RateLimiter::builder(TokenBucket::new(BURST, PER_SEC)?).build()?;
-    let counted = Arc::clone(&seen);
-    let app = Router::new()
-        .route("/items/{id}", get(handler))
-        .layer(
-            HttpRateLimitLayer::new(quota, GlobalKey)
-                .headers_on_success(true)
-                .wait(Duration::from_millis(50)),
-        )
-        .layer(axum::middleware::map_response(
-            move |response: axum::response::Response| {
-                match response.status() {
-                    StatusCode::SERVICE_UNAVAILABLE => counted[1].fetch_add(1, Ordering::SeqCst),
-                    StatusCode::TOO_MANY_REQUESTS => counted[2].fetch_add(1, Ordering::SeqCst),
-                    _ => 0,
-                };
-                std::future::ready(response)
-            },
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((addr, seen))
-}
-
 /// Fetches `items` items with one task each and reports.
 pub(crate) async fn run(items: u32) -> Result<Report, BoxError> {
-    let (addr, seen) = vendor().await?;
+    // the vendor answers with the `RateLimit` fields on every response
+    let vendor = Vendor::start(true).await?;
+    let addr = vendor.addr;
 
     // the vendor's quota, per host; wait for a slot rather than fail; retry 5xx
     let per_host = RateLimiter::<HostKey>::builder(TokenBucket::new(BURST, PER_SEC)?).build()?;
@@ -147,30 +85,10 @@ pub(crate) async fn run(items: u32) -> Result<Report, BoxError> {
             fetched += 1;
         }
     }
-    Ok(Report {
-        fetched,
-        requests: seen[0].load(Ordering::SeqCst) + seen[2].load(Ordering::SeqCst),
-        failed_503: seen[1].load(Ordering::SeqCst),
-        refused_429: seen[2].load(Ordering::SeqCst),
-        elapsed: clock.now() - start,
-    })
+    Ok(vendor.report(fetched, clock.now() - start))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let report = run(200).await?;
-    println!(
-        "{} items fetched with {} requests ({} answered 503 and retried), {} answered 429",
-        report.fetched, report.requests, report.failed_503, report.refused_429
-    );
-    let (elapsed, minimum) = (report.elapsed.as_secs_f64(), report.minimum().as_secs_f64());
-    println!(
-        "{elapsed:.2} s; the vendor's quota allows {} requests in no less than {minimum:.2} s ({:.2}x)",
-        report.requests,
-        elapsed / minimum
-    );
-    if report.fetched != 200 || report.refused_429 != 0 {
-        return Err("the client did not stay under the vendor's quota".into());
-    }
-    Ok(())
+    run(200).await?.check(200)
 }

@@ -25,77 +25,28 @@
 //! 12.30 s; the vendor's quota allows 250 requests in no less than 12.25 s (1.00x)
 //! ```
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use limitpal::tower::http::{GlobalKey, HttpClassifier, HttpRateLimitLayer, replay_idempotent};
+use limitpal::tower::http::{HttpClassifier, replay_idempotent};
 use limitpal::tower::{ResilienceLayer, TokioClock};
 use limitpal::{Clock, RateLimiter, RetryPolicy, TokenBucket};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-/// The vendor's quota: a burst of 5, then 20 per second.
-const BURST: u32 = 5;
-const PER_SEC: f64 = 20.0;
-
-/// What one run saw.
-#[derive(Debug)]
-pub(crate) struct Report {
-    pub(crate) fetched: u32,
-    pub(crate) requests: u32,
-    pub(crate) failed_503: u32,
-    pub(crate) refused_429: u32,
-    pub(crate) elapsed: Duration,
-}
-
-impl Report {
-    /// The least time the vendor's quota allows for this many requests.
-    pub(crate) fn minimum(&self) -> Duration {
-        Duration::from_secs_f64(f64::from(self.requests.saturating_sub(BURST)) / PER_SEC)
-    }
-}
-
-/// The vendor: its own limit (queueing at most 50 ms before a 429), and one answer in five a 503.
-async fn vendor() -> Result<(SocketAddr, Arc<AtomicU32>), BoxError> {
-    let hits = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&hits);
-    let handler = move || {
-        let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            if n % 5 == 0 {
-                (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-            } else {
-                (StatusCode::OK, "item").into_response()
-            }
-        }
-    };
-    let quota = RateLimiter::builder(TokenBucket::new(BURST, PER_SEC)?).build()?;
-    let app = Router::new()
-        .route("/items/{id}", get(handler))
-        .layer(HttpRateLimitLayer::new(quota, GlobalKey).wait(Duration::from_millis(50)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((addr, hits))
-}
+#[path = "common/vendor.rs"]
+mod vendor;
+use vendor::{BURST, PER_SEC, Report, Vendor};
 
 /// Fetches `items` items with one task each, through the pipeline, and reports.
 pub(crate) async fn run(items: u32) -> Result<Report, BoxError> {
-    let (addr, hits) = vendor().await?;
-
-    // Counts what the vendor answered to each attempt (inside the pipeline, so retries count).
-    let (refused, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let (count_429, count_503) = (Arc::clone(&refused), Arc::clone(&failed));
+    // the vendor sends the `RateLimit` fields on its 429s only
+    let vendor = Vendor::start(false).await?;
+    let addr = vendor.addr;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let stack = ServiceBuilder::new()
         .layer(
@@ -118,14 +69,6 @@ pub(crate) async fn run(items: u32) -> Result<Report, BoxError> {
                 .attempt_timeout(Duration::from_secs(5))
                 .build()?,
         )
-        .map_response(move |response: Response<Incoming>| {
-            match response.status() {
-                StatusCode::TOO_MANY_REQUESTS => count_429.fetch_add(1, Ordering::Relaxed),
-                StatusCode::SERVICE_UNAVAILABLE => count_503.fetch_add(1, Ordering::Relaxed),
-                _ => 0,
-            };
-            response
-        })
         .service(client);
 
     let clock = TokioClock::new();
@@ -146,31 +89,10 @@ pub(crate) async fn run(items: u32) -> Result<Report, BoxError> {
             fetched += 1;
         }
     }
-    let requests = hits.load(Ordering::SeqCst);
-    Ok(Report {
-        fetched,
-        requests,
-        failed_503: failed.load(Ordering::Relaxed),
-        refused_429: refused.load(Ordering::Relaxed),
-        elapsed: clock.now() - start,
-    })
+    Ok(vendor.report(fetched, clock.now() - start))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let report = run(200).await?;
-    println!(
-        "{} items fetched with {} requests ({} answered 503 and retried), {} answered 429",
-        report.fetched, report.requests, report.failed_503, report.refused_429
-    );
-    let (elapsed, minimum) = (report.elapsed.as_secs_f64(), report.minimum().as_secs_f64());
-    println!(
-        "{elapsed:.2} s; the vendor's quota allows {} requests in no less than {minimum:.2} s ({:.2}x)",
-        report.requests,
-        elapsed / minimum
-    );
-    if report.fetched != 200 || report.refused_429 != 0 {
-        return Err("the client did not stay under the vendor's quota".into());
-    }
-    Ok(())
+    run(200).await?.check(200)
 }
