@@ -37,17 +37,16 @@ use limitpal::tower::{ResilienceLayer, TokioClock};
 use limitpal::{CircuitBreaker, Clock, Jitter, RateLimiter, RetryPolicy, TokenBucket};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-/// A server whose first `failures` answers are 503 with `Retry-After: 1`: a `FaultLayer`
-/// answers for the router for those calls, and its plan counts every request.
-async fn flaky_server(failures: u32) -> Result<(std::net::SocketAddr, FaultPlan), BoxError> {
+/// A server whose first `failures` answers are `status` with `Retry-After: retry_after`: a
+/// `FaultLayer` answers for the router for those calls, and its plan counts every request.
+pub(crate) async fn flaky_server(
+    failures: u32,
+    status: StatusCode,
+    retry_after: &'static str,
+) -> Result<(std::net::SocketAddr, FaultPlan), BoxError> {
     let faults = FaultLayer::builder()
-        .respond(1.0, || {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [("retry-after", "1")],
-                "busy",
-            )
-                .into_response()
+        .respond(1.0, move || {
+            (status, [("retry-after", retry_after)], "busy").into_response()
         })
         .only_calls(0, u64::from(failures))
         .build()?;
@@ -98,7 +97,7 @@ pub(crate) async fn main() -> Result<(), BoxError> {
     let clock = TokioClock::new();
 
     for method in ["GET", "POST"] {
-        let (addr, hits) = flaky_server(2).await?;
+        let (addr, hits) = flaky_server(2, StatusCode::SERVICE_UNAVAILABLE, "1").await?;
         let request = Request::builder()
             .method(method)
             .uri(format!("http://{addr}/data"))

@@ -323,9 +323,6 @@ async fn retry_after_is_never_zero_while_denied() {
 mod client {
     use std::time::Duration;
 
-    use axum::Router;
-    use axum::response::IntoResponse;
-    use axum::routing::get;
     use http::{Request, StatusCode};
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -333,34 +330,17 @@ mod client {
     use hyper_util::rt::TokioExecutor;
     use limitpal::fault::FaultPlan;
     use limitpal::tower::ResilienceLayer;
-    use limitpal::tower::fault::FaultLayer;
     use limitpal::tower::http::{HttpClassifier, replay_idempotent};
     use limitpal::{CircuitBreaker, CircuitState, Jitter, RetryPolicy};
     use tower::{ServiceBuilder, ServiceExt};
 
-    /// First `failures` answers are `status` with `Retry-After: 0` (a `FaultLayer` answering
-    /// for the router), then `200 data`; the plan counts every request.
+    /// First `failures` answers are `status` with `Retry-After: 0`, then `200 data`: the
+    /// hyper client example's server; its plan counts every request.
     async fn flaky(failures: u32, status: StatusCode) -> (String, FaultPlan) {
-        use axum::error_handling::HandleErrorLayer;
-        let faults = FaultLayer::builder()
-            .respond(1.0, move || {
-                (status, [("retry-after", "0")], "busy").into_response()
-            })
-            .only_calls(0, u64::from(failures))
-            .build()
+        let (addr, hits) = super::hyper_client::flaky_server(failures, status, "0")
+            .await
             .unwrap();
-        let hits = faults.plan().clone();
-        let handler = || async { (StatusCode::OK, "data").into_response() };
-        let app = Router::new().route("/", get(handler).post(handler)).layer(
-            ServiceBuilder::new()
-                // the injected answers never fail; the layer's error type says they could
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }))
-                .layer(faults),
-        );
-        let addr = super::serve(app).await;
-        (format!("http://{addr}/"), hits)
+        (format!("http://{addr}/data"), hits)
     }
 
     fn request(method: &str, uri: &str) -> Request<Full<Bytes>> {
