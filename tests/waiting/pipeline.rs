@@ -1,15 +1,15 @@
 //! The pipeline's wait step: `limiter_wait` on `ResilienceLayer` and both executors.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use limitpal::tower::fault::FaultLayer;
 use limitpal::tower::{AsyncResilientExecutor, ResilienceLayer, TokioClock};
 use limitpal::{
     CircuitBreaker, CircuitOpen, Clock, Error, Jitter, LeakyBucket, ManualClock, RateLimited,
     RateLimiter, ResilientExecutor, RetryPolicy,
 };
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -31,30 +31,34 @@ fn breaker() -> CircuitBreaker<TokioClock> {
         .unwrap()
 }
 
-/// Answers the request after recording when it was called; fails the first `failures` calls.
+/// Answers the request after recording when it was called; fails the first `failures` calls
+/// (a `FaultLayer` whose plan counts the calls, behind the recorder so failed calls are
+/// recorded too).
 type Calls = Arc<Mutex<Vec<(u32, Duration)>>>;
 
 fn recorder(
     failures: u32,
 ) -> (
-    impl Service<u32, Response = u32, Error = std::io::Error, Future: Send> + Clone,
+    impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone,
     Calls,
 ) {
     let start = TokioClock::new();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
-    let count = Arc::new(AtomicU32::new(0));
-    let svc = service_fn(move |n: u32| {
-        seen.lock().unwrap().push((n, start.now()));
-        let failed = count.fetch_add(1, Ordering::SeqCst) < failures;
-        async move {
-            if failed {
-                Err(std::io::Error::other("upstream failed"))
-            } else {
-                Ok(n)
-            }
-        }
-    });
+    let faults = FaultLayer::builder()
+        .error(if failures == 0 { 0.0 } else { 1.0 }, || {
+            std::io::Error::other("upstream failed")
+        })
+        .only_calls(0, u64::from(failures.max(1)))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .map_request(move |n: u32| {
+            seen.lock().unwrap().push((n, start.now()));
+            n
+        })
+        .layer(faults)
+        .service(service_fn(|n: u32| async move { Ok::<u32, BoxError>(n) }));
     (svc, calls)
 }
 
