@@ -1,5 +1,6 @@
 //! A tonic gRPC client (the standard health service, no protoc needed) behind the resilience
-//! pipeline with the gRPC classifier, against an in-process tonic server that fails on demand.
+//! pipeline with the gRPC classifier, against an in-process tonic server that fails on demand
+//! (a `FaultLayer` on the server answers the calls it is told to fail with an error status).
 //!
 //! ```text
 //! cargo run --example tonic_client --features http
@@ -15,91 +16,100 @@
 //! 1. server fails the next 2 calls with UNAVAILABLE  -> Serving after 3 server hits; breaker Closed
 //! 2. server fails the next 3 calls with RESOURCE_EXHAUSTED -> Serving after 4 server hits; breaker Closed
 //! 3. server fails the next 50 calls with UNAVAILABLE -> Unavailable "warming up" after 4 server hits; breaker Open
-//! 4. no server change                                -> rejected locally after 0 server hits: circuit open: retry after 29.99…s; breaker Open
+//! 4. no server change                                -> rejected locally (circuit open: retry after 29.99…s) after 0 server hits; breaker Open
 //! ```
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use limitpal::tower::ResilienceLayer;
+use limitpal::tower::fault::FaultLayer;
 use limitpal::tower::http::{GrpcClassifier, replay_always};
-use limitpal::{CircuitBreaker, Jitter, RetryPolicy};
+use limitpal::{CircuitBreaker, CircuitState, Jitter, RetryPolicy};
+use tonic::Code;
 use tonic::body::Body;
-use tonic::server::NamedService;
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-/// Wraps a gRPC service: answers the next `failures` calls with `code` instead.
-#[derive(Clone)]
-struct FailOnDemand<S> {
-    inner: S,
-    failures: Arc<AtomicU32>,
-    code: Arc<AtomicU32>,
+/// What the server is told to do: fail the next `failing` calls with `code`; `hits` counts
+/// every call that reaches it. A `FaultLayer` on the server asks it which calls to answer
+/// with an error status.
+#[derive(Clone, Default)]
+struct OnDemand {
+    failing: Arc<AtomicU32>,
+    code: Arc<AtomicI32>,
     hits: Arc<AtomicU32>,
 }
 
-impl<S: NamedService> NamedService for FailOnDemand<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S> Service<http::Request<Body>> for FailOnDemand<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+impl OnDemand {
+    fn fail_next(&self, calls: u32, code: tonic::Code) {
+        self.code.store(code as i32, Ordering::SeqCst);
+        self.failing.store(calls, Ordering::SeqCst);
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    /// Counts a call and says whether it is one of those to fail.
+    fn fails_this_call(&self) -> bool {
         self.hits.fetch_add(1, Ordering::SeqCst);
-        let fail = self
-            .failures
+        self.failing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if fail {
-            let code =
-                tonic::Code::from(i32::try_from(self.code.load(Ordering::SeqCst)).unwrap_or(14));
-            let status = tonic::Status::new(code, "warming up");
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        Box::pin(self.inner.call(req))
+            .is_ok()
+    }
+
+    fn status(&self) -> http::Response<Body> {
+        let code = tonic::Code::from(self.code.load(Ordering::SeqCst));
+        tonic::Status::new(code, "warming up").into_http()
+    }
+
+    fn hits(&self) -> u32 {
+        self.hits.load(Ordering::SeqCst)
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
+    for (i, scenario) in run().await?.iter().enumerate() {
+        println!(
+            "{}. {} -> {} after {} server hits; breaker {:?}",
+            i + 1,
+            scenario.what,
+            scenario.answer,
+            scenario.server_hits,
+            scenario.breaker
+        );
+    }
+    Ok(())
+}
+
+/// What one scenario did: what the server was told, the client's answer, how many calls
+/// reached the server, and the breaker's state after it.
+pub(crate) struct Scenario {
+    pub(crate) what: &'static str,
+    pub(crate) answer: String,
+    pub(crate) server_hits: u32,
+    pub(crate) breaker: CircuitState,
+}
+
+/// Starts the server and the client, and plays the four scenarios.
+pub(crate) async fn run() -> Result<Vec<Scenario>, BoxError> {
     // ---- the server ----
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let failures = Arc::new(AtomicU32::new(0));
-    let code = Arc::new(AtomicU32::new(14));
-    let hits = Arc::new(AtomicU32::new(0));
-    let server = FailOnDemand {
-        inner: health,
-        failures: Arc::clone(&failures),
-        code: Arc::clone(&code),
-        hits: Arc::clone(&hits),
-    };
+    let server = OnDemand::default();
+    let (answers, asks) = (server.clone(), server.clone());
+    let faults = FaultLayer::builder()
+        .respond(1.0, move || answers.status())
+        .only_if(move |_: &http::Request<Body>| asks.fails_this_call())
+        .build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(
         Server::builder()
-            .add_service(server)
+            .layer(faults)
+            .add_service(health)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
 
@@ -140,43 +150,47 @@ async fn main() -> Result<(), BoxError> {
     });
     let mut client = HealthClient::new(buffered);
 
-    let scenarios: [(&str, u32, u32); 4] = [
-        ("server fails the next 2 calls with UNAVAILABLE ", 2, 14),
+    let scenarios = [
+        (
+            "server fails the next 2 calls with UNAVAILABLE ",
+            2,
+            Code::Unavailable,
+        ),
         (
             "server fails the next 3 calls with RESOURCE_EXHAUSTED",
             3,
-            8,
+            Code::ResourceExhausted,
         ),
-        ("server fails the next 50 calls with UNAVAILABLE", 50, 14),
-        ("no server change                               ", 0, 14),
+        (
+            "server fails the next 50 calls with UNAVAILABLE",
+            50,
+            Code::Unavailable,
+        ),
+        (
+            "no server change                               ",
+            0,
+            Code::Ok,
+        ),
     ];
-    for (i, (what, fail, status)) in scenarios.into_iter().enumerate() {
+    let mut played = Vec::new();
+    for (what, fail, code) in scenarios {
         if fail > 0 {
-            failures.store(fail, Ordering::SeqCst);
-            code.store(status, Ordering::SeqCst);
+            server.fail_next(fail, code);
         }
-        let before = hits.load(Ordering::SeqCst);
+        let before = server.hits();
         let answer = client.check(HealthCheckRequest::default()).await;
-        let server_hits = hits.load(Ordering::SeqCst) - before;
-        let outcome = match answer {
-            Ok(response) => format!(
-                "{:?} after {server_hits} server hits",
-                response.into_inner().status()
-            ),
-            Err(status) if server_hits == 0 => {
-                format!("rejected locally after 0 server hits: {}", status.message())
-            }
-            Err(status) => format!(
-                "{:?} {:?} after {server_hits} server hits",
-                status.code(),
-                status.message()
-            ),
+        let server_hits = server.hits() - before;
+        let answer = match answer {
+            Ok(response) => format!("{:?}", response.into_inner().status()),
+            Err(status) if server_hits == 0 => format!("rejected locally ({})", status.message()),
+            Err(status) => format!("{:?} {:?}", status.code(), status.message()),
         };
-        println!(
-            "{}. {what} -> {outcome}; breaker {:?}",
-            i + 1,
-            breaker.state()
-        );
+        played.push(Scenario {
+            what,
+            answer,
+            server_hits,
+            breaker: breaker.state(),
+        });
     }
-    Ok(())
+    Ok(played)
 }

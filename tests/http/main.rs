@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use limitpal::tower::http::{GlobalKey, HeaderKey, HttpRateLimitLayer, MissingKey, PeerIp};
-use limitpal::{ManualClock, RateLimiter, TokenBucket};
+use limitpal::{CircuitState, ManualClock, RateLimiter, TokenBucket};
 use tower::{Layer, ServiceExt, service_fn};
 
 /// The example's router, served as is.
@@ -38,6 +38,41 @@ mod hyper_client;
 #[test]
 fn the_hyper_client_example_runs_to_the_end() {
     hyper_client::main().unwrap();
+}
+
+/// The tonic client example, its four scenarios checked.
+#[allow(dead_code)] // the example's `main` is not used here
+#[path = "../../examples/tonic_client.rs"]
+mod tonic_client;
+
+/// `UNAVAILABLE` twice is retried to success (3 hits); `RESOURCE_EXHAUSTED` three times is retried
+/// to success without counting against the breaker (4 hits, still Closed); a longer outage
+/// spends the retries (4 hits) and opens the breaker, so the next call never reaches the
+/// server.
+#[tokio::test]
+async fn the_tonic_client_example_retries_then_opens_the_breaker() {
+    let played = tonic_client::run().await.unwrap();
+    let hits: Vec<_> = played.iter().map(|s| s.server_hits).collect();
+    let states: Vec<_> = played.iter().map(|s| s.breaker).collect();
+    assert_eq!(hits, [3, 4, 4, 0]);
+    assert_eq!(
+        states,
+        [
+            CircuitState::Closed,
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::Open
+        ]
+    );
+    let answers: Vec<_> = played.iter().map(|s| s.answer.as_str()).collect();
+    assert_eq!(
+        answers[..3],
+        ["Serving", "Serving", r#"Unavailable "warming up""#]
+    );
+    assert!(
+        answers[3].starts_with("rejected locally (circuit open"),
+        "{answers:?}"
+    );
 }
 
 /// Serves `app` on a free loopback port with connect info; the task ends with the test.
