@@ -4,10 +4,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use limitpal::tower::fault::FaultLayer;
 use limitpal::tower::http::HttpClassifier;
 use limitpal::tower::{ResilienceLayer, TokioClock};
 use limitpal::{Clock, Jitter, RateLimited, RateLimiter, RetryPolicy, TokenBucket};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -15,31 +16,40 @@ const SEC: Duration = Duration::from_secs(1);
 type Calls = Arc<Mutex<Vec<(String, Duration)>>>;
 
 /// An upstream that answers the first call for key "a" with `status` and these headers, and
-/// every other call with 200. Records (key, time) of each call.
+/// every other call with 200 (a `FaultLayer` whose plan sees only key "a" and fails its
+/// first call). Records (key, time) of each call.
 fn upstream(
     status: StatusCode,
     headers: &'static [(&'static str, &'static str)],
 ) -> (
-    impl Service<Request<()>, Response = Response<()>, Error = std::io::Error, Future: Send> + Clone,
+    impl Service<Request<()>, Response = Response<()>, Error = BoxError, Future: Send> + Clone,
     Calls,
 ) {
     let start = TokioClock::new();
     let calls: Calls = Arc::default();
     let seen = Arc::clone(&calls);
-    let svc = service_fn(move |req: Request<()>| {
-        let key = key_of(&req);
-        let mut seen = seen.lock().unwrap();
-        let first_a = key == "a" && !seen.iter().any(|(k, _)| k == "a");
-        seen.push((key, start.now()));
-        let mut response = Response::new(());
-        if first_a {
+    let faults = FaultLayer::builder()
+        .respond(1.0, move || {
+            let mut response = Response::new(());
             *response.status_mut() = status;
             for (name, value) in headers {
                 response.headers_mut().insert(*name, value.parse().unwrap());
             }
-        }
-        async move { Ok(response) }
-    });
+            response
+        })
+        .only_calls(0, 1)
+        .only_if(|req: &Request<()>| key_of(req) == "a")
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .map_request(move |req: Request<()>| {
+            seen.lock().unwrap().push((key_of(&req), start.now()));
+            req
+        })
+        .layer(faults)
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(()))
+        }));
     (svc, calls)
 }
 
