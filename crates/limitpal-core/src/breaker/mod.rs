@@ -25,12 +25,11 @@ mod word;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 use std::time::Duration;
 
 use crate::clock::{nanos, now_nanos};
 use crate::metrics::BreakerMetrics;
-use crate::rate::lock;
 use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock, Outcome};
 use window::FailureWindow;
 use word::Word;

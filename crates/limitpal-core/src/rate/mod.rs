@@ -26,9 +26,6 @@ pub use sliding::SlidingWindow;
 pub use store::DefaultHashBuilder;
 
 use std::fmt::Debug;
-use std::sync::PoisonError;
-
-use crate::sync::{Mutex, MutexGuard};
 
 /// A rate-limit algorithm: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], or a
 /// composite of them built with [`and`](Algorithm::and).
@@ -146,12 +143,6 @@ pub(crate) mod sealed {
     }
 }
 
-/// Locks a per-key mutex. The code run under these locks does not panic, but if a caller's
-/// panic ever poisoned one, the state inside is still a valid state: keep using it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Implements the cell half of [`sealed::Sealed`] for algorithms whose cell is a
 /// `Mutex<Plain>`, by delegating to the plain transitions under the lock.
 macro_rules! locked_cell {
@@ -163,19 +154,19 @@ macro_rules! locked_cell {
         }
 
         fn check_cell(&self, c: &Self::Cell, now: u64, cost: u32) -> Result<(), u64> {
-            self.apply(&mut crate::rate::lock(c), now, cost)
+            self.apply(&mut crate::sync::lock(c), now, cost)
         }
 
         fn cell_idle(&self, c: &Self::Cell, now: u64, idle: u64) -> bool {
-            self.plain_idle(&crate::rate::lock(c), now, idle)
+            self.plain_idle(&crate::sync::lock(c), now, idle)
         }
 
         fn cell_recency(&self, c: &Self::Cell) -> u64 {
-            self.plain_recency(&crate::rate::lock(c))
+            self.plain_recency(&crate::sync::lock(c))
         }
 
         fn cell_quota(&self, c: &Self::Cell, now: u64) -> (u32, u64) {
-            self.plain_quota(&crate::rate::lock(c), now)
+            self.plain_quota(&crate::sync::lock(c), now)
         }
 
         fn reserve_cell(
@@ -185,7 +176,7 @@ macro_rules! locked_cell {
             cost: u32,
             max_wait: u64,
         ) -> Result<(u64, Self::Undo), u64> {
-            let mut s = crate::rate::lock(c);
+            let mut s = crate::sync::lock(c);
             let at = self.slot(&s, now, cost);
             let wait = at.saturating_sub(now);
             if wait > max_wait {
@@ -195,11 +186,11 @@ macro_rules! locked_cell {
         }
 
         fn untake_cell(&self, c: &Self::Cell, undo: &Self::Undo, cost: u32) {
-            self.untake(&mut crate::rate::lock(c), undo, cost);
+            self.untake(&mut crate::sync::lock(c), undo, cost);
         }
 
         fn hold_cell(&self, c: &Self::Cell, until: u64) {
-            self.hold(&mut crate::rate::lock(c), until);
+            self.hold(&mut crate::sync::lock(c), until);
         }
     };
 }

@@ -24,10 +24,8 @@
 //! longest a key takes to be full again) and the grace, and a key checked at least that often
 //! is never dropped and re-inserted.
 
+use crate::sync::{RwLock, read, write};
 use std::hash::{BuildHasher, Hash};
-use std::sync::PoisonError;
-
-use crate::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::Algorithm;
 use super::table::{FAR_BYTES, TAG_BITS, Table};
@@ -321,15 +319,6 @@ fn tag_of(hash: u64) -> u32 {
     #[allow(clippy::cast_possible_truncation)] // the high 31 bits, exactly
     let tag = (hash >> (64 - TAG_BITS)) as u32;
     tag
-}
-
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    // Nothing panics while a shard is locked; a poisoned shard still holds valid states.
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

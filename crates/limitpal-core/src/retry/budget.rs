@@ -4,12 +4,11 @@ use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use crate::sync::Mutex;
+use crate::sync::{Mutex, lock};
 use std::time::Duration;
 
 use crate::ConfigError;
 use crate::clock::nanos;
-use crate::rate::lock;
 
 const BUCKETS: usize = 10;
 const BUCKETS_U64: u64 = BUCKETS as u64;
