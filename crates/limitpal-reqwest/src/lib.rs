@@ -212,7 +212,7 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
                 .await;
             return into_result(result);
         }
-        let Some(template) = req.try_clone() else {
+        if req.body().is_some_and(|body| body.as_bytes().is_none()) {
             // a streaming body: one attempt, and say so if a retry could have helped
             let result = self
                 .executor
@@ -224,20 +224,21 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
                 }
                 other => other,
             };
-        };
-        // every attempt sees the caller's extensions (a copy: free when there are none)
+        }
+        // every attempt sends a copy of the request (as reqwest-retry's do: reqwest consumes
+        // what it sends) and sees the caller's extensions (a copy: free when there are none)
         let extensions: &Extensions = extensions;
-        let mut first = Some(req);
+        let req = &req;
         let result = self
             .executor
             .run(&key, || {
-                let req = first.take().or_else(|| template.try_clone());
+                let copy = req.try_clone();
                 let next = next.clone();
                 let mut extensions = extensions.clone();
                 async move {
-                    match req {
-                        Some(req) => next.run(req, &mut extensions).await,
-                        // cannot happen: `template` was cloned once, so it clones again
+                    match copy {
+                        Some(copy) => next.run(copy, &mut extensions).await,
+                        // cannot happen: a body held in memory always clones
                         None => Err(Error::middleware(TimedOut::new(0))),
                     }
                 }
