@@ -479,9 +479,7 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                 Some(limit) if p.clock().now().saturating_sub(started) > limit => {
                     if p.past_deadline(&run) {
                         drop(permits);
-                        return Err(Error::TimedOut {
-                            attempts: run.attempts(),
-                        });
+                        return Err(run.timed_out_in_call());
                     }
                     Attempt::TimedOut
                 }

@@ -258,9 +258,7 @@ impl<Cl> Pipeline<Cl> {
         if let Some(at) = run.deadline_at
             && self.clock.now() >= at
         {
-            return Err(Error::TimedOut {
-                attempts: run.attempts().saturating_sub(1),
-            });
+            return Err(run.timed_out_before_call());
         }
         let breaker = match &self.breaker {
             None => None,
@@ -407,9 +405,7 @@ impl<Cl> Pipeline<Cl> {
             RetryStep::Retry(delay) => {
                 if time_left.is_some_and(|left| delay >= left) {
                     // the next attempt would start at or past the deadline
-                    return Settled::Done(Err(Error::TimedOut {
-                        attempts: run.attempts().saturating_sub(1),
-                    }));
+                    return Settled::Done(Err(run.timed_out_before_call()));
                 }
                 if let Some(open) = self.breaker.as_ref().and_then(|b| b.0.open_for())
                     && open > delay
@@ -446,7 +442,7 @@ fn finish<T, E>(attempt: Attempt<T, E>, run: &Run, stop: Stop) -> Result<T, Erro
             Stop::NotRetryable => Error::Failed(e),
             Stop::Exhausted => Error::RetryExhausted { attempts, last: e },
         }),
-        Attempt::TimedOut => Err(Error::TimedOut { attempts }),
+        Attempt::TimedOut => Err(run.timed_out_in_call()),
     }
 }
 
@@ -477,6 +473,25 @@ impl Run {
     #[must_use]
     pub fn attempts(&self) -> u32 {
         self.retry.attempts()
+    }
+
+    /// The run's end when its deadline passes before the current attempt calls the
+    /// upstream (at admission, waiting for quota or a slot, or before a retry): the attempts
+    /// that called it, the current one not included. Every driver ends a run this way.
+    #[must_use]
+    pub fn timed_out_before_call<E>(&self) -> Error<E> {
+        Error::TimedOut {
+            attempts: self.attempts().saturating_sub(1),
+        }
+    }
+
+    /// The run's end when its deadline passes while the current attempt is calling the
+    /// upstream: the attempts that called it, the current one included.
+    #[must_use]
+    pub fn timed_out_in_call<E>(&self) -> Error<E> {
+        Error::TimedOut {
+            attempts: self.attempts(),
+        }
     }
 
     /// The upstream's pushback from the last settled attempt, if any (taken once): the

@@ -181,9 +181,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     None => match tokio::time::timeout(p.slot_wait(&run), acquire).await {
                         Ok(answer) => answer,
                         Err(_) if p.past_deadline(&run) => {
-                            return Err(Error::TimedOut {
-                                attempts: run.attempts() - 1,
-                            });
+                            return Err(run.timed_out_before_call());
                         }
                         Err(_) => Err(bulkhead.refuse()),
                     },
@@ -192,9 +190,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
             }
             // `run_once` makes its one call, and never gets here a second time
             let Some(call) = op() else {
-                return Err(Error::TimedOut {
-                    attempts: run.attempts(),
-                });
+                return Err(run.timed_out_before_call());
             };
             let attempt = match p.attempt_limit(&run) {
                 None => Attempt::Done(call.await),
@@ -202,9 +198,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     Ok(result) => Attempt::Done(result),
                     Err(_) if p.past_deadline(&run) => {
                         drop(permits); // cancelled by the deadline: nothing recorded
-                        return Err(Error::TimedOut {
-                            attempts: run.attempts(),
-                        });
+                        return Err(run.timed_out_in_call());
                     }
                     Err(_) => Attempt::TimedOut,
                 },

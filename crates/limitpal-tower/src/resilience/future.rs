@@ -12,7 +12,6 @@ use tower::{BoxError, Service};
 
 use super::layer::Shared;
 use super::service::{LimitFuture, Pending, admit, take_slot};
-use crate::TimedOut;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
 use crate::limit::WaitForQuota;
@@ -196,8 +195,9 @@ where
                     {
                         if pipeline.past_deadline(this.run) {
                             drop(std::mem::take(this.permits)); // cancelled: nothing recorded
-                            let attempts = this.run.attempts();
-                            return Poll::Ready(Err(Box::new(TimedOut::new(attempts))));
+                            return Poll::Ready(Err(boxed(
+                                this.run.timed_out_in_call::<S::Error>(),
+                            )));
                         }
                         Attempt::TimedOut
                     } else {
@@ -288,8 +288,8 @@ where
                             // out of patience: the breaker permit goes unrecorded
                             drop(std::mem::take(this.permits));
                             if pipeline.past_deadline(this.run) {
-                                let attempts = this.run.attempts() - 1;
-                                return Poll::Ready(Err(Box::new(TimedOut::new(attempts))));
+                                let timed_out = this.run.timed_out_before_call::<S::Error>();
+                                return Poll::Ready(Err(boxed(timed_out)));
                             }
                             let full = pipeline.bulkhead().map(limitpal_core::Bulkhead::refuse);
                             return Poll::Ready(Err(full.map_or_else(
