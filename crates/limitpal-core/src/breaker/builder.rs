@@ -1,0 +1,237 @@
+//! [`CircuitBreakerBuilder`]: the breaker's options, checked once when it is built.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    CircuitBreaker, CircuitState, Config, FailureWindow, Inner, Listener, RateTrigger,
+    RejectionListener, SlowState, Word,
+};
+use crate::clock::nanos;
+use crate::metrics::BreakerMetrics;
+use crate::sync::{AtomicU64, Mutex};
+use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
+
+impl CircuitBreaker {
+    /// Starts a breaker with the defaults: 5 consecutive failures open it, 30 s recovery,
+    /// 1 probe in flight, 1 success closes it.
+    #[must_use]
+    pub fn builder() -> CircuitBreakerBuilder<MonotonicClock> {
+        CircuitBreakerBuilder {
+            failure_threshold: 5,
+            failure_rate: None,
+            slow_call: None,
+            recovery_timeout: Duration::from_secs(30),
+            half_open_max_calls: 1,
+            half_open_success_threshold: 1,
+            listener: None,
+            shadow: false,
+            on_rejection: None,
+            name: None,
+            clock: MonotonicClock,
+        }
+    }
+}
+
+/// Configures a [`CircuitBreaker`]; made by [`CircuitBreaker::builder`].
+pub struct CircuitBreakerBuilder<C> {
+    failure_threshold: u32,
+    failure_rate: Option<(f64, u32, Duration)>,
+    slow_call: Option<Duration>,
+    recovery_timeout: Duration,
+    half_open_max_calls: u32,
+    half_open_success_threshold: u32,
+    listener: Option<Listener>,
+    shadow: bool,
+    on_rejection: Option<RejectionListener>,
+    name: Option<String>,
+    clock: C,
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// Consecutive failures that open the breaker (default 5; always active).
+    #[must_use]
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// Also open when the failure ratio over the last `window` reaches `ratio` (in `(0, 1]`),
+    /// once at least `min_calls` calls were seen in it. The window slides in tenths.
+    #[must_use]
+    pub fn failure_rate(mut self, ratio: f64, min_calls: u32, window: Duration) -> Self {
+        self.failure_rate = Some((ratio, min_calls, window));
+        self
+    }
+
+    /// Count calls slower than `threshold` as failures, even when they succeed.
+    #[must_use]
+    pub fn slow_call(mut self, threshold: Duration) -> Self {
+        self.slow_call = Some(threshold);
+        self
+    }
+
+    /// How long the breaker stays Open before letting probes through (default 30 s).
+    #[must_use]
+    pub fn recovery_timeout(mut self, timeout: Duration) -> Self {
+        self.recovery_timeout = timeout;
+        self
+    }
+
+    /// Probes allowed in flight at once while half-open (default 1).
+    #[must_use]
+    pub fn half_open_max_calls(mut self, calls: u32) -> Self {
+        self.half_open_max_calls = calls;
+        self
+    }
+
+    /// Successful probes needed to close again (default 1).
+    #[must_use]
+    pub fn half_open_success_threshold(mut self, successes: u32) -> Self {
+        self.half_open_success_threshold = successes;
+        self
+    }
+
+    /// Called with `(from, to)` after every transition, outside the breaker's lock (so it may
+    /// use the breaker).
+    #[must_use]
+    pub fn on_state_change(
+        mut self,
+        listener: impl Fn(CircuitState, CircuitState) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Shadow (dry-run) mode: the breaker counts and changes state as usual and reports every
+    /// rejection, but lets the calls through. How to tune thresholds on live traffic first.
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Called with every rejection, shadow ones included. Runs on the rejected caller's
+    /// thread: keep it short.
+    #[must_use]
+    pub fn on_rejection(mut self, listener: impl Fn(&CircuitOpen) + Send + Sync + 'static) -> Self {
+        self.on_rejection = Some(Arc::new(listener));
+        self
+    }
+
+    /// A name for this breaker's metrics (feature `metrics`: label `name`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The clock to read (default [`MonotonicClock`]).
+    pub fn clock<C2: Clock>(self, clock: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            failure_threshold: self.failure_threshold,
+            failure_rate: self.failure_rate,
+            slow_call: self.slow_call,
+            recovery_timeout: self.recovery_timeout,
+            half_open_max_calls: self.half_open_max_calls,
+            half_open_success_threshold: self.half_open_success_threshold,
+            listener: self.listener,
+            shadow: self.shadow,
+            on_rejection: self.on_rejection,
+            name: self.name,
+            clock,
+        }
+    }
+
+    /// Builds the breaker, Closed.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `failure_threshold`, `half_open_max_calls`,
+    /// `half_open_success_threshold`, `min_calls`, `failure_rate_window` or `slow_call`, or a
+    /// `failure_rate` ratio outside `(0, 1]`.
+    pub fn build(self) -> Result<CircuitBreaker<C>, ConfigError>
+    where
+        C: Clock,
+    {
+        let nonzero = |value: u32, field| {
+            if value == 0 {
+                Err(ConfigError::Zero { field })
+            } else {
+                Ok(value)
+            }
+        };
+        let failure_threshold = nonzero(self.failure_threshold, "failure_threshold")?;
+        let half_open_max_calls = nonzero(self.half_open_max_calls, "half_open_max_calls")?;
+        let half_open_success_threshold = nonzero(
+            self.half_open_success_threshold,
+            "half_open_success_threshold",
+        )?;
+        let mut window = None;
+        let rate = match self.failure_rate {
+            None => None,
+            Some((ratio, min_calls, span)) => {
+                if !(ratio > 0.0 && ratio <= 1.0) {
+                    return Err(ConfigError::out_of_range(
+                        "failure_rate",
+                        ratio,
+                        "a ratio in (0, 1]",
+                    ));
+                }
+                let min_calls = nonzero(min_calls, "min_calls")?;
+                let span = nanos(span);
+                if span == 0 {
+                    return Err(ConfigError::Zero {
+                        field: "failure_rate_window",
+                    });
+                }
+                window = Some(FailureWindow::new(span));
+                Some(RateTrigger { ratio, min_calls })
+            }
+        };
+        let slow_call = match self.slow_call.map(nanos) {
+            Some(0) => return Err(ConfigError::Zero { field: "slow_call" }),
+            other => other,
+        };
+        Ok(CircuitBreaker {
+            inner: Arc::new(Inner {
+                word: AtomicU64::new(Word::INITIAL.0),
+                opened_at: AtomicU64::new(0),
+                config: Config {
+                    failure_threshold,
+                    rate,
+                    slow_call,
+                    recovery: nanos(self.recovery_timeout),
+                    half_open_max_calls,
+                    half_open_success_threshold,
+                },
+                slow: Mutex::new(SlowState {
+                    in_flight: 0,
+                    successes: 0,
+                    window,
+                }),
+                clock: self.clock,
+                listener: self.listener,
+                shadow: self.shadow,
+                on_rejection: self.on_rejection,
+                metrics: BreakerMetrics::new(self.name.as_deref()),
+            }),
+        })
+    }
+}
+
+impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("failure_threshold", &self.failure_threshold)
+            .field("failure_rate", &self.failure_rate)
+            .field("slow_call", &self.slow_call)
+            .field("recovery_timeout", &self.recovery_timeout)
+            .field("half_open_max_calls", &self.half_open_max_calls)
+            .field(
+                "half_open_success_threshold",
+                &self.half_open_success_threshold,
+            )
+            .finish_non_exhaustive()
+    }
+}
