@@ -83,62 +83,36 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // one constructor, called from `call`
+    /// The first attempt's call is made: poll it.
     pub(crate) fn running(
         future: S::Future,
         timer: Option<Sleep>,
-        permits: Permits,
-        service: Option<S>,
-        request: Option<Req>,
-        run: Run,
-        key: Option<K>,
-        shared: Arc<Shared<K, Cl>>,
-        replay: R,
+        parts: Parts<S, Req, K, Cl, R>,
     ) -> Self {
-        let state = State::Calling { future, timer };
-        Self::start(state, permits, service, request, run, key, shared, replay)
+        Self::start(State::Calling { future, timer }, parts)
     }
 
-    /// The first attempt waits for a remote limiter or a bulkhead slot before it calls.
-    #[allow(clippy::too_many_arguments)] // one constructor, called from `call`
-    pub(crate) fn admitting(
-        pending: Pending,
-        permits: Permits,
-        service: S,
-        request: Req,
-        run: Run,
-        key: Option<K>,
-        shared: Arc<Shared<K, Cl>>,
-        replay: R,
-    ) -> Self {
+    /// The first attempt waits for a remote limiter, for quota or for a bulkhead slot before
+    /// it calls; `parts` holds its service and request.
+    pub(crate) fn admitting(pending: Pending, parts: Parts<S, Req, K, Cl, R>) -> Self {
         let state = match pending {
             Pending::Limit(answer) => State::Limiting { answer },
             Pending::Quota(wait) => State::Waiting { wait },
             Pending::Slot(wait) => State::Queued { wait },
         };
-        Self::start(
-            state,
+        Self::start(state, parts)
+    }
+
+    fn start(state: State<S::Future>, parts: Parts<S, Req, K, Cl, R>) -> Self {
+        let Parts {
             permits,
-            Some(service),
-            Some(request),
+            service,
+            request,
             run,
             key,
             shared,
             replay,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)] // the parts of a running request
-    fn start(
-        state: State<S::Future>,
-        permits: Permits,
-        service: Option<S>,
-        request: Option<Req>,
-        run: Run,
-        key: Option<K>,
-        shared: Arc<Shared<K, Cl>>,
-        replay: R,
-    ) -> Self {
+        } = parts;
         Self {
             kind: Kind::Running {
                 running: Running {
@@ -154,6 +128,20 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
             },
         }
     }
+}
+
+/// What a request carries from one attempt to the next, as `call` hands it to the future.
+pub(crate) struct Parts<S, Req, K, Cl, R> {
+    /// The current attempt's breaker permit and bulkhead slot.
+    pub(crate) permits: Permits,
+    /// The ready service, kept when retries are configured or the first call must wait.
+    pub(crate) service: Option<S>,
+    /// The request for the next attempt (or, while the first waits, for this one).
+    pub(crate) request: Option<Req>,
+    pub(crate) run: Run,
+    pub(crate) key: Option<K>,
+    pub(crate) shared: Arc<Shared<K, Cl>>,
+    pub(crate) replay: R,
 }
 
 impl<S, Req, K, Cl, R> Future for ResponseFuture<S, Req, K, Cl, R>

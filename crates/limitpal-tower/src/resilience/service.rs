@@ -11,6 +11,7 @@ use limitpal_core::{Classify, LimitCheck, RateLimited, RetryRng};
 use tower::{BoxError, Service};
 
 use super::ResponseFuture;
+use super::future::Parts;
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, wait};
 use crate::error::boxed;
@@ -204,13 +205,15 @@ where
             let service = mem::replace(&mut self.inner, clone);
             return ResponseFuture::admitting(
                 pending,
-                permits,
-                service,
-                req,
-                run,
-                key,
-                Arc::clone(shared),
-                self.replay.clone(),
+                Parts {
+                    permits,
+                    service: Some(service),
+                    request: Some(req),
+                    run,
+                    key,
+                    shared: Arc::clone(shared),
+                    replay: self.replay.clone(),
+                },
             );
         }
         let timer = shared.pipeline.attempt_limit(&run).map(tokio::time::sleep);
@@ -219,13 +222,15 @@ where
             return ResponseFuture::running(
                 future,
                 timer,
-                permits,
-                None,
-                None,
-                run,
-                key,
-                Arc::clone(shared),
-                self.replay.clone(),
+                Parts {
+                    permits,
+                    service: None,
+                    request: None,
+                    run,
+                    key,
+                    shared: Arc::clone(shared),
+                    replay: self.replay.clone(),
+                },
             );
         }
         let replay = self.replay.replay(&req);
@@ -236,13 +241,15 @@ where
         ResponseFuture::running(
             future,
             timer,
-            permits,
-            Some(service),
-            replay,
-            run,
-            key,
-            Arc::clone(shared),
-            self.replay.clone(),
+            Parts {
+                permits,
+                service: Some(service),
+                request: replay,
+                run,
+                key,
+                shared: Arc::clone(shared),
+                replay: self.replay.clone(),
+            },
         )
     }
 }
