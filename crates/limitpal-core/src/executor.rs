@@ -470,7 +470,7 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                 }
             }
             if let Some(bulkhead) = p.bulkhead() {
-                permits.slot = Some(bulkhead.acquire_blocking().map_err(Error::BulkheadFull)?);
+                permits.hold_slot(bulkhead.acquire_blocking().map_err(Error::BulkheadFull)?);
             }
             let limit = p.attempt_limit(&run);
             let started = p.clock().now();

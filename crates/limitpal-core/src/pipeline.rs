@@ -215,7 +215,7 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Step 4's bulkhead or adaptive limit, if any: the caller takes the slot (waiting up to
-    /// [`slot_wait`](Self::slot_wait)) into [`Permits::slot`].
+    /// [`slot_wait`](Self::slot_wait)) and gives it to [`Permits::hold_slot`].
     pub fn bulkhead(&self) -> Option<&Bulkhead> {
         self.bulkhead.as_ref()
     }
@@ -506,9 +506,17 @@ impl Run {
 #[derive(Debug, Default)]
 pub struct Permits {
     /// The breaker's admission, if there is a breaker; the pipeline that issued it records it.
-    pub breaker: Option<BreakerTicket>,
+    breaker: Option<BreakerTicket>,
     /// The bulkhead's slot, once taken.
-    pub slot: Option<BulkheadPermit>,
+    slot: Option<BulkheadPermit>,
+}
+
+impl Permits {
+    /// Step 4's result: the attempt holds `slot` (taken from the pipeline's
+    /// [`bulkhead`](Pipeline::bulkhead)) until it is settled or dropped.
+    pub fn hold_slot(&mut self, slot: BulkheadPermit) {
+        self.slot = Some(slot);
+    }
 }
 
 /// How an attempt ended.

@@ -186,7 +186,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                         Err(_) => Err(bulkhead.refuse()),
                     },
                 };
-                permits.slot = Some(slot.map_err(Error::BulkheadFull)?);
+                permits.hold_slot(slot.map_err(Error::BulkheadFull)?);
             }
             // `run_once` makes its one call, and never gets here a second time
             let Some(call) = op() else {

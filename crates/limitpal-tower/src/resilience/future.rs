@@ -286,7 +286,7 @@ where
                             )));
                         }
                     };
-                    this.permits.slot = Some(slot);
+                    this.permits.hold_slot(slot);
                     this.state.set(State::Starting);
                 }
                 StateProj::Starting => {

@@ -147,13 +147,13 @@ pub(crate) fn take_slot<K, Cl>(
         return Ok(None);
     };
     if let Ok(slot) = bulkhead.try_acquire() {
-        permits.slot = Some(slot);
+        permits.hold_slot(slot);
         return Ok(None);
     }
     let mut acquire = bulkhead.acquire();
     match acquire.answer() {
         Some(Ok(slot)) => {
-            permits.slot = Some(slot);
+            permits.hold_slot(slot);
             Ok(None)
         }
         Some(Err(full)) => Err(Box::new(full)),
