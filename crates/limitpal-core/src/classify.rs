@@ -4,7 +4,7 @@ use std::any::Any;
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use crate::{BulkheadFull, CircuitOpen, RateLimited};
+use crate::error::{BulkheadFull, CircuitOpen, RateLimited};
 
 /// What a call's result means.
 ///

@@ -100,6 +100,23 @@ impl CircuitOpen {
     }
 }
 
+/// No slot was free and no room to wait for one (or the wait timed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("bulkhead full: {limit} calls in flight")]
+#[non_exhaustive]
+pub struct BulkheadFull {
+    /// The limit in force when the call was refused.
+    pub limit: u32,
+}
+
+impl BulkheadFull {
+    /// A refusal under `limit`.
+    #[must_use]
+    pub const fn new(limit: u32) -> Self {
+        Self { limit }
+    }
+}
+
 /// Why [`RateLimiter::check_n`](crate::RateLimiter::check_n) refused a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -46,8 +46,8 @@ mod sync;
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadFull, BulkheadPermit};
-pub use error::{CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
+pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadPermit};
+pub use error::{BulkheadFull, CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, ResilientExecutor, ResilientExecutorBuilder,
     RetryIf, SyncTarget, check_fn,

@@ -44,25 +44,9 @@ pub use permit::{Acquire, BulkheadPermit};
 use semaphore::{Entry, Semaphore};
 
 use crate::blocking::block_on;
+pub use crate::error::BulkheadFull;
 use crate::metrics::BulkheadMetrics;
 use crate::{Clock, ConfigError};
-
-/// No slot was free and no room to wait for one (or the wait timed out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("bulkhead full: {limit} calls in flight")]
-#[non_exhaustive]
-pub struct BulkheadFull {
-    /// The limit in force when the call was refused.
-    pub limit: u32,
-}
-
-impl BulkheadFull {
-    /// A refusal under `limit`.
-    #[must_use]
-    pub const fn new(limit: u32) -> Self {
-        Self { limit }
-    }
-}
 
 /// What every clone of a bulkhead shares.
 struct Shared {
