@@ -449,3 +449,55 @@ async fn ten_thousand_requests_cancelled_at_random_points_leak_nothing() {
     tokio::time::advance(11 * SEC).await;
     assert_eq!(budget.available(clock.now()), 10);
 }
+
+/// `breaker` and `circuit_breaker` are one setter under two names on the layer and on both
+/// executors: each name puts the breaker in the pipeline (an open breaker refuses the call,
+/// a success is recorded in it).
+#[tokio::test(start_paused = true)]
+async fn breaker_and_circuit_breaker_name_the_same_stage_everywhere() {
+    let (b1, b2) = (breaker(1, 5 * SEC), breaker(1, 5 * SEC));
+    for layer in [
+        ResilienceLayer::builder()
+            .breaker(b1.clone())
+            .build()
+            .unwrap(),
+        ResilienceLayer::builder()
+            .circuit_breaker(b2.clone())
+            .build()
+            .unwrap(),
+    ] {
+        let (svc, calls) = upstream(1);
+        let svc = layer.layer(svc);
+        assert!(svc.clone().oneshot(0).await.is_err(), "the one failure");
+        let refused = svc.clone().oneshot(0).await.unwrap_err();
+        assert!(refused.is::<CircuitOpen>(), "{refused}");
+        assert_eq!(calls.calls(), 1, "the open breaker made no call");
+    }
+    assert_eq!(b1.state(), CircuitState::Open);
+    assert_eq!(b2.state(), CircuitState::Open);
+
+    let (b3, b4) = (breaker(1, 5 * SEC), breaker(1, 5 * SEC));
+    for exec in [
+        AsyncResilientExecutor::<()>::builder()
+            .breaker(b3.clone())
+            .build()
+            .unwrap(),
+        AsyncResilientExecutor::<()>::builder()
+            .circuit_breaker(b4.clone())
+            .build()
+            .unwrap(),
+    ] {
+        let failed = exec
+            .run(&(), || async {
+                Err::<(), _>(std::io::Error::other("down"))
+            })
+            .await;
+        assert!(matches!(failed, Err(Error::Failed(_))), "{failed:?}");
+        let refused = exec
+            .run(&(), || async { Ok::<_, std::io::Error>(()) })
+            .await;
+        assert!(matches!(refused, Err(Error::CircuitOpen(_))), "{refused:?}");
+    }
+    assert_eq!(b3.state(), CircuitState::Open);
+    assert_eq!(b4.state(), CircuitState::Open);
+}

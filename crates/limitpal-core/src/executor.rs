@@ -200,6 +200,13 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         self
     }
 
+    /// The same as [`breaker`](Self::breaker), under the name `ResilienceLayer`'s builder
+    /// uses: one set of names works on the layer and both executors.
+    #[must_use]
+    pub fn circuit_breaker<C: Clock>(self, breaker: CircuitBreaker<C>) -> Self {
+        self.breaker(breaker)
+    }
+
     /// Runs at most the bulkhead's limit of attempts at once (step 4, after the limiter),
     /// waiting for a slot up to its `max_wait` if it has a queue; full → [`Error::BulkheadFull`].
     /// The sync executor blocks its thread for that wait.

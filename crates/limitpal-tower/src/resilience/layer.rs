@@ -134,6 +134,13 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
         self
     }
 
+    /// The same as [`circuit_breaker`](Self::circuit_breaker), under the name the executors'
+    /// builder uses: one set of names works on the layer and both executors.
+    #[must_use]
+    pub fn breaker<C: Clock>(self, breaker: CircuitBreaker<C>) -> Self {
+        self.circuit_breaker(breaker)
+    }
+
     /// Runs at most the bulkhead's limit of attempts at once, after the breaker and the rate
     /// limit and right before the call; callers beyond it wait in its queue (up to its
     /// `max_wait`, cut to the deadline) or get [`BulkheadFull`](limitpal_core::BulkheadFull).
