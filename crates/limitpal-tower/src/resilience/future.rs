@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
+use super::admission::{LimitFuture, Pending, admit, take_slot};
 use super::layer::Shared;
-use super::service::{LimitFuture, Pending, admit, take_slot};
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
 use crate::limit::WaitForQuota;

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod future;
 mod layer;
 mod service;
