@@ -1,7 +1,7 @@
 //! [`FaultLayer`]: seeded, deterministic faults injected into a tower service, to test a
 //! stack under latency, errors, hangs and lost answers (Polly's Simmy, Envoy's fault filter).
 //!
-//! The decisions come from a [`FaultPlan`](limitpal_core::fault::FaultPlan): the `n`-th call
+//! The decisions come from a [`FaultPlan`]: the `n`-th call
 //! gets the same fault every run with the same seed, and latency sleeps on tokio's timer, so
 //! under paused time (`#[tokio::test(start_paused = true)]`) a run is exactly reproducible.
 //!
