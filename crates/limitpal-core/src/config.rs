@@ -156,14 +156,16 @@ pub struct BreakerConfig {
 }
 
 impl Default for BreakerConfig {
+    /// `CircuitBreaker::builder()`'s defaults.
     fn default() -> Self {
+        use crate::breaker as b;
         Self {
-            failure_threshold: 5,
+            failure_threshold: b::DEFAULT_FAILURE_THRESHOLD,
             failure_rate: None,
             slow_call: None,
-            recovery_timeout: Duration::from_secs(30),
-            half_open_max_calls: 1,
-            half_open_success_threshold: 1,
+            recovery_timeout: b::DEFAULT_RECOVERY_TIMEOUT,
+            half_open_max_calls: b::DEFAULT_HALF_OPEN_MAX_CALLS,
+            half_open_success_threshold: b::DEFAULT_HALF_OPEN_SUCCESS_THRESHOLD,
             shadow: false,
             name: None,
         }

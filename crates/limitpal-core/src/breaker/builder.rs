@@ -13,18 +13,25 @@ use crate::metrics::BreakerMetrics;
 use crate::sync::{AtomicU64, Mutex};
 use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
 
+/// The defaults of [`CircuitBreaker::builder`], which a config file's `[breaker]` table
+/// starts from too.
+pub(crate) const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+pub(crate) const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HALF_OPEN_MAX_CALLS: u32 = 1;
+pub(crate) const DEFAULT_HALF_OPEN_SUCCESS_THRESHOLD: u32 = 1;
+
 impl CircuitBreaker {
     /// Starts a breaker with the defaults: 5 consecutive failures open it, 30 s recovery,
     /// 1 probe in flight, 1 success closes it.
     #[must_use]
     pub fn builder() -> CircuitBreakerBuilder<MonotonicClock> {
         CircuitBreakerBuilder {
-            failure_threshold: 5,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             failure_rate: None,
             slow_call: None,
-            recovery_timeout: Duration::from_secs(30),
-            half_open_max_calls: 1,
-            half_open_success_threshold: 1,
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
+            half_open_max_calls: DEFAULT_HALF_OPEN_MAX_CALLS,
+            half_open_success_threshold: DEFAULT_HALF_OPEN_SUCCESS_THRESHOLD,
             listener: None,
             shadow: false,
             on_rejection: None,

@@ -34,6 +34,11 @@ use crate::clock::{nanos, now_nanos};
 use crate::metrics::BreakerMetrics;
 use crate::{CircuitOpen, Clock, MonotonicClock, Outcome};
 pub use builder::CircuitBreakerBuilder;
+#[cfg(feature = "serde")] // the config file's `[breaker]` defaults
+pub(crate) use builder::{
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_HALF_OPEN_MAX_CALLS, DEFAULT_HALF_OPEN_SUCCESS_THRESHOLD,
+    DEFAULT_RECOVERY_TIMEOUT,
+};
 use permit::{Admission, Sink};
 pub use permit::{BreakerTicket, CallPermit};
 use window::FailureWindow;
