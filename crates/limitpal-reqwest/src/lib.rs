@@ -205,21 +205,16 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
         next: Next<'_>,
     ) -> Result<Response, Error> {
         let key = (self.key)(&req);
-        if !self.executor.retries() {
-            let result = self
-                .executor
-                .run_once(&key, next.run(req, extensions))
-                .await;
-            return into_result(result);
-        }
-        if req.body().is_some_and(|body| body.as_bytes().is_none()) {
-            // a streaming body: one attempt, and say so if a retry could have helped
+        let retries = self.executor.retries();
+        if !retries || req.body().is_some_and(|body| body.as_bytes().is_none()) {
+            // one attempt: no retry policy, or a streaming body that cannot be sent again
             let result = self
                 .executor
                 .run_once(&key, next.run(req, extensions))
                 .await;
             return match into_result(result) {
-                Err(e) if ReqwestClassifier.verdict(Err(&e)).retry => {
+                // (a streaming body) say so if a retry could have helped
+                Err(e) if retries && ReqwestClassifier.verdict(Err(&e)).retry => {
                     Err(Error::middleware(NotRetried { source: e }))
                 }
                 other => other,
