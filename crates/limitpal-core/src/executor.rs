@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blocking::block_on;
-use crate::pipeline::{Attempt, Pipeline, PipelineParts, Settled};
+use crate::pipeline::{Action, Attempt, Event, Pipeline, PipelineParts};
 use crate::{
     AdaptiveLimit, AsyncLimiter, Bulkhead, CircuitBreaker, Classify, Clock, ConfigError,
     DefaultClassifier, Error, MonotonicClock, Outcome, RateLimited, Reserve, RetryBudget,
@@ -428,80 +428,71 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
     {
         let p = &self.pipeline;
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
-        let mut run = p.start(stream);
+        let mut run = p.start(stream, self.limiter.is_some());
+        let mut action = p.step(&mut run, Event::Start);
         loop {
-            let mut permits = p.admit(&run)?;
-            if p.charges(&run)
-                && let Some(limiter) = &self.limiter
-            {
-                match p.limit_wait(&run) {
-                    None => {
-                        let answer = match limiter.check(key) {
-                            LimitCheck::Now(answer) => answer,
-                            LimitCheck::Later(future) => {
-                                block_on(future, None).expect("a wait without a timeout ends done")
-                            }
-                        };
-                        if let Err(denied) = answer {
-                            drop(permits); // released unrecorded: the breaker learns nothing
-                            return Err(Error::RateLimited(denied));
-                        }
-                    }
-                    Some(max_wait) => {
-                        let reserved = match limiter.reserve(key, max_wait) {
-                            Reserve::Now(answer) => answer,
-                            Reserve::Later(future) => {
-                                block_on(future, None).expect("a wait without a timeout ends done")
-                            }
-                        };
-                        let reservation = match reserved {
-                            Ok(reservation) => reservation,
-                            Err(denied) => {
-                                drop(permits);
-                                return Err(Error::RateLimited(denied));
-                            }
-                        };
-                        if !reservation.delay().is_zero() {
-                            drop(permits); // a wait holds no half-open probe
-                            p.clock().sleep(reservation.delay());
-                            permits = match p.admit(&run) {
-                                Ok(permits) => permits,
-                                Err(refused) => {
-                                    reservation.cancel();
-                                    return Err(refused);
-                                }
-                            };
-                        }
-                        reservation.commit();
-                    }
+            action = match action {
+                Action::CheckLimit { max_wait } => {
+                    let answer = self
+                        .limiter
+                        .as_ref()
+                        .map_or(Event::Limit(Ok(())), |limiter| {
+                            check_limit(limiter, key, max_wait)
+                        });
+                    p.step(&mut run, answer)
                 }
-            }
-            if let Some(bulkhead) = p.bulkhead() {
-                permits.hold_slot(bulkhead.acquire_blocking().map_err(Error::BulkheadFull)?);
-            }
-            let limit = p.attempt_limit(&run);
-            let started = p.clock().now();
-            let result = op();
-            let attempt = match limit {
-                Some(limit) if p.clock().now().saturating_sub(started) > limit => {
-                    if p.past_deadline(&run) {
-                        drop(permits);
-                        return Err(run.timed_out_in_call());
-                    }
-                    Attempt::TimedOut
+                Action::WaitQuota(reservation) => {
+                    p.clock().sleep(reservation.delay());
+                    p.step(&mut run, Event::QuotaCame(reservation))
                 }
-                _ => Attempt::Done(result),
+                Action::TakeSlot { acquire, max_wait } => match block_on(acquire, Some(max_wait)) {
+                    Some(slot) => p.step(&mut run, Event::Slot(slot)),
+                    None => p.step(&mut run, Event::SlotTimedOut),
+                },
+                Action::Call { timeout } => {
+                    let started = p.clock().now();
+                    let result = op();
+                    let attempt = match timeout {
+                        Some(limit) if p.clock().now().saturating_sub(started) > limit => {
+                            Attempt::TimedOut
+                        }
+                        _ => Attempt::Done(result),
+                    };
+                    let next = p.step(&mut run, Event::Called(attempt));
+                    if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
+                        limiter.hold(key, hold);
+                    }
+                    next
+                }
+                Action::Sleep(delay) => {
+                    p.clock().sleep(delay);
+                    p.step(&mut run, Event::Slept)
+                }
+                Action::Done(result) => return result,
             };
-            let settled = p.settle(&mut run, permits, attempt);
-            if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
-                limiter.hold(key, hold);
-            }
-            match settled {
-                Settled::Retry(delay) => p.clock().sleep(delay),
-                Settled::Done(result) => return result,
-            }
         }
     }
+}
+
+/// A wait without a timeout always ends with the answer; were it to end without one, the
+/// attempt is refused rather than admitted unchecked.
+#[cold]
+fn no_answer<T>() -> Result<T, RateLimited> {
+    Err(RateLimited::new(Duration::ZERO))
+}
+
+/// Step 3 on this thread: the limiter's answer, blocking for a remote one.
+fn check_limit<K, T, E>(limiter: &CheckFn<K>, key: &K, max_wait: Option<Duration>) -> Event<T, E> {
+    let Some(max_wait) = max_wait else {
+        return Event::Limit(match limiter.check(key) {
+            LimitCheck::Now(answer) => answer,
+            LimitCheck::Later(future) => block_on(future, None).unwrap_or_else(no_answer),
+        });
+    };
+    Event::Reserved(match limiter.reserve(key, max_wait) {
+        Reserve::Now(answer) => answer,
+        Reserve::Later(future) => block_on(future, None).unwrap_or_else(no_answer),
+    })
 }
 
 impl<K, Cl> fmt::Debug for ResilientExecutor<K, Cl> {

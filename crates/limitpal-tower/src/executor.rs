@@ -4,14 +4,13 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use limitpal_core::pipeline::{Attempt, Permits, Pipeline, Settled};
+use limitpal_core::pipeline::{Action, Attempt, Event, Pipeline};
 use limitpal_core::{
     BuildTarget, CheckFn, Classify, Clock, DefaultClassifier, Error, ExecutorParts, LimitCheck,
-    ResilientExecutorBuilder, RetryPolicy,
+    Reserve, ResilientExecutorBuilder, RetryPolicy,
 };
 
 use crate::TokioClock;
-use crate::limit::WaitForQuota;
 
 /// The async pipeline: runs `op()`'s future through limiter, breaker, retries, attempt
 /// timeouts and a deadline, sleeping with tokio's timer. Built with the same builder as
@@ -124,98 +123,75 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     {
         let p = &self.pipeline;
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
-        let mut run = p.start(stream);
+        let mut run = p.start(stream, self.limiter.is_some());
+        let mut action = p.step(&mut run, Event::Start);
         loop {
-            let mut permits = p.admit(&run)?;
-            if p.charges(&run)
-                && let Some(limiter) = &self.limiter
-            {
-                match p.limit_wait(&run) {
-                    None => {
-                        let answer = match limiter.check(key) {
-                            LimitCheck::Now(answer) => answer,
-                            LimitCheck::Later(future) => future.await,
-                        };
-                        if let Err(denied) = answer {
-                            drop(permits);
-                            return Err(Error::RateLimited(denied));
-                        }
-                    }
-                    Some(max_wait) => {
-                        let mut wait = WaitForQuota::new(limiter.reserve(key, max_wait));
-                        let reservation = match wait.now() {
-                            Some(answer) => answer,
-                            None => {
-                                drop(permits); // a wait holds no half-open probe
-                                let answer = wait.await;
-                                if let Ok(reservation) = answer {
-                                    // the breaker is asked again once the slot has come
-                                    permits = match p.admit(&run) {
-                                        Ok(permits) => permits,
-                                        Err(refused) => {
-                                            reservation.cancel();
-                                            return Err(refused);
-                                        }
-                                    };
-                                    Ok(reservation)
-                                } else {
-                                    permits = Permits::default();
-                                    answer
-                                }
-                            }
-                        };
-                        match reservation {
-                            Ok(reservation) => reservation.commit(),
-                            Err(denied) => {
-                                drop(permits);
-                                return Err(Error::RateLimited(denied));
-                            }
-                        }
+            action = match action {
+                Action::CheckLimit { max_wait } => {
+                    let answer = match &self.limiter {
+                        None => Event::Limit(Ok(())),
+                        Some(limiter) => check_limit(limiter, key, max_wait).await,
+                    };
+                    p.step(&mut run, answer)
+                }
+                Action::WaitQuota(reservation) => {
+                    tokio::time::sleep(reservation.delay()).await;
+                    p.step(&mut run, Event::QuotaCame(reservation))
+                }
+                Action::TakeSlot { acquire, max_wait } => {
+                    match tokio::time::timeout(max_wait, acquire).await {
+                        Ok(slot) => p.step(&mut run, Event::Slot(slot)),
+                        Err(_) => p.step(&mut run, Event::SlotTimedOut),
                     }
                 }
-            }
-            if let Some(bulkhead) = p.bulkhead() {
-                let mut acquire = bulkhead.acquire();
-                let slot = match acquire.answer() {
-                    Some(answer) => answer,
-                    None => match tokio::time::timeout(p.slot_wait(&run), acquire).await {
-                        Ok(answer) => answer,
-                        Err(_) if p.past_deadline(&run) => {
-                            return Err(run.timed_out_before_call());
-                        }
-                        Err(_) => Err(bulkhead.refuse()),
-                    },
-                };
-                permits.hold_slot(slot.map_err(Error::BulkheadFull)?);
-            }
-            // `run_once` makes its one call, and never gets here a second time
-            let Some(call) = op() else {
-                return Err(run.timed_out_before_call());
-            };
-            let attempt = match p.attempt_limit(&run) {
-                None => Attempt::Done(call.await),
-                Some(limit) => match tokio::time::timeout(limit, call).await {
-                    Ok(result) => Attempt::Done(result),
-                    Err(_) if p.past_deadline(&run) => {
-                        drop(permits); // cancelled by the deadline: nothing recorded
-                        return Err(run.timed_out_in_call());
+                Action::Call { timeout } => {
+                    // `run_once` has one call to make, and is never asked for a second: its
+                    // first is settled with `CalledOnce`, which ends the run
+                    let Some(call) = op() else {
+                        let attempts = run.attempts().saturating_sub(1);
+                        return Err(Error::TimedOut { attempts });
+                    };
+                    let attempt = match timeout {
+                        None => Attempt::Done(call.await),
+                        Some(limit) => tokio::time::timeout(limit, call)
+                            .await
+                            .map_or(Attempt::TimedOut, Attempt::Done),
+                    };
+                    let next = if replay {
+                        p.step(&mut run, Event::Called(attempt))
+                    } else {
+                        p.step(&mut run, Event::CalledOnce(attempt))
+                    };
+                    if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
+                        limiter.hold(key, hold);
                     }
-                    Err(_) => Attempt::TimedOut,
-                },
+                    next
+                }
+                Action::Sleep(delay) => {
+                    tokio::time::sleep(delay).await;
+                    p.step(&mut run, Event::Slept)
+                }
+                Action::Done(result) => return result,
             };
-            let settled = if replay {
-                p.settle(&mut run, permits, attempt)
-            } else {
-                Settled::Done(p.settle_final(&mut run, permits, attempt))
-            };
-            if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
-                limiter.hold(key, hold);
-            }
-            match settled {
-                Settled::Retry(delay) => tokio::time::sleep(delay).await,
-                Settled::Done(result) => return result,
-            }
         }
+    }
+}
+
+/// Step 3: the limiter's answer, awaited when it is remote.
+async fn check_limit<K, T, E>(
+    limiter: &CheckFn<K>,
+    key: &K,
+    max_wait: Option<std::time::Duration>,
+) -> Event<T, E> {
+    match max_wait {
+        None => Event::Limit(match limiter.check(key) {
+            LimitCheck::Now(answer) => answer,
+            LimitCheck::Later(future) => future.await,
+        }),
+        Some(max_wait) => Event::Reserved(match limiter.reserve(key, max_wait) {
+            Reserve::Now(answer) => answer,
+            Reserve::Later(future) => future.await,
+        }),
     }
 }
 

@@ -101,11 +101,14 @@ impl Bulkhead {
     /// # Errors
     /// [`BulkheadFull`] when every slot is taken or others are already waiting.
     pub fn try_acquire(&self) -> Result<BulkheadPermit, BulkheadFull> {
-        if self.shared.semaphore.try_acquire() {
-            Ok(self.permit())
-        } else {
-            Err(self.refuse())
-        }
+        self.try_take().ok_or_else(|| self.refuse())
+    }
+
+    /// A slot now if one is free, reporting nothing when none is: a pipeline's fast path
+    /// before it queues with [`acquire`](Self::acquire) (which reports a refusal once).
+    #[inline]
+    pub(crate) fn try_take(&self) -> Option<BulkheadPermit> {
+        self.shared.semaphore.try_acquire().then(|| self.permit())
     }
 
     /// Takes a slot, waiting in the queue if one is configured. The place in the queue is

@@ -1,103 +1,91 @@
-//! Steps 1–4 of an attempt (deadline, breaker, limiter, bulkhead) for the layer: what
-//! `ResilienceService::call` does before the first attempt and `ResponseFuture` before each
-//! retry, in one place.
+//! The layer's side of the pipeline's step machine: performs the actions that need no
+//! waiting (a local limiter's answer), and turns the others into what the response future
+//! waits for. `ResilienceService::call` and `ResponseFuture` both go through [`advance`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
-use limitpal_core::pipeline::{Permits, Run};
-use limitpal_core::{LimitCheck, RateLimited};
-use tower::BoxError;
+use limitpal_core::pipeline::{Action, Event, Run};
+use limitpal_core::{
+    Classify, Error, LimitCheck, RateLimited, Reservation, Reserve, ReserveFuture,
+};
+use tokio::time::Sleep;
 
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, wait};
-use crate::error::boxed;
-use crate::limit::WaitForQuota;
 
-/// What admission left to wait for before the call.
+/// What the run waits for before its next event.
 pub(crate) enum Pending {
-    /// A remote limiter's answer; the slot is taken after it.
+    /// A remote limiter's answer to a check.
     Limit(LimitFuture),
-    /// A reserved slot of the limiter; the breaker is asked again when it comes.
-    Quota(WaitForQuota),
+    /// A remote limiter's answer to a reservation.
+    Reserve(ReserveFuture),
+    /// A reserved slot's time, holding no breaker permit.
+    Quota(Reservation, Sleep),
     /// A place in the bulkhead's queue.
     Slot(SlotWait),
+    /// The backoff before a retry.
+    Retry(Sleep),
 }
 
 /// A remote limiter's answer.
 pub(crate) type LimitFuture = Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>;
 
-/// Steps 1–4 of an attempt: deadline, breaker, limiter, bulkhead. `Ok` carries the permits
-/// and what is left to wait for, if anything: a remote limiter's answer, or a place in the
-/// bulkhead's queue (bounded by its `max_wait` cut to the deadline).
-#[inline]
-pub(crate) fn admit<K, Cl>(
-    shared: &Shared<K, Cl>,
-    run: &Run,
-    key: Option<&K>,
-) -> Result<(Permits, Option<Pending>), BoxError> {
-    let mut permits = shared
-        .pipeline
-        .admit::<Infallible>(run)
-        .map_err(boxed::<Infallible>)?;
-    if shared.pipeline.charges(run)
-        && let (Some(limiter), Some(key)) = (&shared.limiter, key)
-    {
-        match shared.pipeline.limit_wait(run) {
-            None => match limiter.check(key) {
-                LimitCheck::Now(Ok(())) => {}
-                LimitCheck::Now(Err(denied)) => {
-                    drop(permits); // released unrecorded: the breaker learns nothing from our own denial
-                    return Err(Box::new(denied));
-                }
-                LimitCheck::Later(answer) => return Ok((permits, Some(Pending::Limit(answer)))),
-            },
-            Some(max_wait) => {
-                let mut wait = WaitForQuota::new(limiter.reserve(key, max_wait));
-                match wait.now() {
-                    Some(Ok(reservation)) => reservation.commit(),
-                    Some(Err(denied)) => {
-                        drop(permits);
-                        return Err(Box::new(denied));
-                    }
-                    None => {
-                        drop(permits); // a wait holds no half-open probe
-                        return Ok((Permits::default(), Some(Pending::Quota(wait))));
-                    }
-                }
-            }
-        }
-    }
-    let wait = take_slot(shared, run, &mut permits)?;
-    Ok((permits, wait.map(Pending::Slot)))
+/// Where the run stands after [`advance`].
+pub(crate) enum Next<T, E> {
+    /// Call the service now, bounded by this timeout.
+    Call(Option<Duration>),
+    /// Wait for this, then report what came.
+    Wait(Pending),
+    /// The run is over.
+    Done(Result<T, Error<E>>),
 }
 
-/// Step 4: a bulkhead slot into `permits`, or the wait for one. A refusal drops nothing
-/// itself: the caller's permits go unrecorded with it.
+/// Performs `action` and those that follow it while none needs waiting.
 #[inline]
-pub(crate) fn take_slot<K, Cl>(
+pub(crate) fn advance<K, Cl, T, E>(
     shared: &Shared<K, Cl>,
-    run: &Run,
-    permits: &mut Permits,
-) -> Result<Option<SlotWait>, BoxError> {
-    let Some(bulkhead) = shared.pipeline.bulkhead() else {
-        return Ok(None);
-    };
-    if let Ok(slot) = bulkhead.try_acquire() {
-        permits.hold_slot(slot);
-        return Ok(None);
-    }
-    let mut acquire = bulkhead.acquire();
-    match acquire.answer() {
-        Some(Ok(slot)) => {
-            permits.hold_slot(slot);
-            Ok(None)
-        }
-        Some(Err(full)) => Err(Box::new(full)),
-        None => {
-            let timer = tokio::time::sleep(shared.pipeline.slot_wait(run));
-            Ok(Some(wait(acquire, timer)))
-        }
+    run: &mut Run,
+    key: Option<&K>,
+    mut action: Action<T, E>,
+) -> Next<T, E>
+where
+    Cl: Classify<T, E>,
+    E: 'static,
+{
+    loop {
+        action = match action {
+            Action::CheckLimit { max_wait } => {
+                let event = match (&shared.limiter, key, max_wait) {
+                    // a run without a limiter and a key is never asked to check one
+                    (None, _, _) | (_, None, _) => Event::Limit(Ok(())),
+                    (Some(limiter), Some(key), None) => match limiter.check(key) {
+                        LimitCheck::Now(answer) => Event::Limit(answer),
+                        LimitCheck::Later(answer) => return Next::Wait(Pending::Limit(answer)),
+                    },
+                    (Some(limiter), Some(key), Some(max_wait)) => {
+                        match limiter.reserve(key, max_wait) {
+                            Reserve::Now(answer) => Event::Reserved(answer),
+                            Reserve::Later(answer) => {
+                                return Next::Wait(Pending::Reserve(answer));
+                            }
+                        }
+                    }
+                };
+                shared.pipeline.step(run, event)
+            }
+            Action::WaitQuota(reservation) => {
+                let sleep = tokio::time::sleep(reservation.delay());
+                return Next::Wait(Pending::Quota(reservation, sleep));
+            }
+            Action::TakeSlot { acquire, max_wait } => {
+                let timer = tokio::time::sleep(max_wait);
+                return Next::Wait(Pending::Slot(wait(acquire, timer)));
+            }
+            Action::Call { timeout } => return Next::Call(timeout),
+            Action::Sleep(delay) => return Next::Wait(Pending::Retry(tokio::time::sleep(delay))),
+            Action::Done(result) => return Next::Done(result),
+        };
     }
 }

@@ -1,26 +1,25 @@
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
-use limitpal_core::Classify;
-use limitpal_core::pipeline::{Attempt, Permits, Run, Settled};
+use limitpal_core::pipeline::{Attempt, Event, Run};
+use limitpal_core::{Classify, Reservation, ReserveFuture};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
-use super::admission::{LimitFuture, Pending, admit, take_slot};
+use super::admission::{LimitFuture, Next, Pending, advance};
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
-use crate::limit::WaitForQuota;
 use crate::retry::ReplayRequest;
 
 pin_project! {
-    /// The response future of [`ResilienceService`](super::ResilienceService): one state
-    /// machine of [wait for a slot →] call → (sleep → ready → admit [→ wait] → call)*, no
-    /// allocation of its own.
+    /// The response future of [`ResilienceService`](super::ResilienceService): performs
+    /// what the pipeline's step machine asks ([wait for the limiter, quota or a slot →]
+    /// call → (sleep → ready → [wait →] call)*), no allocation of its own.
     pub struct ResponseFuture<S, Req, K, Cl, R>
     where
         S: Service<Req>,
@@ -36,7 +35,7 @@ pin_project! {
     where
         S: Service<Req>,
     {
-        Failed { error: Option<BoxError> },
+        Finished { result: Option<Result<S::Response, BoxError>> },
         Running { #[pin] running: Running<S, Req, K, Cl, R> },
     }
 }
@@ -48,7 +47,6 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        permits: Permits,
         // the ready service, kept when retries are configured or a slot is awaited
         service: Option<S>,
         // the request for the next attempt (or, while a slot is awaited, for this one)
@@ -63,23 +61,46 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        // boxed: waiting is the slow path, and keeps the future small for the rest
+        // boxed: waiting for a remote limiter is the slow path, and keeps the future small
         Limiting { answer: LimitFuture },
+        Reserving { answer: ReserveFuture },
         // waiting for a reserved slot, holding no breaker permit
-        Waiting { #[pin] wait: WaitForQuota },
+        Waiting { reservation: Option<Reservation>, #[pin] sleep: Sleep },
         Queued { wait: SlotWait },
         // admitted, slot taken: call now
-        Starting,
+        Starting { timeout: Option<Duration> },
         Calling { #[pin] future: F, #[pin] timer: Option<Sleep> },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
     }
 }
 
+impl<F> From<Pending> for State<F> {
+    fn from(pending: Pending) -> Self {
+        match pending {
+            Pending::Limit(answer) => Self::Limiting { answer },
+            Pending::Reserve(answer) => Self::Reserving { answer },
+            Pending::Quota(reservation, sleep) => Self::Waiting {
+                reservation: Some(reservation),
+                sleep,
+            },
+            Pending::Slot(wait) => Self::Queued { wait },
+            Pending::Retry(sleep) => Self::Sleeping { sleep },
+        }
+    }
+}
+
 impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
     pub(crate) fn failed(error: BoxError) -> Self {
+        Self::finished(Err(error))
+    }
+
+    /// The run ended before a call was made (refused at admission).
+    pub(crate) fn finished(result: Result<S::Response, BoxError>) -> Self {
         Self {
-            kind: Kind::Failed { error: Some(error) },
+            kind: Kind::Finished {
+                result: Some(result),
+            },
         }
     }
 
@@ -95,17 +116,11 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
     /// The first attempt waits for a remote limiter, for quota or for a bulkhead slot before
     /// it calls; `parts` holds its service and request.
     pub(crate) fn admitting(pending: Pending, parts: Parts<S, Req, K, Cl, R>) -> Self {
-        let state = match pending {
-            Pending::Limit(answer) => State::Limiting { answer },
-            Pending::Quota(wait) => State::Waiting { wait },
-            Pending::Slot(wait) => State::Queued { wait },
-        };
-        Self::start(state, parts)
+        Self::start(pending.into(), parts)
     }
 
     fn start(state: State<S::Future>, parts: Parts<S, Req, K, Cl, R>) -> Self {
         let Parts {
-            permits,
             service,
             request,
             run,
@@ -117,7 +132,6 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
             kind: Kind::Running {
                 running: Running {
                     state,
-                    permits,
                     service,
                     request,
                     run,
@@ -132,8 +146,6 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
 
 /// What a request carries from one attempt to the next, as `call` hands it to the future.
 pub(crate) struct Parts<S, Req, K, Cl, R> {
-    /// The current attempt's breaker permit and bulkhead slot.
-    pub(crate) permits: Permits,
     /// The ready service, kept when retries are configured or the first call must wait.
     pub(crate) service: Option<S>,
     /// The request for the next attempt (or, while the first waits, for this one).
@@ -155,9 +167,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Failed { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "polled after completion".into()))),
+            KindProj::Finished { result } => Poll::Ready(
+                result
+                    .take()
+                    .unwrap_or_else(|| Err("polled after completion".into())),
+            ),
             KindProj::Running { running } => running.poll(cx),
         }
     }
@@ -172,44 +186,29 @@ where
 {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<S::Response, BoxError>> {
         let mut this = self.project();
-        let pipeline = &this.shared.pipeline;
         loop {
-            match this.state.as_mut().project() {
+            let event = match this.state.as_mut().project() {
                 StateProj::Calling { future, timer } => {
                     let attempt = if let Poll::Ready(result) = future.poll(cx) {
                         Attempt::Done(result)
                     } else if let Some(timer) = timer.as_pin_mut()
                         && timer.poll(cx).is_ready()
                     {
-                        if pipeline.past_deadline(this.run) {
-                            drop(std::mem::take(this.permits)); // cancelled: nothing recorded
-                            return Poll::Ready(Err(boxed(
-                                this.run.timed_out_in_call::<S::Error>(),
-                            )));
-                        }
                         Attempt::TimedOut
                     } else {
                         return Poll::Pending;
                     };
                     if this.service.is_none() || this.request.is_none() {
-                        // nothing to retry with: settle as a pipeline without retries would
-                        let result =
-                            pipeline.settle_final(this.run, std::mem::take(this.permits), attempt);
-                        pushback(this.shared, this.run, this.key.as_ref());
-                        return Poll::Ready(finish(result));
-                    }
-                    let settled = pipeline.settle(this.run, std::mem::take(this.permits), attempt);
-                    pushback(this.shared, this.run, this.key.as_ref());
-                    match settled {
-                        Settled::Retry(delay) => this.state.set(State::Sleeping {
-                            sleep: tokio::time::sleep(delay),
-                        }),
-                        Settled::Done(result) => return Poll::Ready(result.map_err(boxed)),
+                        // nothing to retry with
+                        Event::CalledOnce(attempt)
+                    } else {
+                        Event::Called(attempt)
                     }
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.poll(cx));
                     this.state.set(State::Readying);
+                    continue;
                 }
                 StateProj::Readying => {
                     let Some(service) = this.service.as_mut() else {
@@ -218,90 +217,46 @@ where
                     if let Err(e) = ready!(service.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
-                    let pending;
-                    (*this.permits, pending) = match admit(this.shared, this.run, this.key.as_ref())
-                    {
-                        Ok(admitted) => admitted,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    };
-                    this.state.set(match pending {
-                        Some(Pending::Limit(answer)) => State::Limiting { answer },
-                        Some(Pending::Quota(wait)) => State::Waiting { wait },
-                        Some(Pending::Slot(wait)) => State::Queued { wait },
-                        None => State::Starting,
-                    });
+                    Event::Slept
                 }
-                StateProj::Limiting { answer } => {
-                    if let Err(denied) = ready!(answer.as_mut().poll(cx)) {
-                        drop(std::mem::take(this.permits)); // unrecorded, as for a local denial
-                        return Poll::Ready(Err(Box::new(denied)));
-                    }
-                    let wait = match take_slot(this.shared, this.run, this.permits) {
-                        Ok(wait) => wait,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    };
-                    this.state.set(match wait {
-                        Some(wait) => State::Queued { wait },
-                        None => State::Starting,
-                    });
+                StateProj::Limiting { answer } => Event::Limit(ready!(answer.as_mut().poll(cx))),
+                StateProj::Reserving { answer } => {
+                    Event::Reserved(ready!(answer.as_mut().poll(cx)))
                 }
-                StateProj::Waiting { wait } => {
-                    let reservation = match ready!(wait.poll(cx)) {
-                        Ok(reservation) => reservation,
-                        Err(denied) => return Poll::Ready(Err(Box::new(denied))),
+                StateProj::Waiting { reservation, sleep } => {
+                    ready!(sleep.poll(cx));
+                    let Some(reservation) = reservation.take() else {
+                        return Poll::Ready(Err("polled after completion".into()));
                     };
-                    // the slot has come: the breaker is asked again before the call
-                    *this.permits = match pipeline.admit::<Infallible>(this.run) {
-                        Ok(permits) => permits,
-                        Err(refused) => {
-                            reservation.cancel();
-                            return Poll::Ready(Err(boxed(refused)));
-                        }
-                    };
-                    reservation.commit();
-                    let wait = match take_slot(this.shared, this.run, this.permits) {
-                        Ok(wait) => wait,
-                        Err(error) => return Poll::Ready(Err(error)),
-                    };
-                    this.state.set(match wait {
-                        Some(wait) => State::Queued { wait },
-                        None => State::Starting,
-                    });
+                    Event::QuotaCame(reservation)
                 }
-                StateProj::Queued { wait } => {
-                    let slot = match ready!(poll_wait(wait, cx)) {
-                        Waited::Slot(slot) => slot,
-                        Waited::Full(Some(full)) => return Poll::Ready(Err(Box::new(full))),
-                        Waited::Full(None) => {
-                            // out of patience: the breaker permit goes unrecorded
-                            drop(std::mem::take(this.permits));
-                            if pipeline.past_deadline(this.run) {
-                                let timed_out = this.run.timed_out_before_call::<S::Error>();
-                                return Poll::Ready(Err(boxed(timed_out)));
-                            }
-                            let full = pipeline.bulkhead().map(limitpal_core::Bulkhead::refuse);
-                            return Poll::Ready(Err(full.map_or_else(
-                                || "slot wait without a bulkhead".into(),
-                                |full| Box::new(full) as BoxError,
-                            )));
-                        }
-                    };
-                    this.permits.hold_slot(slot);
-                    this.state.set(State::Starting);
-                }
-                StateProj::Starting => {
+                StateProj::Queued { wait } => match ready!(poll_wait(wait, cx)) {
+                    Waited::Slot(slot) => Event::Slot(Ok(slot)),
+                    Waited::Full(Some(full)) => Event::Slot(Err(full)),
+                    Waited::Full(None) => Event::SlotTimedOut,
+                },
+                StateProj::Starting { timeout } => {
+                    let timeout = *timeout;
                     let (Some(service), Some(request)) =
                         (this.service.as_mut(), this.request.take())
                     else {
                         return Poll::Ready(Err("admitted without a request".into()));
                     };
-                    if pipeline.retry_policy().is_some() {
+                    if this.shared.pipeline.retry_policy().is_some() {
                         *this.request = this.replay.replay(&request);
                     }
                     let future = service.call(request);
-                    let timer = pipeline.attempt_limit(this.run).map(tokio::time::sleep);
+                    let timer = timeout.map(tokio::time::sleep);
                     this.state.set(State::Calling { future, timer });
+                    continue;
                 }
+            };
+            let action = this.shared.pipeline.step(this.run, event);
+            pushback(this.shared, this.run, this.key.as_ref());
+            match advance(this.shared, this.run, this.key.as_ref(), action) {
+                Next::Call(timeout) => this.state.set(State::Starting { timeout }),
+                Next::Wait(pending) => this.state.set(pending.into()),
+                Next::Done(result) => return Poll::Ready(result.map_err(boxed)),
             }
         }
     }
@@ -314,10 +269,6 @@ fn pushback<K, Cl>(shared: &Shared<K, Cl>, run: &mut Run, key: Option<&K>) {
     {
         limiter.hold(key, hold);
     }
-}
-
-fn finish<T, E: Into<BoxError>>(result: Result<T, limitpal_core::Error<E>>) -> Result<T, BoxError> {
-    result.map_err(boxed)
 }
 
 impl<S: Service<Req>, Req, K, Cl, R> std::fmt::Debug for ResponseFuture<S, Req, K, Cl, R> {

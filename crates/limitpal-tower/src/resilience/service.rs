@@ -2,14 +2,16 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use limitpal_core::pipeline::Event;
 use limitpal_core::rand::RngCore;
 use limitpal_core::{Classify, RetryRng};
 use tower::{BoxError, Service};
 
 use super::ResponseFuture;
-use super::admission::admit;
+use super::admission::{Next, advance};
 use super::future::Parts;
 use super::layer::Shared;
+use crate::error::boxed;
 use crate::retry::ReplayRequest;
 use crate::{KeyExtractor, KeyMissing, MissingKey};
 
@@ -99,38 +101,37 @@ where
                 MissingKey::Fallback(key) => Some(key.clone()),
             },
         };
-        let run = shared.pipeline.start(self.streams.next_u64());
-        let (permits, wait) = match admit(shared, &run, key.as_ref()) {
-            Ok(admitted) => admitted,
-            Err(error) => return ResponseFuture::failed(error),
+        let limited = key.is_some() && shared.limiter.is_some();
+        let mut run = shared.pipeline.start(self.streams.next_u64(), limited);
+        let action = shared.pipeline.step(&mut run, Event::Start);
+        let timeout = match advance(shared, &mut run, key.as_ref(), action) {
+            Next::Call(timeout) => timeout,
+            Next::Done(result) => return ResponseFuture::finished(result.map_err(boxed)),
+            Next::Wait(pending) => {
+                // The ready service and the request wait in the future for the limiter's
+                // answer, the quota or a slot.
+                let clone = self.inner.clone();
+                let service = mem::replace(&mut self.inner, clone);
+                return ResponseFuture::admitting(
+                    pending,
+                    Parts {
+                        service: Some(service),
+                        request: Some(req),
+                        run,
+                        key,
+                        shared: Arc::clone(shared),
+                        replay: self.replay.clone(),
+                    },
+                );
+            }
         };
-        let retries = shared.pipeline.retry_policy().is_some();
-        if let Some(pending) = wait {
-            // The ready service and the request wait in the future for the limiter's answer
-            // or a slot.
-            let clone = self.inner.clone();
-            let service = mem::replace(&mut self.inner, clone);
-            return ResponseFuture::admitting(
-                pending,
-                Parts {
-                    permits,
-                    service: Some(service),
-                    request: Some(req),
-                    run,
-                    key,
-                    shared: Arc::clone(shared),
-                    replay: self.replay.clone(),
-                },
-            );
-        }
-        let timer = shared.pipeline.attempt_limit(&run).map(tokio::time::sleep);
-        if !retries {
+        let timer = timeout.map(tokio::time::sleep);
+        if shared.pipeline.retry_policy().is_none() {
             let future = self.inner.call(req);
             return ResponseFuture::running(
                 future,
                 timer,
                 Parts {
-                    permits,
                     service: None,
                     request: None,
                     run,
@@ -149,7 +150,6 @@ where
             future,
             timer,
             Parts {
-                permits,
                 service: Some(service),
                 request: replay,
                 run,

@@ -1,0 +1,428 @@
+//! The run of one request as a sans-IO step machine: [`Pipeline::step`] takes what the driver
+//! saw ([`Event`]) and answers what it does next ([`Action`]). Every decision and every
+//! outcome is made here; a driver only checks its limiter, waits, sleeps and calls.
+
+use std::time::Duration;
+
+use super::{MAX_PUSHBACK_WITHOUT_RETRY, Pipeline};
+use crate::breaker::BreakerTicket;
+use crate::concurrency::Acquire;
+use crate::{
+    BulkheadFull, BulkheadPermit, CircuitOpen, Classify, Error, Outcome, OwnRejection, RateLimited,
+    Reservation, RetryPolicy, RetryState, RetryStep, Verdict,
+};
+
+/// What the driver does next, as [`Pipeline::step`] answers it.
+#[derive(Debug)]
+pub enum Action<T, E> {
+    /// Step 3: ask the limiter about the run's key. `max_wait: None`: check it and report
+    /// [`Event::Limit`]. `Some(max_wait)`: reserve a slot within `max_wait` and report
+    /// [`Event::Reserved`].
+    CheckLimit {
+        /// How long the attempt may wait for quota (cut to the deadline).
+        max_wait: Option<Duration>,
+    },
+    /// The reserved slot is `delay()` ahead: wait for it (the attempt now holds no breaker
+    /// permit), then report [`Event::QuotaCame`]. Dropping the reservation gives it back.
+    WaitQuota(Reservation),
+    /// Step 4: every bulkhead slot is taken; wait in its queue up to `max_wait` and report
+    /// [`Event::Slot`], or [`Event::SlotTimedOut`].
+    TakeSlot {
+        /// The place in the queue, taken already.
+        acquire: Acquire,
+        /// The bulkhead's `max_wait`, cut to the deadline.
+        max_wait: Duration,
+    },
+    /// Step 5: make the call, bounded by `timeout` (`None`: unbounded), and report
+    /// [`Event::Called`] (or [`Event::CalledOnce`] when the request cannot be sent again).
+    /// Then, with a limiter, hold the key for [`Run::take_pushback`].
+    Call {
+        /// The attempt timeout cut to the deadline.
+        timeout: Option<Duration>,
+    },
+    /// Step 7: sleep this long before the next attempt, then report [`Event::Slept`].
+    Sleep(Duration),
+    /// The run is over.
+    Done(Result<T, Error<E>>),
+}
+
+impl<T, E> Action<T, E> {
+    /// Whether the run is over.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done(_))
+    }
+}
+
+/// What the driver reports to [`Pipeline::step`].
+#[derive(Debug)]
+pub enum Event<T, E> {
+    /// The run starts (steps 1 and 2 of its first attempt follow).
+    Start,
+    /// The [`Action::Sleep`] before a retry is over (the driver is ready to call again).
+    Slept,
+    /// The limiter's answer to a check, or its refusal of a reservation.
+    Limit(Result<(), RateLimited>),
+    /// The limiter's answer to a reservation: a slot now (committed by the pipeline), a slot
+    /// later (answered with [`Action::WaitQuota`]), or the refusal.
+    Reserved(Result<Reservation, RateLimited>),
+    /// The slot of [`Action::WaitQuota`] has come: the breaker is asked again, and the
+    /// reservation committed (or cancelled when the breaker refuses).
+    QuotaCame(Reservation),
+    /// The bulkhead's answer after a wait in its queue.
+    Slot(Result<BulkheadPermit, BulkheadFull>),
+    /// The wait for a bulkhead slot ran out of time.
+    SlotTimedOut,
+    /// How the call ended.
+    Called(Attempt<T, E>),
+    /// How a call whose request cannot be sent again ended: never retried.
+    CalledOnce(Attempt<T, E>),
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    /// The call returned.
+    Done(Result<T, E>),
+    /// The call ran past its timeout and was abandoned.
+    TimedOut,
+}
+
+/// One run through the pipeline: attempts made, the random stream, the deadline, and what
+/// the current attempt holds (its breaker permit and bulkhead slot). Dropped before it is
+/// done (a cancelled request), it releases both unrecorded.
+#[derive(Debug)]
+pub struct Run {
+    retry: RetryState,
+    deadline_at: Option<Duration>,
+    pushback: Option<Duration>,
+    permits: Permits,
+    limited: bool,
+}
+
+impl Run {
+    /// Attempts started so far, the current one included.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.retry.attempts()
+    }
+
+    /// The upstream's pushback from the attempt just reported, if any (taken once): a
+    /// driver with a limiter holds the run's key in it for that long.
+    pub fn take_pushback(&mut self) -> Option<Duration> {
+        self.pushback.take()
+    }
+
+    /// The deadline passed before the current attempt called the upstream (at admission,
+    /// waiting for quota or a slot, or before a retry): the attempts that called it.
+    fn timed_out_before_call<E>(&self) -> Error<E> {
+        Error::TimedOut {
+            attempts: self.attempts().saturating_sub(1),
+        }
+    }
+
+    /// The deadline passed while the current attempt was calling the upstream.
+    fn timed_out_in_call<E>(&self) -> Error<E> {
+        Error::TimedOut {
+            attempts: self.attempts(),
+        }
+    }
+
+    /// Ends the current attempt's admission: its breaker permit and slot go unrecorded.
+    fn release(&mut self) {
+        self.permits = Permits::default();
+    }
+}
+
+/// What an attempt holds while it runs.
+#[derive(Debug, Default)]
+struct Permits {
+    breaker: Option<BreakerTicket>,
+    slot: Option<BulkheadPermit>,
+}
+
+impl<Cl> Pipeline<Cl> {
+    /// Starts a run: deposits in the budget, fixes the deadline. `stream` seeds the run's
+    /// jitter (see [`RetryPolicy::new_stream_seed`]); `limited`: whether the driver has a
+    /// limiter for this run's key (otherwise step 3 is skipped). Report [`Event::Start`] next.
+    pub fn start(&self, stream: u64, limited: bool) -> Run {
+        // Read the clock only when something needs the time: a request's happy path with
+        // neither a budget nor a deadline reads no clock here.
+        let now = (self.budget.is_some() || self.deadline.is_some()).then(|| self.clock.now());
+        if let (Some(budget), Some(now)) = (&self.budget, now) {
+            budget.deposit(now);
+        }
+        Run {
+            retry: RetryState::new(stream),
+            deadline_at: self.deadline.zip(now).map(|(d, now)| now.saturating_add(d)),
+            pushback: None,
+            permits: Permits::default(),
+            limited,
+        }
+    }
+
+    /// Takes what the driver saw and answers what it does next.
+    #[inline]
+    pub fn step<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        match event {
+            Event::Start | Event::Slept => self.admit(run),
+            Event::Limit(Ok(())) => self.take_slot(run),
+            Event::Limit(Err(denied)) => {
+                run.release(); // the breaker learns nothing from our own denial
+                Action::Done(Err(Error::RateLimited(denied)))
+            }
+            Event::Reserved(Ok(reservation)) if reservation.delay().is_zero() => {
+                reservation.commit();
+                self.take_slot(run)
+            }
+            Event::Reserved(Ok(reservation)) => {
+                run.release(); // a wait holds no half-open probe
+                Action::WaitQuota(reservation)
+            }
+            Event::Reserved(Err(denied)) => {
+                run.release();
+                Action::Done(Err(Error::RateLimited(denied)))
+            }
+            Event::QuotaCame(reservation) => match self.breaker_admission(run) {
+                Ok(()) => {
+                    reservation.commit();
+                    self.take_slot(run)
+                }
+                Err(refused) => {
+                    reservation.cancel();
+                    Action::Done(Err(refused))
+                }
+            },
+            Event::Slot(Ok(slot)) => {
+                run.permits.slot = Some(slot);
+                self.call(run)
+            }
+            Event::Slot(Err(full)) => {
+                run.release();
+                Action::Done(Err(Error::BulkheadFull(full)))
+            }
+            Event::SlotTimedOut => {
+                run.release();
+                if self.past_deadline(run) {
+                    return Action::Done(Err(run.timed_out_before_call()));
+                }
+                let full = self
+                    .bulkhead
+                    .as_ref()
+                    .map_or_else(|| BulkheadFull::new(0), crate::Bulkhead::refuse);
+                Action::Done(Err(Error::BulkheadFull(full)))
+            }
+            Event::Called(attempt) => self.settle(run, attempt, true),
+            Event::CalledOnce(attempt) => self.settle(run, attempt, false),
+        }
+    }
+
+    /// Steps 1 and 2, then 3 (if the run is limited and this attempt is charged).
+    #[inline]
+    fn admit<T, E>(&self, run: &mut Run) -> Action<T, E> {
+        if let Err(refused) = self.breaker_admission(run) {
+            return Action::Done(Err(refused));
+        }
+        if run.limited && (self.charge_retries || run.attempts() == 1) {
+            return Action::CheckLimit {
+                max_wait: self.limit_wait(run),
+            };
+        }
+        self.take_slot(run)
+    }
+
+    /// Steps 1 and 2: the deadline, then the breaker's permit into the run.
+    #[inline]
+    fn breaker_admission<E>(&self, run: &mut Run) -> Result<(), Error<E>> {
+        if self.past_deadline(run) {
+            return Err(run.timed_out_before_call());
+        }
+        if let Some(breaker) = &self.breaker {
+            run.permits.breaker = Some(breaker.0.try_acquire().map_err(Error::CircuitOpen)?);
+        }
+        Ok(())
+    }
+
+    /// Step 4: a slot now, the wait for one, or the refusal.
+    #[inline]
+    fn take_slot<T, E>(&self, run: &mut Run) -> Action<T, E> {
+        let Some(bulkhead) = &self.bulkhead else {
+            return self.call(run);
+        };
+        if let Some(slot) = bulkhead.try_take() {
+            run.permits.slot = Some(slot);
+            return self.call(run);
+        }
+        let mut acquire = bulkhead.acquire();
+        match acquire.answer() {
+            Some(Ok(slot)) => {
+                run.permits.slot = Some(slot);
+                self.call(run)
+            }
+            Some(Err(full)) => {
+                run.release();
+                Action::Done(Err(Error::BulkheadFull(full)))
+            }
+            None => {
+                let wait = bulkhead.max_wait();
+                let max_wait = run
+                    .deadline_at
+                    .map_or(wait, |at| wait.min(at.saturating_sub(self.clock.now())));
+                Action::TakeSlot { acquire, max_wait }
+            }
+        }
+    }
+
+    /// Step 5: the call, bounded by the attempt timeout cut to the time left.
+    #[inline]
+    fn call<T, E>(&self, run: &Run) -> Action<T, E> {
+        let left = run
+            .deadline_at
+            .map(|at| at.saturating_sub(self.clock.now()));
+        let timeout = match (self.attempt_timeout, left) {
+            (Some(a), Some(l)) => Some(a.min(l)),
+            (a, l) => a.or(l),
+        };
+        Action::Call { timeout }
+    }
+
+    /// How long step 3 may wait for quota: `limiter_wait` cut to the time left. `None`: no
+    /// waiting (a denial is refused at once).
+    fn limit_wait(&self, run: &Run) -> Option<Duration> {
+        let wait = self.limiter_wait?;
+        Some(
+            run.deadline_at
+                .map_or(wait, |at| wait.min(at.saturating_sub(self.clock.now()))),
+        )
+    }
+
+    fn past_deadline(&self, run: &Run) -> bool {
+        run.deadline_at.is_some_and(|at| self.clock.now() >= at)
+    }
+
+    /// Steps 6 and 7: classify the attempt, record it in the breaker and the adaptive
+    /// limit, decide what follows. `replay`: whether the request can be sent again.
+    #[inline]
+    fn settle<T, E>(&self, run: &mut Run, attempt: Attempt<T, E>, replay: bool) -> Action<T, E>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        if matches!(attempt, Attempt::TimedOut) && self.past_deadline(run) {
+            run.release(); // cancelled by the deadline: nothing recorded
+            return Action::Done(Err(run.timed_out_in_call()));
+        }
+        let retry_after = self.record(run, &attempt);
+        let (Some(retry_after), Some(policy), true) = (retry_after, &self.retry, replay) else {
+            return Action::Done(finish(attempt, run, Stop::NotRetryable));
+        };
+        let now = self.clock.now();
+        let time_left = run.deadline_at.map(|at| at.saturating_sub(now));
+        match run.retry.after_failure(
+            &policy.schedule(),
+            retry_after,
+            self.budget.as_ref(),
+            now,
+            time_left,
+        ) {
+            RetryStep::Retry(delay) => {
+                if time_left.is_some_and(|left| delay >= left) {
+                    // the next attempt would start at or past the deadline
+                    return Action::Done(Err(run.timed_out_before_call()));
+                }
+                if let Some(open) = self.breaker.as_ref().and_then(|b| b.0.open_for())
+                    && open > delay
+                {
+                    return Action::Done(Err(Error::CircuitOpen(CircuitOpen::new(open))));
+                }
+                self.metrics.retried(delay);
+                if let Some(listener) = &self.on_retry {
+                    listener(run.attempts(), delay);
+                }
+                Action::Sleep(delay)
+            }
+            RetryStep::Exhausted => {
+                self.metrics.exhausted();
+                Action::Done(finish(attempt, run, Stop::Exhausted))
+            }
+            RetryStep::GiveUp => Action::Done(finish(attempt, run, Stop::NotRetryable)),
+        }
+    }
+
+    /// Step 6: classifies the attempt and records it in the breaker and the adaptive limit,
+    /// releasing both. Returns `Some(retry_after)` when the outcome is retryable.
+    ///
+    /// An upstream's own `retry_after` (not one of our rejections) is left in the run as
+    /// pushback for the driver to hold the key with.
+    #[inline]
+    fn record<T, E>(&self, run: &mut Run, attempt: &Attempt<T, E>) -> Option<Option<Duration>>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let verdict = match attempt {
+            // an attempt timeout is a retryable failure
+            Attempt::TimedOut => Verdict::from(Outcome::RETRYABLE),
+            Attempt::Done(result) => match result.as_ref().err().and_then(OwnRejection::find) {
+                // our own rejections from inside the call say nothing about the callee
+                Some(OwnRejection::RateLimited(wait)) => Verdict {
+                    breaker: Outcome::Ignore,
+                    retry: true,
+                    retry_after: Some(wait),
+                },
+                Some(OwnRejection::CircuitOpen) => Verdict::from(Outcome::Ignore),
+                Some(OwnRejection::BulkheadFull) => Verdict {
+                    breaker: Outcome::Ignore,
+                    retry: true,
+                    retry_after: None,
+                },
+                None => {
+                    let verdict = self.classifier.verdict(result.as_ref());
+                    if self.respect_pushback
+                        && let Some(after) = verdict.retry_after.filter(|d| !d.is_zero())
+                    {
+                        let most = self
+                            .retry
+                            .as_ref()
+                            .map_or(MAX_PUSHBACK_WITHOUT_RETRY, RetryPolicy::max_delay);
+                        run.pushback = Some(after.min(most));
+                    }
+                    verdict
+                }
+            },
+        };
+        let permits = std::mem::take(&mut run.permits);
+        if let (Some(ticket), Some(breaker)) = (permits.breaker, &self.breaker) {
+            breaker.0.record(ticket, verdict.breaker);
+        }
+        if let Some(slot) = permits.slot {
+            slot.record(verdict.breaker);
+        }
+        verdict.retry.then_some(verdict.retry_after)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    NotRetryable,
+    Exhausted,
+}
+
+/// The run's result from its last attempt.
+fn finish<T, E>(attempt: Attempt<T, E>, run: &Run, stop: Stop) -> Result<T, Error<E>> {
+    match attempt {
+        Attempt::Done(Ok(value)) => Ok(value),
+        Attempt::Done(Err(e)) => Err(match stop {
+            Stop::NotRetryable => Error::Failed(e),
+            Stop::Exhausted => Error::RetryExhausted {
+                attempts: run.attempts(),
+                last: e,
+            },
+        }),
+        Attempt::TimedOut => Err(run.timed_out_in_call()),
+    }
+}
