@@ -52,7 +52,7 @@ impl CallPermit {
     }
 }
 
-/// A breaker's admission as a pipeline holds it (see [`Permits`](crate::pipeline::Permits)):
+/// A breaker's admission as a pipeline's [`Run`](crate::pipeline::Run) holds it:
 /// resolved by the pipeline that issued it. Dropped unresolved, it records nothing and frees
 /// its half-open probe slot, as a [`CallPermit`] does.
 #[derive(Debug)]
