@@ -41,7 +41,8 @@
 //! - Concurrency: [`Bulkhead`] (at most N at once, optional wait queue), [`AdaptiveLimit`]
 //!   (N follows the callee: [`concurrency::Aimd`], [`concurrency::Gradient2`]), [`BulkheadFull`].
 //! - The pipeline: [`ResilientExecutor`] (sync), [`Error`]; with `tower`:
-//!   `tower::ResilienceLayer` and `tower::AsyncResilientExecutor`.
+//!   `tower::ResilienceLayer` and `tower::AsyncResilientExecutor`; the step machine they
+//!   all drive, [`pipeline`].
 //! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
 //! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`], [`BulkheadFull`].
 
@@ -76,6 +77,11 @@ pub mod tower {
 }
 
 pub use limitpal_core::metrics;
+
+/// The pipeline as a sans-IO step machine ([`pipeline::Pipeline::step`]) and the builder
+/// every pipeline builder wraps ([`pipeline::PipelineBuilder`]): for writing a driver of
+/// your own.
+pub use limitpal_core::pipeline;
 
 /// Faults on purpose: seeded plans of latency, errors, hangs and lost answers
 /// ([`tower::FaultLayer`] for services, [`fault::FaultInjector`] for sync calls).

@@ -254,3 +254,52 @@ fn tracing_events_have_stable_targets_and_messages() {
         "{events:?}"
     );
 }
+
+/// A call through the layer that finds every slot taken and waits in the bulkhead's queue is
+/// not a refusal: no "bulkhead full" event. A call refused with no room to wait is reported
+/// exactly once.
+#[tokio::test(start_paused = true)]
+async fn a_bulkhead_refusal_through_the_layer_is_reported_once_and_a_queued_call_never() {
+    let events = events();
+    let refusals = || {
+        events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(target, _)| target == "limitpal::bulkhead")
+            .count()
+    };
+    let before = refusals();
+    let queued = limitpal::Bulkhead::builder(1)
+        .queue(1, 10 * SEC)
+        .build()
+        .unwrap();
+    let layer = ResilienceLayer::builder()
+        .bulkhead(queued.clone())
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(
+        |n: u32| async move { Ok::<_, std::io::Error>(n) },
+    ));
+    let held = queued.try_acquire().unwrap();
+    let waiting = tokio::spawn(svc.oneshot(7));
+    tokio::time::sleep(SEC).await;
+    assert_eq!(queued.waiting(), 1, "the call waits in the queue");
+    drop(held);
+    assert_eq!(waiting.await.unwrap().unwrap(), 7, "and gets the slot");
+    assert_eq!(refusals(), before, "waiting is not a refusal");
+
+    let no_room = limitpal::Bulkhead::new(1).unwrap();
+    let layer = ResilienceLayer::builder()
+        .bulkhead(no_room.clone())
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(
+        |n: u32| async move { Ok::<_, std::io::Error>(n) },
+    ));
+    let _held = no_room.try_acquire().unwrap();
+    let refused = svc.oneshot(7).await.unwrap_err();
+    assert!(refused.is::<limitpal::BulkheadFull>(), "{refused}");
+    assert_eq!(refusals(), before + 1, "one refusal, reported once");
+}

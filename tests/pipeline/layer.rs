@@ -501,3 +501,27 @@ async fn breaker_and_circuit_breaker_name_the_same_stage_everywhere() {
     assert_eq!(b3.state(), CircuitState::Open);
     assert_eq!(b4.state(), CircuitState::Open);
 }
+
+/// The layer's builder is the executors' pipeline builder: `retry_if`, named as on the
+/// executors, decides which of the inner service's errors are retried.
+#[tokio::test(start_paused = true)]
+async fn the_layer_takes_retry_if_like_the_executors() {
+    for (retry_timeouts_only, calls_made) in [(true, 1), (false, 3)] {
+        let layer = ResilienceLayer::builder()
+            .retry(policy(3, SEC))
+            .retry_if(move |e: &BoxError| {
+                e.to_string().contains("timed out") || !retry_timeouts_only
+            })
+            .build()
+            .unwrap();
+        let (svc, calls) = upstream(2);
+        let answer = layer.layer(svc).oneshot(0).await;
+        assert_eq!(calls.calls(), calls_made);
+        if retry_timeouts_only {
+            let failed = answer.unwrap_err();
+            assert_eq!(failed.to_string(), "failure 1", "not retried: {failed}");
+        } else {
+            assert_eq!(answer.unwrap(), 3, "the third call answers");
+        }
+    }
+}

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blocking::block_on;
-use crate::pipeline::{Action, Attempt, Event, Pipeline, PipelineParts};
+use crate::pipeline::{Action, Attempt, Event, Pipeline, PipelineBuilder, PipelineParts};
 use crate::{
-    AdaptiveLimit, AsyncLimiter, Bulkhead, CircuitBreaker, Classify, Clock, ConfigError,
-    DefaultClassifier, Error, MonotonicClock, Outcome, RateLimited, Reserve, RetryBudget,
-    RetryPolicy,
+    AsyncLimiter, Classify, Clock, ConfigError, DefaultClassifier, Error, MonotonicClock, Outcome,
+    RateLimited, Reserve, RetryPolicy,
 };
 
 /// An executor's limiter: any [`AsyncLimiter`], erased; answers now or through a future.
@@ -104,6 +103,12 @@ impl fmt::Debug for LimitCheck {
 /// when the predicate says so. Made by [`ResilientExecutorBuilder::retry_if`].
 pub struct RetryIf<F>(Arc<F>);
 
+impl<F> RetryIf<F> {
+    pub(crate) fn new(retryable: F) -> Self {
+        Self(Arc::new(retryable))
+    }
+}
+
 impl<F> Clone for RetryIf<F> {
     fn clone(&self) -> Self {
         Self(Arc::clone(&self.0))
@@ -159,12 +164,12 @@ pub trait BuildTarget<K, Cl> {
     fn build(parts: ExecutorParts<K, Cl>) -> Self::Output;
 }
 
-/// Builds a [`ResilientExecutor`] (or, through `limitpal-tower`, an async one). Every part is
-/// optional and the calls may come in any order: the pipeline order is always the same.
+/// Builds a [`ResilientExecutor`] (or, through `limitpal-tower`, an async one): a
+/// [`PipelineBuilder`] and the executor it builds. Every part is optional and the calls may
+/// come in any order: the pipeline order is always the same. The setters are the
+/// [`PipelineBuilder`]'s, with the same names on `ResilienceLayer`'s builder.
 pub struct ResilientExecutorBuilder<K, Cl, T> {
-    limiter: Option<CheckFn<K>>,
-    parts: PipelineParts,
-    classifier: Cl,
+    pipeline: PipelineBuilder<K, Cl>,
     target: PhantomData<fn() -> T>,
 }
 
@@ -173,11 +178,15 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     #[must_use]
     pub fn new() -> ResilientExecutorBuilder<K, DefaultClassifier, T> {
         ResilientExecutorBuilder {
-            limiter: None,
-            parts: PipelineParts::default(),
-            classifier: DefaultClassifier,
+            pipeline: PipelineBuilder::new(),
             target: PhantomData,
         }
+    }
+
+    crate::pipeline_setters!();
+
+    fn pipeline_parts(&mut self) -> &mut PipelineParts {
+        self.pipeline.pipeline_parts()
     }
 
     /// Checks every attempt against `limiter` (step 3), keyed by the `key` given to `run`:
@@ -189,53 +198,7 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     where
         L: AsyncLimiter<K> + Send + Sync + 'static,
     {
-        self.limiter = Some(check_fn(limiter));
-        self
-    }
-
-    /// Admits attempts through `breaker` (step 2) and records their outcomes (step 6).
-    #[must_use]
-    pub fn breaker<C: Clock>(mut self, breaker: CircuitBreaker<C>) -> Self {
-        self.parts.breaker = Some(breaker.into());
-        self
-    }
-
-    /// The same as [`breaker`](Self::breaker), under the name `ResilienceLayer`'s builder
-    /// uses: one set of names works on the layer and both executors.
-    #[must_use]
-    pub fn circuit_breaker<C: Clock>(self, breaker: CircuitBreaker<C>) -> Self {
-        self.breaker(breaker)
-    }
-
-    /// Runs at most the bulkhead's limit of attempts at once (step 4, after the limiter),
-    /// waiting for a slot up to its `max_wait` if it has a queue; full → [`Error::BulkheadFull`].
-    /// The sync executor blocks its thread for that wait.
-    #[must_use]
-    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
-        self.parts.bulkhead = Some(bulkhead);
-        self
-    }
-
-    /// Like [`bulkhead`](Self::bulkhead), with a limit that follows the callee's latency and
-    /// errors: every attempt's outcome (as classified) and duration feed it. The pipeline has
-    /// one slot stage: this replaces a `bulkhead` given before, and the reverse.
-    #[must_use]
-    pub fn adaptive_limit(mut self, limit: AdaptiveLimit) -> Self {
-        self.parts.bulkhead = Some(limit.into());
-        self
-    }
-
-    /// Retries retryable failures per `policy` (step 6).
-    #[must_use]
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.parts.retry = Some(policy);
-        self
-    }
-
-    /// Caps retries with a shared budget.
-    #[must_use]
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.parts.budget = Some(budget);
+        self.pipeline = self.pipeline.limiter(limiter);
         self
     }
 
@@ -245,83 +208,16 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     where
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
-        self.classifier(RetryIf(Arc::new(retryable)))
+        self.classifier(RetryIf::new(retryable))
     }
 
     /// Classifies results: `Fn(Result<&T, &E>) -> Outcome` (see [`Outcome`]).
     #[must_use]
     pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilientExecutorBuilder<K, Cl2, T> {
         ResilientExecutorBuilder {
-            limiter: self.limiter,
-            parts: self.parts,
-            classifier,
+            pipeline: self.pipeline.classifier(classifier),
             target: PhantomData,
         }
-    }
-
-    /// Waits up to `max_wait` for the limiter's quota instead of failing with
-    /// [`Error::RateLimited`] (LimitPal's "wait for quota"). A reservation beyond `max_wait`
-    /// or the deadline is refused at once. An Open breaker fails fast without waiting; a wait
-    /// holds no half-open probe and no bulkhead slot, and the breaker is asked again after it
-    /// (Open then: [`Error::CircuitOpen`], the quota given back). Retries wait the same way.
-    #[must_use]
-    pub fn limiter_wait(mut self, max_wait: Duration) -> Self {
-        self.parts.limiter_wait = Some(max_wait);
-        self
-    }
-
-    /// Whether an upstream's own `retry_after` (HTTP `Retry-After` through the classifier, a
-    /// classifier's [`Outcome::Failure`]) holds the key in the limiter for every caller
-    /// (default on). The hold is cut to the retry policy's `max_delay` (10 s without one).
-    #[must_use]
-    pub fn respect_pushback(mut self, respect: bool) -> Self {
-        self.parts.respect_pushback = respect;
-        self
-    }
-
-    /// Whether attempts after the first are checked and charged by the limiter (default
-    /// true: a retry is a real call upstream).
-    #[must_use]
-    pub fn charge_retries(mut self, charge: bool) -> Self {
-        self.parts.charge_retries = charge;
-        self
-    }
-
-    /// Bounds each attempt. Async executors abandon a call at the timeout; the sync one counts
-    /// a call that returns later than this as timed out. A timeout is a retryable failure.
-    #[must_use]
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.parts.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// Bounds the whole run; past it the run ends with [`Error::TimedOut`].
-    #[must_use]
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.parts.deadline = Some(deadline);
-        self
-    }
-
-    /// A name for the pipeline's retry metrics (feature `metrics`: label `name`).
-    #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.parts.name = Some(name.into());
-        self
-    }
-
-    /// Called before every retry with (the attempt about to start, the wait before it).
-    #[must_use]
-    pub fn on_retry(mut self, listener: impl Fn(u32, Duration) + Send + Sync + 'static) -> Self {
-        self.parts.on_retry = Some(Arc::new(listener));
-        self
-    }
-
-    /// The clock that measures timeouts and sleeps between attempts (sync executor:
-    /// [`ManualClock`](crate::ManualClock) advances instead of sleeping).
-    #[must_use]
-    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
-        self.parts.clock = Some(Arc::new(clock));
-        self
     }
 
     /// Builds the executor.
@@ -332,19 +228,14 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     where
         T: BuildTarget<K, Cl>,
     {
-        let pipeline = self.parts.build(self.classifier, T::default_clock)?;
-        Ok(T::build(ExecutorParts {
-            limiter: self.limiter,
-            pipeline,
-        }))
+        Ok(T::build(self.pipeline.build(T::default_clock)?))
     }
 }
 
 impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilientExecutorBuilder")
-            .field("limiter", &self.limiter.is_some())
-            .field("parts", &self.parts)
+            .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
     }
 }

@@ -162,7 +162,7 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Takes what the driver saw and answers what it does next.
-    #[inline]
+    #[inline(always)]
     pub fn step<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
     where
         Cl: Classify<T, E>,
@@ -222,7 +222,7 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Steps 1 and 2, then 3 (if the run is limited and this attempt is charged).
-    #[inline]
+    #[inline(always)]
     fn admit<T, E>(&self, run: &mut Run) -> Action<T, E> {
         if let Err(refused) = self.breaker_admission(run) {
             return Action::Done(Err(refused));
@@ -236,7 +236,7 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Steps 1 and 2: the deadline, then the breaker's permit into the run.
-    #[inline]
+    #[inline(always)]
     fn breaker_admission<E>(&self, run: &mut Run) -> Result<(), Error<E>> {
         if self.past_deadline(run) {
             return Err(run.timed_out_before_call());
@@ -248,7 +248,7 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Step 4: a slot now, the wait for one, or the refusal.
-    #[inline]
+    #[inline(always)]
     fn take_slot<T, E>(&self, run: &mut Run) -> Action<T, E> {
         let Some(bulkhead) = &self.bulkhead else {
             return self.call(run);
@@ -278,7 +278,7 @@ impl<Cl> Pipeline<Cl> {
     }
 
     /// Step 5: the call, bounded by the attempt timeout cut to the time left.
-    #[inline]
+    #[inline(always)]
     fn call<T, E>(&self, run: &Run) -> Action<T, E> {
         let left = run
             .deadline_at
@@ -292,6 +292,7 @@ impl<Cl> Pipeline<Cl> {
 
     /// How long step 3 may wait for quota: `limiter_wait` cut to the time left. `None`: no
     /// waiting (a denial is refused at once).
+    #[inline(always)]
     fn limit_wait(&self, run: &Run) -> Option<Duration> {
         let wait = self.limiter_wait?;
         Some(
@@ -300,13 +301,13 @@ impl<Cl> Pipeline<Cl> {
         )
     }
 
+    #[inline(always)]
     fn past_deadline(&self, run: &Run) -> bool {
         run.deadline_at.is_some_and(|at| self.clock.now() >= at)
     }
 
     /// Steps 6 and 7: classify the attempt, record it in the breaker and the adaptive
     /// limit, decide what follows. `replay`: whether the request can be sent again.
-    #[inline]
     fn settle<T, E>(&self, run: &mut Run, attempt: Attempt<T, E>, replay: bool) -> Action<T, E>
     where
         Cl: Classify<T, E>,

@@ -60,9 +60,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod builder;
 mod machine;
 
 pub use crate::breaker::BreakerTicket;
+pub use builder::PipelineBuilder;
 pub use machine::{Action, Attempt, Event, Run};
 
 #[cfg(doc)]

@@ -43,7 +43,7 @@ pub(crate) enum Next<T, E> {
 }
 
 /// Performs `action` and those that follow it while none needs waiting.
-#[inline]
+#[inline(always)]
 pub(crate) fn advance<K, Cl, T, E>(
     shared: &Shared<K, Cl>,
     run: &mut Run,

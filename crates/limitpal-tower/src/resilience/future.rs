@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use limitpal_core::pipeline::{Attempt, Event, Run};
+use limitpal_core::pipeline::{Action, Attempt, Event, Run};
 use limitpal_core::{Classify, Reservation, ReserveFuture};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -253,6 +253,11 @@ where
             };
             let action = this.shared.pipeline.step(this.run, event);
             pushback(this.shared, this.run, this.key.as_ref());
+            let action = match action {
+                // the common end of a request, answered without the detour
+                Action::Done(result) => return Poll::Ready(result.map_err(boxed)),
+                action => action,
+            };
             match advance(this.shared, this.run, this.key.as_ref(), action) {
                 Next::Call(timeout) => this.state.set(State::Starting { timeout }),
                 Next::Wait(pending) => this.state.set(pending.into()),
