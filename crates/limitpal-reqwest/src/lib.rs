@@ -204,13 +204,14 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response, Error> {
-        let key = (self.key)(&req);
+        // the key is computed only when a limiter uses it
+        let key = self.executor.has_limiter().then(|| (self.key)(&req));
         let retries = self.executor.retries();
         if !retries || req.body().is_some_and(|body| body.as_bytes().is_none()) {
             // one attempt: no retry policy, or a streaming body that cannot be sent again
             let result = self
                 .executor
-                .run_once(&key, next.run(req, extensions))
+                .run_once_with_key(key.as_ref(), next.run(req, extensions))
                 .await;
             return match into_result(result) {
                 // (a streaming body) say so if a retry could have helped
@@ -226,7 +227,7 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
         let req = &req;
         let result = self
             .executor
-            .run(&key, || {
+            .run_with_key(key.as_ref(), || {
                 let copy = req.try_clone();
                 let next = next.clone();
                 let mut extensions = extensions.clone();

@@ -88,6 +88,23 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         E: 'static,
     {
         let mut op = op;
+        self.drive(Some(key), move || Some(op()), true).await
+    }
+
+    /// [`run`](Self::run) with a key that may be absent: without one the limiter is skipped
+    /// and the rest of the pipeline runs, as a layer's `MissingKey::Allow` does. For callers
+    /// that compute a key only when [`has_limiter`](Self::has_limiter) says it is used.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with_key<T, E, F, Fut>(&self, key: Option<&K>, op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let mut op = op;
         self.drive(key, move || Some(op()), true).await
     }
 
@@ -105,7 +122,32 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         E: 'static,
     {
         let mut call = Some(call);
+        self.drive(Some(key), move || call.take(), false).await
+    }
+
+    /// [`run_once`](Self::run_once) with a key that may be absent (see
+    /// [`run_with_key`](Self::run_with_key)).
+    ///
+    /// # Errors
+    /// As [`run_once`](Self::run_once).
+    pub async fn run_once_with_key<T, E, Fut>(
+        &self,
+        key: Option<&K>,
+        call: Fut,
+    ) -> Result<T, Error<E>>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let mut call = Some(call);
         self.drive(key, move || call.take(), false).await
+    }
+
+    /// Whether the pipeline has a limiter, and so uses the key of each run.
+    #[must_use]
+    pub fn has_limiter(&self) -> bool {
+        self.limiter.is_some()
     }
 
     /// Whether a failed call may be attempted again (a retry policy is set).
@@ -114,7 +156,12 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         self.pipeline.retry_policy().is_some()
     }
 
-    async fn drive<T, E, F, Fut>(&self, key: &K, mut op: F, replay: bool) -> Result<T, Error<E>>
+    async fn drive<T, E, F, Fut>(
+        &self,
+        key: Option<&K>,
+        mut op: F,
+        replay: bool,
+    ) -> Result<T, Error<E>>
     where
         F: FnMut() -> Option<Fut>,
         Fut: Future<Output = Result<T, E>>,
@@ -123,14 +170,28 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     {
         let p = &self.pipeline;
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
-        let mut run = p.start(stream, self.limiter.is_some());
+        let limiter = key.and(self.limiter.as_ref());
+        let mut run = p.start(stream, limiter.is_some());
         let mut action = p.step(&mut run, Event::Start);
         loop {
             action = match action {
                 Action::CheckLimit { max_wait } => {
-                    let answer = match &self.limiter {
-                        None => Event::Limit(Ok(())),
-                        Some(limiter) => check_limit(limiter, key, max_wait).await,
+                    // a local limiter answers here; only a remote one is awaited
+                    let answer = match (limiter, key, max_wait) {
+                        (Some(limiter), Some(key), None) => {
+                            Event::Limit(match limiter.check(key) {
+                                LimitCheck::Now(answer) => answer,
+                                LimitCheck::Later(answer) => answer.await,
+                            })
+                        }
+                        (Some(limiter), Some(key), Some(max_wait)) => {
+                            Event::Reserved(match limiter.reserve(key, max_wait) {
+                                Reserve::Now(answer) => answer,
+                                Reserve::Later(answer) => answer.await,
+                            })
+                        }
+                        // a run without a limiter and a key is never asked to check one
+                        _ => Event::Limit(Ok(())),
                     };
                     p.step(&mut run, answer)
                 }
@@ -162,7 +223,9 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                     } else {
                         p.step(&mut run, Event::CalledOnce(attempt))
                     };
-                    if let (Some(hold), Some(limiter)) = (run.take_pushback(), &self.limiter) {
+                    if let (Some(hold), Some(limiter), Some(key)) =
+                        (run.take_pushback(), limiter, key)
+                    {
                         limiter.hold(key, hold);
                     }
                     next
@@ -174,24 +237,6 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                 Action::Done(result) => return result,
             };
         }
-    }
-}
-
-/// Step 3: the limiter's answer, awaited when it is remote.
-async fn check_limit<K, T, E>(
-    limiter: &CheckFn<K>,
-    key: &K,
-    max_wait: Option<std::time::Duration>,
-) -> Event<T, E> {
-    match max_wait {
-        None => Event::Limit(match limiter.check(key) {
-            LimitCheck::Now(answer) => answer,
-            LimitCheck::Later(future) => future.await,
-        }),
-        Some(max_wait) => Event::Reserved(match limiter.reserve(key, max_wait) {
-            Reserve::Now(answer) => answer,
-            Reserve::Later(future) => future.await,
-        }),
     }
 }
 
