@@ -525,3 +525,49 @@ async fn the_layer_takes_retry_if_like_the_executors() {
         }
     }
 }
+
+/// `run_with_key(None, ..)` runs the pipeline without its limiter (a caller that computes
+/// its key only when `has_limiter()` says it is used); `Some(key)` is `run(&key, ..)`.
+#[tokio::test(start_paused = true)]
+async fn a_run_without_a_key_skips_the_limiter_and_nothing_else() {
+    let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let b = breaker(1, 5 * SEC);
+    let exec = AsyncResilientExecutor::builder()
+        .limiter(limiter)
+        .breaker(b.clone())
+        .build()
+        .unwrap();
+    assert!(exec.has_limiter());
+    for _ in 0..3 {
+        let ran = exec.run_with_key(None, || async { Ok::<_, ()>(1) }).await;
+        assert_eq!(ran, Ok(1), "no key: never limited");
+    }
+    assert_eq!(
+        exec.run_with_key(Some(&"k"), || async { Ok::<_, ()>(2) })
+            .await,
+        Ok(2)
+    );
+    assert!(matches!(
+        exec.run_with_key(Some(&"k"), || async { Ok::<_, ()>(3) })
+            .await,
+        Err(Error::RateLimited(_))
+    ));
+    let failed = exec
+        .run_once_with_key(None, async { Err::<(), _>(()) })
+        .await;
+    assert!(matches!(failed, Err(Error::Failed(()))), "{failed:?}");
+    let refused = exec.run_with_key(None, || async { Ok::<_, ()>(4) }).await;
+    assert!(
+        matches!(refused, Err(Error::CircuitOpen(_))),
+        "the breaker still applies: {refused:?}"
+    );
+    assert!(
+        !AsyncResilientExecutor::<()>::builder()
+            .build()
+            .unwrap()
+            .has_limiter()
+    );
+}
