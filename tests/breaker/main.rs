@@ -476,3 +476,101 @@ async fn a_custom_classifier_decides_failures_and_clones_share_the_breaker() {
         "both clones fed one breaker"
     );
 }
+
+fn budgeted(max_failures: u32, window: Duration) -> (CircuitBreaker<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder()
+        .failure_threshold(1000) // only the budget trips these
+        .recovery_timeout(30 * SEC)
+        .error_budget(max_failures, window)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (breaker, clock)
+}
+
+/// The error budget counts failures whatever the successes between them, opens on the one
+/// that spends it, and stays open exactly until it admits a failure again (not the recovery
+/// timeout); it regains one failure per `window / max_failures`.
+#[test]
+fn an_error_budget_opens_when_spent_until_it_admits_a_failure_again() {
+    let (b, clock) = budgeted(3, 3 * SEC); // one failure back every second
+    for _ in 0..2 {
+        b.try_acquire().unwrap().failure();
+        for _ in 0..10 {
+            b.try_acquire().unwrap().success();
+        }
+    }
+    assert_eq!(b.state(), CircuitState::Closed, "two of three spent");
+    clock.advance(SEC / 2); // half a failure back
+    b.try_acquire().unwrap().failure(); // the third spends the budget
+    assert_eq!(b.state(), CircuitState::Open);
+    assert_eq!(
+        b.try_acquire().unwrap_err().retry_after,
+        SEC / 2,
+        "exactly the budget's wait: the half failure left becomes a whole one"
+    );
+    clock.advance(SEC / 2);
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    b.try_acquire().unwrap().success();
+    assert_eq!(b.state(), CircuitState::Closed);
+    // one whole failure is back: the next failure spends it, and the next one is a second off
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+    assert_eq!(b.try_acquire().unwrap_err().retry_after, SEC);
+}
+
+/// Failures spread out slower than the budget refills never open it; `reset` refills it.
+#[test]
+fn failures_within_the_budget_never_open_it_and_reset_refills_it() {
+    let (b, clock) = budgeted(2, 10 * SEC); // one back every 5 s
+    for _ in 0..20 {
+        b.try_acquire().unwrap().failure();
+        clock.advance(5 * SEC);
+    }
+    assert_eq!(
+        b.state(),
+        CircuitState::Closed,
+        "one failure per 5 s is within it"
+    );
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+    b.reset();
+    b.try_acquire().unwrap().failure();
+    assert_eq!(
+        b.state(),
+        CircuitState::Closed,
+        "reset gave the whole budget back"
+    );
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn a_bad_error_budget_is_a_config_error() {
+    let zero = CircuitBreaker::builder()
+        .error_budget(0, SEC)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        zero,
+        ConfigError::Zero {
+            field: "error_budget"
+        }
+    );
+    let short = CircuitBreaker::builder()
+        .error_budget(10, Duration::from_nanos(5))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            short,
+            ConfigError::OutOfRange {
+                field: "error_budget_window",
+                ..
+            }
+        ),
+        "{short:?}"
+    );
+}

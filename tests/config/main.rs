@@ -161,3 +161,36 @@ max_wait = "50ms"
             .unwrap();
     assert_eq!(both.executor::<()>().unwrap_err().path, "adaptive_limit");
 }
+
+#[test]
+fn an_error_budget_comes_from_configuration_and_bad_ones_name_their_path() {
+    let config: BreakerConfig = toml::from_str(
+        "failure_threshold = 1000\nerror_budget = { max_failures = 2, window = \"10s\" }\n",
+    )
+    .unwrap();
+    let breaker = config.build().unwrap();
+    breaker.try_acquire().unwrap().failure();
+    breaker.try_acquire().unwrap().success();
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    breaker.try_acquire().unwrap().failure();
+    assert_eq!(breaker.state(), CircuitState::Open, "two failures spend it");
+    let open = breaker.try_acquire().unwrap_err();
+    assert!(
+        open.retry_after > Duration::from_secs(4) && open.retry_after <= Duration::from_secs(5),
+        "one failure comes back every 5 s: {:?}",
+        open.retry_after
+    );
+
+    let config: PipelineConfig = serde_json::from_str(
+        r#"{ "breaker": { "error_budget": { "max_failures": 0, "window": "1s" } } }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.executor::<()>().unwrap_err().path,
+        "breaker.error_budget"
+    );
+    let typo =
+        toml::from_str::<BreakerConfig>("error_budget = { max_failure = 2, window = \"1s\" }")
+            .unwrap_err();
+    assert!(typo.to_string().contains("max_failure"), "{typo}");
+}

@@ -131,6 +131,17 @@ pub struct FailureRateConfig {
     pub window: Duration,
 }
 
+/// The error-budget trigger of a breaker: at most `max_failures` failures per `window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBudgetConfig {
+    /// Failures the budget holds (one more regained every `window / max_failures`).
+    pub max_failures: u32,
+    /// The window.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+}
+
 /// A circuit breaker: `CircuitBreaker::builder()`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -139,6 +150,8 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// Optional failure-rate trigger.
     pub failure_rate: Option<FailureRateConfig>,
+    /// Optional error-budget trigger.
+    pub error_budget: Option<ErrorBudgetConfig>,
     /// Calls slower than this count as failures.
     #[serde(deserialize_with = "optional_duration")]
     pub slow_call: Option<Duration>,
@@ -162,6 +175,7 @@ impl Default for BreakerConfig {
         Self {
             failure_threshold: b::DEFAULT_FAILURE_THRESHOLD,
             failure_rate: None,
+            error_budget: None,
             slow_call: None,
             recovery_timeout: b::DEFAULT_RECOVERY_TIMEOUT,
             half_open_max_calls: b::DEFAULT_HALF_OPEN_MAX_CALLS,
@@ -186,6 +200,9 @@ impl BreakerConfig {
             .shadow(self.shadow);
         if let Some(rate) = &self.failure_rate {
             builder = builder.failure_rate(rate.ratio, rate.min_calls, rate.window);
+        }
+        if let Some(budget) = &self.error_budget {
+            builder = builder.error_budget(budget.max_failures, budget.window);
         }
         if let Some(slow) = self.slow_call {
             builder = builder.slow_call(slow);

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::clock::nanos;
 use crate::metrics::BreakerMetrics;
+use crate::rate::Gcra;
 use crate::sync::{AtomicU64, Mutex};
 use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
 
@@ -28,6 +29,7 @@ impl CircuitBreaker {
         CircuitBreakerBuilder {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             failure_rate: None,
+            error_budget: None,
             slow_call: None,
             recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
             half_open_max_calls: DEFAULT_HALF_OPEN_MAX_CALLS,
@@ -45,6 +47,7 @@ impl CircuitBreaker {
 pub struct CircuitBreakerBuilder<C> {
     failure_threshold: u32,
     failure_rate: Option<(f64, u32, Duration)>,
+    error_budget: Option<(u32, Duration)>,
     slow_call: Option<Duration>,
     recovery_timeout: Duration,
     half_open_max_calls: u32,
@@ -69,6 +72,40 @@ impl<C> CircuitBreakerBuilder<C> {
     #[must_use]
     pub fn failure_rate(mut self, ratio: f64, min_calls: u32, window: Duration) -> Self {
         self.failure_rate = Some((ratio, min_calls, window));
+        self
+    }
+
+    /// Also open when more failures come than an error budget of `max_failures` per `window`
+    /// allows, whatever the successes between them (the `breaking` library's trigger): a
+    /// GCRA meter that holds `max_failures` failures and regains one every
+    /// `window / max_failures`. The failure that spends the last of it opens the breaker
+    /// until the budget admits a failure again; [`CircuitOpen::retry_after`] is exactly that
+    /// wait (not the recovery timeout). A probe that fails while half-open reopens it for the
+    /// recovery timeout as always; [`reset`](CircuitBreaker::reset) refills the budget.
+    ///
+    /// ```
+    /// use limitpal_core::{CircuitBreaker, CircuitState, ManualClock};
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let breaker = CircuitBreaker::builder()
+    ///     .failure_threshold(100) // consecutive failures are not what trips it here
+    ///     .error_budget(3, Duration::from_secs(60)) // 3 failures, one more every 20 s
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// for _ in 0..2 {
+    ///     breaker.try_acquire()?.failure();
+    ///     breaker.try_acquire()?.success(); // successes do not earn failures back
+    /// }
+    /// assert_eq!(breaker.state(), CircuitState::Closed);
+    /// breaker.try_acquire()?.failure(); // the third: the budget is spent
+    /// assert_eq!(breaker.state(), CircuitState::Open);
+    /// assert_eq!(breaker.try_acquire().unwrap_err().retry_after, Duration::from_secs(20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn error_budget(mut self, max_failures: u32, window: Duration) -> Self {
+        self.error_budget = Some((max_failures, window));
         self
     }
 
@@ -139,6 +176,7 @@ impl<C> CircuitBreakerBuilder<C> {
         CircuitBreakerBuilder {
             failure_threshold: self.failure_threshold,
             failure_rate: self.failure_rate,
+            error_budget: self.error_budget,
             slow_call: self.slow_call,
             recovery_timeout: self.recovery_timeout,
             half_open_max_calls: self.half_open_max_calls,
@@ -155,8 +193,9 @@ impl<C> CircuitBreakerBuilder<C> {
     ///
     /// # Errors
     /// [`ConfigError`] for a zero `failure_threshold`, `half_open_max_calls`,
-    /// `half_open_success_threshold`, `min_calls`, `failure_rate_window` or `slow_call`, or a
-    /// `failure_rate` ratio outside `(0, 1]`.
+    /// `half_open_success_threshold`, `min_calls`, `failure_rate_window`, `slow_call` or
+    /// `error_budget` (its `max_failures`), a `failure_rate` ratio outside `(0, 1]`, or an
+    /// `error_budget_window` shorter than one nanosecond per failure.
     pub fn build(self) -> Result<CircuitBreaker<C>, ConfigError>
     where
         C: Clock,
@@ -196,6 +235,12 @@ impl<C> CircuitBreakerBuilder<C> {
                 Some(RateTrigger { ratio, min_calls })
             }
         };
+        let budget = self
+            .error_budget
+            .map(|(failures, window)| {
+                Gcra::per_window(failures, "error_budget", window, "error_budget_window")
+            })
+            .transpose()?;
         let slow_call = match self.slow_call.map(nanos) {
             Some(0) => return Err(ConfigError::Zero { field: "slow_call" }),
             other => other,
@@ -204,9 +249,12 @@ impl<C> CircuitBreakerBuilder<C> {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(Word::INITIAL.0),
                 opened_at: AtomicU64::new(0),
+                open_span: AtomicU64::new(nanos(self.recovery_timeout)),
+                budget: AtomicU64::new(0),
                 config: Config {
                     failure_threshold,
                     rate,
+                    budget,
                     slow_call,
                     recovery: nanos(self.recovery_timeout),
                     half_open_max_calls,
@@ -232,6 +280,7 @@ impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
         f.debug_struct("CircuitBreakerBuilder")
             .field("failure_threshold", &self.failure_threshold)
             .field("failure_rate", &self.failure_rate)
+            .field("error_budget", &self.error_budget)
             .field("slow_call", &self.slow_call)
             .field("recovery_timeout", &self.recovery_timeout)
             .field("half_open_max_calls", &self.half_open_max_calls)

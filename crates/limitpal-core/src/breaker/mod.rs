@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!            failure_threshold consecutive failures,
-//!            or failure rate ≥ ratio over the window (min_calls seen)
+//!            or failure rate ≥ ratio over the window (min_calls seen),
+//!            or the error budget spent (max_failures per window)
 //!   Closed ───────────────────────────────────────────────▶ Open
 //!     ▲                                                     │ recovery_timeout
 //!     │ half_open_success_threshold successes               ▼
@@ -18,6 +19,12 @@
 //! paths. Every permit carries the epoch it was issued in; outcomes of permits from before a
 //! transition or [`reset`](CircuitBreaker::reset) are dropped, so a slow call that started
 //! while Closed cannot reopen a breaker that has since recovered.
+//!
+//! The error budget ([`error_budget`](CircuitBreakerBuilder::error_budget)) is a GCRA meter
+//! over failures, the rate limiter's own cell: it holds `max_failures` failures and regains
+//! one every `window / max_failures`, whatever the successes. The failure that spends the
+//! last of it opens the breaker until the meter would admit a failure again, and
+//! [`CircuitOpen::retry_after`] says exactly that.
 
 mod builder;
 mod permit;
@@ -32,6 +39,7 @@ use std::time::Duration;
 
 use crate::clock::{nanos, now_nanos};
 use crate::metrics::BreakerMetrics;
+use crate::rate::Gcra;
 use crate::{CircuitOpen, Clock, MonotonicClock, Outcome};
 pub use builder::CircuitBreakerBuilder;
 #[cfg(feature = "serde")] // the config file's `[breaker]` defaults
@@ -95,6 +103,7 @@ impl<C> Clone for CircuitBreaker<C> {
 struct Config {
     failure_threshold: u32,
     rate: Option<RateTrigger>,
+    budget: Option<Gcra>,
     slow_call: Option<u64>,
     recovery: u64,
     half_open_max_calls: u32,
@@ -111,6 +120,11 @@ struct Inner<C> {
     word: AtomicU64,
     /// When the current Open epoch began; written before the word publishes Open.
     opened_at: AtomicU64,
+    /// How long the current Open epoch lasts (the recovery timeout, or what the error
+    /// budget needs to admit a failure again); written before the word publishes Open.
+    open_span: AtomicU64,
+    /// The error budget's meter (a GCRA TAT over failures).
+    budget: AtomicU64,
     config: Config,
     slow: Mutex<SlowState>,
     clock: C,
@@ -317,7 +331,7 @@ impl<C: Clock> Inner<C> {
             opened = now;
         }
         opened
-            .saturating_add(self.config.recovery)
+            .saturating_add(self.open_span.load(Ordering::Acquire))
             .saturating_sub(now)
     }
 
@@ -363,7 +377,7 @@ impl<C: Clock> Inner<C> {
                 if left > 0 {
                     return Err(CircuitOpen::new(Duration::from_nanos(left)));
                 }
-                changed = self.transition(&mut slow, w, CircuitState::HalfOpen, now);
+                changed = self.transition(&mut slow, w, CircuitState::HalfOpen, now, 0);
                 w = self.load();
             }
             match w.state() {
@@ -427,11 +441,11 @@ impl<C: Clock> Inner<C> {
             }
             slow.in_flight = slow.in_flight.saturating_sub(1);
             if failed {
-                self.transition(&mut slow, w, CircuitState::Open, now)
+                self.transition(&mut slow, w, CircuitState::Open, now, self.config.recovery)
             } else {
                 slow.successes = slow.successes.saturating_add(1);
                 if slow.successes >= self.config.half_open_success_threshold {
-                    self.transition(&mut slow, w, CircuitState::Closed, now)
+                    self.transition(&mut slow, w, CircuitState::Closed, now, 0)
                 } else {
                     None
                 }
@@ -464,9 +478,21 @@ impl<C: Clock> Inner<C> {
                 Err(actual) => w = Word(actual),
             }
         };
+        let mut span = self.config.recovery;
+        if failed && let Some(budget) = self.config.budget {
+            // this failure spends one (a budget already spent by a racing failure stays so)
+            let _ = budget.check_cell(&self.budget, now, 1);
+            let wait = budget.wait_cell(&self.budget, now, 1);
+            if wait > 0 {
+                // open until the budget admits a failure again (and, tripped by the other
+                // triggers too, for the longer of that and the recovery timeout)
+                span = if tripped { span.max(wait) } else { wait };
+                tripped = true;
+            }
+        }
         let Some(rate) = self.config.rate else {
             if tripped {
-                self.trip(ticket, now);
+                self.trip(ticket, now, span);
             }
             return;
         };
@@ -483,7 +509,7 @@ impl<C: Clock> Inner<C> {
                     && f64::from(failures) >= rate.ratio * f64::from(calls);
             }
             if tripped {
-                self.transition(&mut slow, w, CircuitState::Open, now)
+                self.transition(&mut slow, w, CircuitState::Open, now, span)
             } else {
                 None
             }
@@ -491,14 +517,14 @@ impl<C: Clock> Inner<C> {
         self.announce(changed);
     }
 
-    fn trip(&self, ticket: Ticket, now: u64) {
+    fn trip(&self, ticket: Ticket, now: u64, span: u64) {
         let changed = {
             let mut slow = lock(&self.slow);
             let w = self.load();
             if w.epoch() != ticket.epoch || w.state() != CircuitState::Closed {
                 return;
             }
-            self.transition(&mut slow, w, CircuitState::Open, now)
+            self.transition(&mut slow, w, CircuitState::Open, now, span)
         };
         self.announce(changed);
     }
@@ -508,21 +534,27 @@ impl<C: Clock> Inner<C> {
         let changed = {
             let mut slow = lock(&self.slow);
             let w = self.load();
-            self.transition(&mut slow, w, to, now)
+            if to == CircuitState::Closed {
+                self.budget.store(0, Ordering::Relaxed); // a reset forgets the budget's count too
+            }
+            self.transition(&mut slow, w, to, now, self.config.recovery)
         };
         self.announce(changed);
     }
 
-    /// Moves from `from`'s epoch to a new epoch in `to`. Must hold the mutex: every change of
-    /// state or epoch happens under it, so only the failure count can race (and is retried).
+    /// Moves from `from`'s epoch to a new epoch in `to` (Open for `span`). Must hold the
+    /// mutex: every change of state or epoch happens under it, so only the failure count can
+    /// race (and is retried).
     fn transition(
         &self,
         slow: &mut SlowState,
         from: Word,
         to: CircuitState,
         now: u64,
+        span: u64,
     ) -> Option<(CircuitState, CircuitState)> {
         if to == CircuitState::Open {
+            self.open_span.store(span, Ordering::Release);
             self.opened_at.store(now, Ordering::Release);
         }
         let mut current = from;

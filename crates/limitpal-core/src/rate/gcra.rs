@@ -76,6 +76,58 @@ impl Gcra {
         })
     }
 
+    /// A meter of `capacity` events per `window`: `capacity` at once, then one more every
+    /// `window / capacity` (a breaker's error budget counts failures with it).
+    pub(crate) fn per_window(
+        capacity: u32,
+        capacity_field: &'static str,
+        window: std::time::Duration,
+        window_field: &'static str,
+    ) -> Result<Self, ConfigError> {
+        if capacity == 0 {
+            return Err(ConfigError::Zero {
+                field: capacity_field,
+            });
+        }
+        let interval = crate::clock::nanos(window)
+            .checked_div(u64::from(capacity))
+            .unwrap_or(0); // capacity > 0 here
+        if interval == 0 {
+            return Err(ConfigError::out_of_range(
+                window_field,
+                format!("{window:?}"),
+                "at least one nanosecond per event of the budget",
+            ));
+        }
+        Ok(Self {
+            interval,
+            burst: interval.saturating_mul(u64::from(capacity)), // <= window
+            capacity,
+        })
+    }
+
+    /// Admits `cost` at `now` on the shared cell `c` (lock-free), or says how long until it
+    /// would be admitted.
+    #[inline]
+    pub(crate) fn check_cell(self, c: &AtomicU64, now: u64, cost: u32) -> Result<(), u64> {
+        // Relaxed is enough: the TAT is the only datum, and it guards no other memory.
+        let mut tat = c.load(Ordering::Relaxed);
+        loop {
+            let next = self.next(tat, now, cost)?;
+            match c.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
+    /// How long from `now` until the cell `c` admits `cost` (zero: it would now).
+    pub(crate) fn wait_cell(self, c: &AtomicU64, now: u64, cost: u32) -> u64 {
+        self.next(c.load(Ordering::Relaxed), now, cost)
+            .err()
+            .unwrap_or(0)
+    }
+
     /// The pure transition: the new TAT if `cost` is admitted at `now`, else the wait.
     ///
     /// Written so that nothing can overflow: `used` and `cost·T` are both at most `burst`
@@ -209,15 +261,7 @@ macro_rules! gcra_algorithm {
 
             #[inline]
             fn check_cell(&self, c: &AtomicU64, now: u64, cost: u32) -> Result<(), u64> {
-                // Relaxed is enough: the TAT is the only datum, and it guards no other memory.
-                let mut tat = c.load(Ordering::Relaxed);
-                loop {
-                    let next = self.gcra.next(tat, now, cost)?;
-                    match c.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
-                        Ok(_) => return Ok(()),
-                        Err(actual) => tat = actual,
-                    }
-                }
+                self.gcra.check_cell(c, now, cost)
             }
 
             #[inline]

@@ -19,6 +19,7 @@ mod store;
 mod table;
 
 pub use all::All;
+pub(crate) use gcra::Gcra;
 pub use gcra::{LeakyBucket, TokenBucket};
 pub use limiter::{Quota, RateLimiter, RateLimiterBuilder};
 pub use reservation::Reservation;
