@@ -36,6 +36,7 @@ pub mod config;
 mod error;
 mod executor;
 pub mod fault;
+mod keyed;
 mod limiter_async;
 pub mod metrics;
 pub mod pipeline;

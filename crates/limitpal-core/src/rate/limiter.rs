@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::reservation::Reservation;
-use super::store::{DefaultHashBuilder, Store};
 use super::{Algorithm, TokenBucket};
 use crate::clock::{nanos, now_nanos};
+use crate::keyed::{DefaultHashBuilder, Store};
 use crate::metrics::LimiterMetrics;
 use crate::{CheckNError, Clock, ConfigError, MonotonicClock, RateLimited};
 

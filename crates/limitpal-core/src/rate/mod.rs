@@ -15,16 +15,14 @@ mod gcra;
 mod limiter;
 mod reservation;
 mod sliding;
-mod store;
-mod table;
 
+pub use crate::keyed::DefaultHashBuilder;
 pub use all::All;
 pub(crate) use gcra::Gcra;
 pub use gcra::{LeakyBucket, TokenBucket};
 pub use limiter::{Quota, RateLimiter, RateLimiterBuilder};
 pub use reservation::Reservation;
 pub use sliding::SlidingWindow;
-pub use store::DefaultHashBuilder;
 
 use std::fmt::Debug;
 

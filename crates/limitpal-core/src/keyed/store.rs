@@ -1,4 +1,4 @@
-//! The keyed store: a sharded hash table from key to an algorithm's cell.
+//! The keyed store: a sharded hash table from key to a stage's cell.
 //!
 //! Each shard is a [`Table`] of inline `(tag, key, cell)` slots behind an `RwLock` (padded to
 //! its own cache lines, so that two threads on two shards never share one): the key is hashed
@@ -27,7 +27,7 @@
 use crate::sync::{RwLock, read, write};
 use std::hash::{BuildHasher, Hash};
 
-use super::Algorithm;
+use super::Cells;
 use super::table::{FAR_BYTES, TAG_BITS, Table};
 
 /// The default hasher for keys: foldhash, seeded at random per limiter (a third of
@@ -37,7 +37,7 @@ use super::table::{FAR_BYTES, TAG_BITS, Table};
 /// insert walks 4096 slots, or meets 8 keys with its 31-bit tag) rehashes them with std's
 /// SipHash-1-3 (random seed), and its lookups use SipHash from then on. So a client who learns the seed
 /// and chooses colliding keys costs one rehash per shard, never slow lookups; the same holds
-/// for any hasher given to [`hasher`](super::RateLimiterBuilder::hasher).
+/// for any hasher given to [`hasher`](crate::RateLimiterBuilder::hasher).
 pub type DefaultHashBuilder = foldhash::fast::RandomState;
 
 /// Slots an insert may walk before its shard turns to SipHash. By chance, below the table's
@@ -54,7 +54,7 @@ const VICTIM_SAMPLE: usize = 16;
 /// refill period, but no more than this, so a limit over hours does not hold keys for hours.
 const MAX_GRACE: u64 = 1_000_000_000;
 
-pub(crate) struct Store<K, A: Algorithm, S> {
+pub(crate) struct Store<K, A: Cells, S> {
     hasher: S,
     /// SipHash, for the shards whose keys collide under `hasher`.
     strong: std::collections::hash_map::RandomState,
@@ -87,7 +87,7 @@ struct Shard<K, V> {
 impl<K, A, S> Store<K, A, S>
 where
     K: Hash + Eq,
-    A: Algorithm,
+    A: Cells,
     S: BuildHasher,
 {
     /// `shards` is rounded up to a power of two; `max_keys` is divided between them (rounding
@@ -242,7 +242,7 @@ where
     }
 }
 
-impl<K, A: Algorithm, S> Store<K, A, S> {
+impl<K, A: Cells, S> Store<K, A, S> {
     pub(crate) fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -254,7 +254,7 @@ impl<K, V> Shard<K, V> {
     /// that the next pass is at least a quarter of the table's inserts away.
     fn reclaim_or_grow<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, max_len: usize)
     where
-        A: Algorithm + super::sealed::Sealed<Cell = V>,
+        A: Cells<Cell = V>,
     {
         let grace = alg.window().min(MAX_GRACE);
         let idle = idle_ttl.saturating_add(grace);
@@ -274,7 +274,7 @@ impl<K, V> Shard<K, V> {
     /// make every insert and removal shift thousands of slots once most keys are idle.
     fn evict_one<A>(&mut self, alg: &A, now: u64, idle_ttl: u64, tag: u32)
     where
-        A: Algorithm + super::sealed::Sealed<Cell = V>,
+        A: Cells<Cell = V>,
     {
         let n = self.table.num_slots();
         let mut at = self.table.home(tag);
