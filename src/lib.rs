@@ -50,10 +50,10 @@ pub use limitpal_core::{
     AdaptiveLimit, Algorithm, All, AsyncLimiter, Backoff, Bulkhead, BulkheadFull, BulkheadPermit,
     CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, CircuitState,
     Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Jitter,
-    LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, Quota, RateLimited,
-    RateLimiter, RateLimiterBuilder, Reservation, Reserve, ReserveFuture, ResilientExecutor,
-    ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng,
-    RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
+    KeyedBulkhead, LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, Quota,
+    RateLimited, RateLimiter, RateLimiterBuilder, Reservation, Reserve, ReserveFuture,
+    ResilientExecutor, ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy,
+    RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
 };
 
 /// Concurrency limits: [`Bulkhead`], [`AdaptiveLimit`] and its algorithms.

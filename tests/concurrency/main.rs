@@ -6,5 +6,6 @@
 
 mod adaptive;
 mod bulkhead;
+mod keyed;
 #[cfg(feature = "tower")]
 mod layer;

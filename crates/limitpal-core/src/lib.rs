@@ -47,7 +47,7 @@ mod sync;
 pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadPermit};
+pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadPermit, KeyedBulkhead};
 pub use error::{BulkheadFull, CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, ResilientExecutor, ResilientExecutorBuilder,

@@ -29,6 +29,7 @@
 
 mod adaptive;
 mod algorithm;
+mod keyed;
 mod permit;
 mod semaphore;
 
@@ -39,6 +40,7 @@ use std::time::Duration;
 use adaptive::Adaptive;
 pub use adaptive::{AdaptiveLimit, AdaptiveLimitBuilder};
 pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample};
+pub use keyed::{KeyedBulkhead, KeyedBulkheadBuilder};
 use permit::AcquireState;
 pub use permit::{Acquire, BulkheadPermit};
 use semaphore::{Entry, Semaphore};

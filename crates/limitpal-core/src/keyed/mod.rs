@@ -27,6 +27,14 @@ pub(crate) trait Cells {
     /// The longest a used cell takes to become fresh again by itself (nanoseconds): the grace
     /// a growing table gives idle keys before reclaiming them.
     fn window(&self) -> u64;
+    /// Whether `max_keys` pressure may drop `cell` when it is not idle (default: yes, the
+    /// least recent first). A stage whose busy cells must survive (a bulkhead key with calls
+    /// in flight) says no; its table then holds more keys than `max_keys` while more keys
+    /// than that are busy at once.
+    #[inline]
+    fn cell_evictable(&self, _cell: &Self::Cell) -> bool {
+        true
+    }
 }
 
 impl<A: crate::rate::Algorithm> Cells for A {

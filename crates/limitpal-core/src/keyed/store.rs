@@ -293,7 +293,7 @@ impl<K, V> Shard<K, V> {
                 break;
             }
             let recency = alg.cell_recency(cell);
-            if victim.is_none_or(|(_, best)| recency < best) {
+            if alg.cell_evictable(cell) && victim.is_none_or(|(_, best)| recency < best) {
                 victim = Some((at, recency));
             }
             seen = seen.saturating_add(1);
