@@ -50,9 +50,9 @@ pub use limitpal_core::{
     AdaptiveLimit, Algorithm, All, AsyncLimiter, Backoff, Bulkhead, BulkheadFull, BulkheadPermit,
     CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, CircuitState,
     Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Jitter,
-    KeyedBulkhead, LeakyBucket, ManualClock, MonotonicClock, Outcome, OwnRejection, Quota,
-    RateLimited, RateLimiter, RateLimiterBuilder, Reservation, Reserve, ReserveFuture,
-    ResilientExecutor, ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy,
+    KeyedBulkhead, KeyedCircuitBreaker, LeakyBucket, ManualClock, MonotonicClock, Outcome,
+    OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, Reservation, Reserve,
+    ReserveFuture, ResilientExecutor, ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy,
     RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
 };
 

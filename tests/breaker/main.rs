@@ -574,3 +574,169 @@ fn a_bad_error_budget_is_a_config_error() {
         "{short:?}"
     );
 }
+
+mod keyed {
+    use super::SEC;
+    use limitpal::{CircuitBreaker, CircuitState, ConfigError, KeyedCircuitBreaker, ManualClock};
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn keyed(threshold: u32) -> (KeyedCircuitBreaker<u64, ManualClock>, ManualClock) {
+        let clock = ManualClock::new();
+        let breakers = KeyedCircuitBreaker::builder()
+            .failure_threshold(threshold)
+            .recovery_timeout(5 * SEC)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        (breakers, clock)
+    }
+
+    /// Failures on one key open that key only, with four threads calling three keys.
+    #[test]
+    fn failures_on_one_key_open_that_key_only_under_contention() {
+        let (breakers, _clock) = keyed(3);
+        let threads: Vec<_> = (0..4_u64)
+            .map(|t| {
+                let breakers = breakers.clone();
+                std::thread::spawn(move || {
+                    let mut refused_healthy = 0;
+                    for i in 0..3_000_u64 {
+                        let key = (i + t) % 3;
+                        match breakers.try_acquire(&key) {
+                            Ok(permit) if key == 0 => permit.failure(),
+                            Ok(permit) => permit.success(),
+                            Err(_) if key != 0 => refused_healthy += 1,
+                            Err(_) => {}
+                        }
+                    }
+                    refused_healthy
+                })
+            })
+            .collect();
+        let refused: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(refused, 0, "keys 1 and 2 were never refused");
+        assert_eq!(breakers.state(&0), CircuitState::Open);
+        assert_eq!(breakers.state(&1), CircuitState::Closed);
+        assert_eq!(breakers.state(&2), CircuitState::Closed);
+    }
+
+    fn settings<T>(
+        b: limitpal::CircuitBreakerBuilder<ManualClock, T>,
+    ) -> limitpal::CircuitBreakerBuilder<ManualClock, T> {
+        b.failure_threshold(2)
+            .failure_rate(0.5, 4, Duration::from_secs(2))
+            .error_budget(3, Duration::from_secs(3))
+            .recovery_timeout(Duration::from_secs(1))
+    }
+
+    /// Random sequences of outcomes, clock moves and keys give the same answers as a model
+    /// that keeps one `CircuitBreaker` per key for ever: dropping fresh keys is unobservable.
+    #[test]
+    fn eviction_is_unobservable_against_a_model_that_never_evicts() {
+        use proptest::prelude::*;
+        let op = (0_u64..6, 0_u8..4, 0_u64..3_000);
+        proptest!(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() }, |(ops in proptest::collection::vec(op, 1..300))| {
+            let clock = ManualClock::new();
+            let breakers = settings(KeyedCircuitBreaker::builder().clock(clock.clone()))
+                .build::<u64>()
+                .unwrap();
+            let mut model: HashMap<u64, CircuitBreaker<ManualClock>> = HashMap::new();
+            for (key, what, advance_ms) in ops {
+                let reference = model
+                    .entry(key)
+                    .or_insert_with(|| settings(CircuitBreaker::builder().clock(clock.clone())).build().unwrap());
+                let ours = breakers.try_acquire(&key);
+                let theirs = reference.try_acquire();
+                prop_assert_eq!(ours.as_ref().err(), theirs.as_ref().err(), "key {}", key);
+                if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                    match what {
+                        0 => { ours.failure(); theirs.failure(); }
+                        1 | 2 => { ours.success(); theirs.success(); }
+                        _ => { drop(ours); drop(theirs); }
+                    }
+                }
+                prop_assert_eq!(breakers.state(&key), reference.state());
+                clock.advance(Duration::from_millis(advance_ms));
+                let _ = breakers.len(); // drops every fresh key now
+            }
+            for (key, reference) in &model {
+                prop_assert_eq!(breakers.state(key), reference.state(), "key {}", key);
+            }
+        });
+    }
+
+    /// Under `max_keys` pressure an open breaker is never dropped, nor one with a permit out.
+    #[test]
+    fn open_breakers_and_outstanding_permits_survive_eviction_pressure() {
+        let clock = ManualClock::new();
+        let breakers: KeyedCircuitBreaker<u64, ManualClock> = KeyedCircuitBreaker::builder()
+            .failure_threshold(1)
+            .recovery_timeout(60 * SEC)
+            .max_keys(8)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for key in 0..4 {
+            breakers.try_acquire(&key).unwrap().failure();
+        }
+        let pending = breakers.try_acquire(&4).unwrap();
+        for key in 1_000..101_000 {
+            breakers.try_acquire(&key).unwrap().success();
+        }
+        for key in 0..4 {
+            assert_eq!(breakers.state(&key), CircuitState::Open, "key {key} kept");
+            assert!(breakers.try_acquire(&key).is_err());
+        }
+        pending.failure(); // recorded: key 4's breaker was kept for its permit
+        assert_eq!(breakers.state(&4), CircuitState::Open);
+        assert!(breakers.len() <= 8, "len {}", breakers.len());
+    }
+
+    /// A million rotating keys through `max_keys` 10 000: the bound holds, nothing panics.
+    #[test]
+    fn rotating_keys_stay_within_max_keys() {
+        let breakers: KeyedCircuitBreaker<u64> = KeyedCircuitBreaker::builder()
+            .max_keys(10_000)
+            .build()
+            .unwrap();
+        for key in 0..1_000_000_u64 {
+            let permit = breakers.try_acquire(&key).unwrap();
+            if key % 2 == 0 {
+                permit.failure(); // a count: not fresh, so only max_keys drops it
+            } else {
+                permit.success();
+            }
+        }
+        assert!(breakers.len() <= 10_000, "len {}", breakers.len());
+    }
+
+    #[test]
+    fn keyed_settings_are_checked_like_the_plain_ones() {
+        let zero = KeyedCircuitBreaker::builder()
+            .max_keys(0)
+            .build::<u64>()
+            .unwrap_err();
+        assert_eq!(zero, ConfigError::Zero { field: "max_keys" });
+        let threshold = KeyedCircuitBreaker::builder()
+            .failure_threshold(0)
+            .build::<u64>()
+            .unwrap_err();
+        assert_eq!(
+            threshold,
+            ConfigError::Zero {
+                field: "failure_threshold"
+            }
+        );
+    }
+
+    #[test]
+    fn reset_closes_one_key() {
+        let (breakers, _clock) = keyed(1);
+        breakers.try_acquire(&7).unwrap().failure();
+        breakers.try_acquire(&8).unwrap().failure();
+        breakers.reset(&7);
+        assert_eq!(breakers.state(&7), CircuitState::Closed);
+        assert_eq!(breakers.state(&8), CircuitState::Open);
+    }
+}

@@ -44,7 +44,9 @@ pub mod rate;
 pub mod retry;
 mod sync;
 
-pub use breaker::{CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState};
+pub use breaker::{
+    CallPermit, CircuitBreaker, CircuitBreakerBuilder, CircuitState, KeyedCircuitBreaker,
+};
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadPermit, KeyedBulkhead};

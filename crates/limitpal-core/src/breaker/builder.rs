@@ -39,12 +39,39 @@ impl CircuitBreaker {
             on_rejection: None,
             name: None,
             clock: MonotonicClock,
+            target: Single,
         }
     }
 }
 
-/// Configures a [`CircuitBreaker`]; made by [`CircuitBreaker::builder`].
-pub struct CircuitBreakerBuilder<C> {
+impl super::KeyedCircuitBreaker<()> {
+    /// Starts a keyed breaker with [`CircuitBreaker::builder`]'s defaults for every key, no
+    /// `max_keys`, `idle_ttl` 0.
+    #[must_use]
+    pub fn builder() -> CircuitBreakerBuilder<MonotonicClock, Keyed> {
+        let single = CircuitBreaker::builder();
+        CircuitBreakerBuilder {
+            failure_threshold: single.failure_threshold,
+            failure_rate: single.failure_rate,
+            error_budget: single.error_budget,
+            slow_call: single.slow_call,
+            recovery_timeout: single.recovery_timeout,
+            half_open_max_calls: single.half_open_max_calls,
+            half_open_success_threshold: single.half_open_success_threshold,
+            listener: single.listener,
+            shadow: single.shadow,
+            on_rejection: single.on_rejection,
+            name: single.name,
+            clock: single.clock,
+            target: Keyed::default(),
+        }
+    }
+}
+
+/// Configures a [`CircuitBreaker`] (made by [`CircuitBreaker::builder`]) or a
+/// [`KeyedCircuitBreaker`](super::KeyedCircuitBreaker) (made by its `builder()`, `T =`
+/// [`Keyed`]): the same options for both.
+pub struct CircuitBreakerBuilder<C, T = Single> {
     failure_threshold: u32,
     failure_rate: Option<(f64, u32, Duration)>,
     error_budget: Option<(u32, Duration)>,
@@ -57,9 +84,22 @@ pub struct CircuitBreakerBuilder<C> {
     on_rejection: Option<RejectionListener>,
     name: Option<String>,
     clock: C,
+    target: T,
 }
 
-impl<C> CircuitBreakerBuilder<C> {
+/// What [`CircuitBreakerBuilder`] builds by default: one [`CircuitBreaker`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Single;
+
+/// What [`CircuitBreakerBuilder`] builds for `KeyedCircuitBreaker::builder()`: a breaker per
+/// key, with the keyed store's bounds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keyed {
+    pub(super) max_keys: Option<usize>,
+    pub(super) idle_ttl: Duration,
+}
+
+impl<C, T> CircuitBreakerBuilder<C, T> {
     /// Consecutive failures that open the breaker (default 5; always active).
     #[must_use]
     pub fn failure_threshold(mut self, failures: u32) -> Self {
@@ -172,7 +212,7 @@ impl<C> CircuitBreakerBuilder<C> {
     }
 
     /// The clock to read (default [`MonotonicClock`]).
-    pub fn clock<C2: Clock>(self, clock: C2) -> CircuitBreakerBuilder<C2> {
+    pub fn clock<C2: Clock>(self, clock: C2) -> CircuitBreakerBuilder<C2, T> {
         CircuitBreakerBuilder {
             failure_threshold: self.failure_threshold,
             failure_rate: self.failure_rate,
@@ -186,20 +226,16 @@ impl<C> CircuitBreakerBuilder<C> {
             on_rejection: self.on_rejection,
             name: self.name,
             clock,
+            target: self.target,
         }
     }
 
-    /// Builds the breaker, Closed.
-    ///
-    /// # Errors
-    /// [`ConfigError`] for a zero `failure_threshold`, `half_open_max_calls`,
-    /// `half_open_success_threshold`, `min_calls`, `failure_rate_window`, `slow_call` or
-    /// `error_budget` (its `max_failures`), a `failure_rate` ratio outside `(0, 1]`, or an
-    /// `error_budget_window` shorter than one nanosecond per failure.
-    pub fn build(self) -> Result<CircuitBreaker<C>, ConfigError>
-    where
-        C: Clock,
-    {
+    pub(super) fn target_mut(&mut self) -> &mut T {
+        &mut self.target
+    }
+
+    /// Checks every option once: what makes each breaker built from it.
+    pub(super) fn into_template(self) -> Result<(Template<C>, Option<String>, T), ConfigError> {
         let nonzero = |value: u32, field| {
             if value == 0 {
                 Err(ConfigError::Zero { field })
@@ -245,37 +281,100 @@ impl<C> CircuitBreakerBuilder<C> {
             Some(0) => return Err(ConfigError::Zero { field: "slow_call" }),
             other => other,
         };
-        Ok(CircuitBreaker {
+        let template = Template {
+            config: Config {
+                failure_threshold,
+                rate,
+                budget,
+                slow_call,
+                recovery: nanos(self.recovery_timeout),
+                half_open_max_calls,
+                half_open_success_threshold,
+            },
+            window,
+            clock: self.clock,
+            listener: self.listener,
+            shadow: self.shadow,
+            on_rejection: self.on_rejection,
+        };
+        Ok((template, self.name, self.target))
+    }
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// Builds the breaker, Closed.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `failure_threshold`, `half_open_max_calls`,
+    /// `half_open_success_threshold`, `min_calls`, `failure_rate_window`, `slow_call` or
+    /// `error_budget` (its `max_failures`), a `failure_rate` ratio outside `(0, 1]`, or an
+    /// `error_budget_window` shorter than one nanosecond per failure.
+    pub fn build(self) -> Result<CircuitBreaker<C>, ConfigError>
+    where
+        C: Clock,
+    {
+        let (template, name, Single) = self.into_template()?;
+        Ok(template.into_breaker(name.as_deref()))
+    }
+}
+
+/// A validated configuration: makes a breaker, or one per key.
+#[derive(Clone)]
+pub(super) struct Template<C> {
+    config: Config,
+    window: Option<FailureWindow>,
+    pub(super) clock: C,
+    listener: Option<Listener>,
+    shadow: bool,
+    on_rejection: Option<RejectionListener>,
+}
+
+impl<C> Template<C> {
+    /// The breaker (`name`: its metrics label).
+    fn into_breaker(self, name: Option<&str>) -> CircuitBreaker<C> {
+        CircuitBreaker {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(Word::INITIAL.0),
                 opened_at: AtomicU64::new(0),
-                open_span: AtomicU64::new(nanos(self.recovery_timeout)),
+                open_span: AtomicU64::new(self.config.recovery),
                 budget: AtomicU64::new(0),
-                config: Config {
-                    failure_threshold,
-                    rate,
-                    budget,
-                    slow_call,
-                    recovery: nanos(self.recovery_timeout),
-                    half_open_max_calls,
-                    half_open_success_threshold,
-                },
+                config: self.config,
                 slow: Mutex::new(SlowState {
                     in_flight: 0,
                     successes: 0,
-                    window,
+                    window: self.window,
                 }),
                 clock: self.clock,
                 listener: self.listener,
                 shadow: self.shadow,
                 on_rejection: self.on_rejection,
-                metrics: BreakerMetrics::new(self.name.as_deref()),
+                metrics: BreakerMetrics::new(name),
             }),
-        })
+        }
+    }
+
+    /// A fresh breaker for a new key (no metrics: a key is never a label).
+    pub(super) fn make(&self) -> CircuitBreaker<C>
+    where
+        C: Clone,
+    {
+        self.clone().into_breaker(None)
+    }
+
+    pub(super) fn config_debug(&self) -> &impl fmt::Debug {
+        &self.config
+    }
+
+    /// The longest a used breaker takes to look fresh again by itself: its failure-rate
+    /// window or its error budget's refill (nanoseconds).
+    pub(super) fn window(&self) -> u64 {
+        let rate = self.window.as_ref().map_or(0, FailureWindow::span);
+        let budget = self.config.budget.map_or(0, Gcra::window_nanos);
+        rate.max(budget)
     }
 }
 
-impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
+impl<C, T: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerBuilder")
             .field("failure_threshold", &self.failure_threshold)
@@ -288,6 +387,7 @@ impl<C> fmt::Debug for CircuitBreakerBuilder<C> {
                 "half_open_success_threshold",
                 &self.half_open_success_threshold,
             )
+            .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }

@@ -27,6 +27,7 @@
 //! [`CircuitOpen::retry_after`] says exactly that.
 
 mod builder;
+mod keyed;
 mod permit;
 mod window;
 mod word;
@@ -41,12 +42,13 @@ use crate::clock::{nanos, now_nanos};
 use crate::metrics::BreakerMetrics;
 use crate::rate::Gcra;
 use crate::{CircuitOpen, Clock, MonotonicClock, Outcome};
-pub use builder::CircuitBreakerBuilder;
+pub use builder::{CircuitBreakerBuilder, Keyed, Single};
 #[cfg(feature = "serde")] // the config file's `[breaker]` defaults
 pub(crate) use builder::{
     DEFAULT_FAILURE_THRESHOLD, DEFAULT_HALF_OPEN_MAX_CALLS, DEFAULT_HALF_OPEN_SUCCESS_THRESHOLD,
     DEFAULT_RECOVERY_TIMEOUT,
 };
+pub use keyed::KeyedCircuitBreaker;
 use permit::{Admission, Sink};
 pub use permit::{BreakerTicket, CallPermit};
 use window::FailureWindow;

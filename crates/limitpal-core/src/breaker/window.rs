@@ -16,7 +16,7 @@ struct Bucket {
 }
 
 /// Calls and failures over the last `window`, in `BUCKETS` steps.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct FailureWindow {
     width: NonZeroU64,
     buckets: [Bucket; BUCKETS],
@@ -54,6 +54,20 @@ impl FailureWindow {
             .fold((0_u32, 0_u32), |(c, f), b| {
                 (c.saturating_add(b.calls), f.saturating_add(b.failures))
             })
+    }
+
+    /// The window's length (nanoseconds, in whole buckets).
+    pub(crate) fn span(&self) -> u64 {
+        self.width.get().saturating_mul(BUCKETS_U64)
+    }
+
+    /// Whether no call falls in the window ending at `now`: it answers as a fresh one would.
+    pub(crate) fn is_empty(&self, now: u64) -> bool {
+        let id = (now / self.width).saturating_add(1);
+        let oldest = id.saturating_sub(BUCKETS_U64 - 1);
+        self.buckets
+            .iter()
+            .all(|b| b.calls == 0 || b.id < oldest || b.id > id)
     }
 
     pub(crate) fn clear(&mut self) {

@@ -121,6 +121,16 @@ impl Gcra {
         }
     }
 
+    /// How long a spent meter takes to be full again (nanoseconds).
+    pub(crate) fn window_nanos(self) -> u64 {
+        self.burst
+    }
+
+    /// Whether the cell `c` is full at `now`: the same state as a fresh cell.
+    pub(crate) fn cell_full(self, c: &AtomicU64, now: u64) -> bool {
+        c.load(Ordering::Relaxed) <= now
+    }
+
     /// How long from `now` until the cell `c` admits `cost` (zero: it would now).
     pub(crate) fn wait_cell(self, c: &AtomicU64, now: u64, cost: u32) -> u64 {
         self.next(c.load(Ordering::Relaxed), now, cost)

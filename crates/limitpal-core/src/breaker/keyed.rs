@@ -1,0 +1,241 @@
+//! [`KeyedCircuitBreaker`]: a [`CircuitBreaker`] per key, in the bounded keyed store.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use super::builder::{CircuitBreakerBuilder, Keyed, Template};
+use super::{CallPermit, CircuitBreaker, CircuitState};
+use crate::clock::{nanos, now_nanos};
+use crate::keyed::{Cells, DefaultHashBuilder, Store};
+use crate::sync::{AtomicU64, Ordering, lock};
+use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
+
+/// A circuit breaker per key (a host, a tenant): one dead upstream opens its own breaker
+/// and no other. Every key runs the [`CircuitBreaker`] state machine itself, with the
+/// options given to [`builder`](KeyedCircuitBreaker::builder) (every `CircuitBreaker`
+/// option, plus `max_keys` and `idle_ttl`). Clones share state.
+///
+/// Keys live in the same bounded store as the rate limiter's. A key whose breaker is Closed
+/// with nothing counted (no consecutive failure, an empty failure-rate window, a full error
+/// budget) and no permit out is indistinguishable from a new key and is dropped
+/// unobservably once it has been so for `idle_ttl`. An Open or `HalfOpen` breaker is never
+/// dropped, nor one with a permit out; under `max_keys` pressure the least recently used
+/// Closed key goes first, and while every key held is Open or busy the store holds them all
+/// (more than `max_keys`) rather than forget an open breaker. Keys are never metric labels:
+/// a keyed breaker records no per-key metrics.
+///
+/// ```
+/// use limitpal_core::{CircuitState, KeyedCircuitBreaker, ManualClock};
+/// use std::time::Duration;
+///
+/// let breakers = KeyedCircuitBreaker::builder()
+///     .failure_threshold(2)
+///     .recovery_timeout(Duration::from_secs(5))
+///     .clock(ManualClock::new())
+///     .build()?;
+/// for _ in 0..2 {
+///     breakers.try_acquire("db-1")?.failure();
+/// }
+/// assert_eq!(breakers.state("db-1"), CircuitState::Open);
+/// assert!(breakers.try_acquire("db-1").is_err());
+/// breakers.try_acquire("db-2")?.success(); // another key is unaffected
+/// assert_eq!(breakers.state("db-2"), CircuitState::Closed);
+/// assert_eq!(breakers.len(), 1, "db-2 looks fresh again: only db-1 is held");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct KeyedCircuitBreaker<K, C: Clock + Clone = MonotonicClock> {
+    inner: Arc<Inner<K, C>>,
+}
+
+impl<K, C: Clock + Clone> Clone for KeyedCircuitBreaker<K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<K, C: Clock + Clone> {
+    breakers: Breakers<C>,
+    store: Store<K, Breakers<C>, DefaultHashBuilder>,
+    idle_ttl: u64,
+}
+
+/// How every key's breaker is made.
+struct Breakers<C> {
+    template: Template<C>,
+}
+
+/// A key's breaker and when it was last asked for a permit.
+struct KeyCell<C> {
+    breaker: CircuitBreaker<C>,
+    used: AtomicU64,
+}
+
+impl<C: Clock + Clone> Cells for Breakers<C> {
+    type Cell = KeyCell<C>;
+
+    fn new_cell(&self) -> KeyCell<C> {
+        KeyCell {
+            breaker: self.template.make(),
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn cell_idle(&self, cell: &KeyCell<C>, now: u64, idle: u64) -> bool {
+        cell.used.load(Ordering::Relaxed).saturating_add(idle) <= now && cell.breaker.is_fresh(now)
+    }
+
+    fn cell_recency(&self, cell: &KeyCell<C>) -> u64 {
+        cell.used.load(Ordering::Relaxed)
+    }
+
+    fn window(&self) -> u64 {
+        self.template.window()
+    }
+
+    /// Only a Closed breaker with no permit out may go under `max_keys` pressure.
+    fn cell_evictable(&self, cell: &KeyCell<C>) -> bool {
+        Arc::strong_count(&cell.breaker.inner) == 1
+            && cell.breaker.inner.load().state() == CircuitState::Closed
+    }
+}
+
+impl<C: Clock> CircuitBreaker<C> {
+    /// Whether this breaker answers every question as a new one would: Closed, nothing
+    /// counted, no permit out (every permit holds a reference).
+    fn is_fresh(&self, now: u64) -> bool {
+        let inner = &*self.inner;
+        let w = inner.load();
+        if Arc::strong_count(&self.inner) != 1
+            || w.state() != CircuitState::Closed
+            || w.failures() != 0
+        {
+            return false;
+        }
+        if let Some(budget) = inner.config.budget
+            && !budget.cell_full(&inner.budget, now)
+        {
+            return false;
+        }
+        let slow = lock(&inner.slow);
+        slow.in_flight == 0 && slow.window.as_ref().is_none_or(|w| w.is_empty(now))
+    }
+}
+
+impl<C: Clock + Clone> CircuitBreakerBuilder<C, Keyed> {
+    /// Holds at most `max_keys` keys whose breakers are Closed and idle (memory bound); see
+    /// [`KeyedCircuitBreaker`] for what is dropped first.
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.target_mut().max_keys = Some(max_keys);
+        self
+    }
+
+    /// How long a key must look fresh before it may be dropped (default 0: at once).
+    #[must_use]
+    pub fn idle_ttl(mut self, idle_ttl: std::time::Duration) -> Self {
+        self.target_mut().idle_ttl = idle_ttl;
+        self
+    }
+
+    /// Builds the keyed breaker, every key Closed.
+    ///
+    /// # Errors
+    /// As [`CircuitBreakerBuilder::build`], and [`ConfigError::Zero`] for a zero `max_keys`.
+    pub fn build<K: Hash + Eq>(self) -> Result<KeyedCircuitBreaker<K, C>, ConfigError> {
+        let (template, _name, keyed) = self.into_template()?;
+        if keyed.max_keys == Some(0) {
+            return Err(ConfigError::Zero { field: "max_keys" });
+        }
+        let shards = std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4));
+        Ok(KeyedCircuitBreaker {
+            inner: Arc::new(Inner {
+                breakers: Breakers { template },
+                store: Store::new(DefaultHashBuilder::default(), shards, keyed.max_keys),
+                idle_ttl: nanos(keyed.idle_ttl),
+            }),
+        })
+    }
+}
+
+impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
+    fn now(&self) -> u64 {
+        now_nanos(&self.inner.breakers.template.clock)
+    }
+
+    /// `key`'s breaker (made when the key is new), its use noted.
+    fn breaker<Q>(&self, key: &Q) -> CircuitBreaker<C>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        inner.store.with_cell(
+            &inner.breakers,
+            key,
+            || self.now(),
+            inner.idle_ttl,
+            |cell, now| {
+                cell.used.store(now, Ordering::Relaxed);
+                cell.breaker.clone()
+            },
+        )
+    }
+
+    /// Asks to make a call to `key`; see [`CircuitBreaker::try_acquire`].
+    ///
+    /// # Errors
+    /// [`CircuitOpen`] when `key`'s breaker is open.
+    pub fn try_acquire<Q>(&self, key: &Q) -> Result<CallPermit, CircuitOpen>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.breaker(key).try_acquire()
+    }
+
+    /// `key`'s state now (Closed for a key not held: a new key's).
+    pub fn state<Q>(&self, key: &Q) -> CircuitState
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner
+            .store
+            .peek_cell(key, |cell| cell.breaker.state())
+            .unwrap_or(CircuitState::Closed)
+    }
+
+    /// Closes `key`'s breaker and forgets its counts (see [`CircuitBreaker::reset`]).
+    pub fn reset<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner.store.peek_cell(key, |cell| cell.breaker.reset());
+    }
+
+    /// Keys held, after dropping those that look fresh. `O(keys)`.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let inner = &*self.inner;
+        inner.store.len(&inner.breakers, self.now(), inner.idle_ttl)
+    }
+
+    /// Whether no key is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K, C: Clock + Clone> fmt::Debug for KeyedCircuitBreaker<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("config", &self.inner.breakers.template.config_debug())
+            .finish_non_exhaustive()
+    }
+}
