@@ -103,6 +103,11 @@ fn main() {
         println!("targets: {} met, {} missed", report.met, report.missed);
         return;
     }
+    if args.first().map(String::as_str) == Some("breakers") {
+        breakers(&mut report);
+        println!("targets: {} met, {} missed", report.met, report.missed);
+        return;
+    }
     if args.first().map(String::as_str) == Some("keyed") {
         for keys in &args[1..] {
             let Ok(keys) = keys.parse::<u64>() else {
@@ -229,6 +234,107 @@ fn keyed(
         "ns",
         target,
     );
+}
+
+/// Keyed breaker admissions (`try_acquire(&key)` then `success()`), keys checked in a
+/// pseudo-random walk after all were inserted: at 1 key against one plain `CircuitBreaker`,
+/// and at every count against a `DashMap<u64, CircuitBreaker>` registry (what users write by
+/// hand), with the heap each holds per key and allocations per admission of a known key.
+fn breakers(report: &mut Report) {
+    use dashmap::DashMap;
+    use limitpal::{CircuitBreaker, KeyedCircuitBreaker};
+    let registry_admit = |map: &DashMap<u64, CircuitBreaker>, key: u64| {
+        let breaker = match map.get(&key) {
+            Some(breaker) => breaker.clone(),
+            None => map
+                .entry(key)
+                .or_insert_with(|| CircuitBreaker::builder().build().expect("valid breaker"))
+                .clone(),
+        };
+        breaker
+            .try_acquire()
+            .map(limitpal::CallPermit::success)
+            .is_ok()
+    };
+    let plain = CircuitBreaker::builder().build().expect("valid breaker");
+    let one: KeyedCircuitBreaker<u64> = KeyedCircuitBreaker::builder().build().expect("valid");
+    let (ours, peer) = pair_calls(
+        || {
+            one.try_acquire(&7)
+                .map(limitpal::CallPermit::success)
+                .is_ok()
+        },
+        || {
+            plain
+                .try_acquire()
+                .map(limitpal::CallPermit::success)
+                .is_ok()
+        },
+    );
+    report.line(
+        "keyed breaker, 1 key (vs plain breaker)",
+        ours,
+        peer,
+        "ns",
+        Some(1.3),
+    );
+    for keys in [1_u64, 10_000, 1_000_000] {
+        let before = heap();
+        let ours: KeyedCircuitBreaker<u64> = KeyedCircuitBreaker::builder().build().expect("valid");
+        for k in 0..keys {
+            let _ = ours.try_acquire(&k).map(limitpal::CallPermit::failure);
+        }
+        let ours_heap = heap() - before;
+        let before = heap();
+        let peer: DashMap<u64, CircuitBreaker> = DashMap::new();
+        for k in 0..keys {
+            let _ = registry_admit(&peer, k);
+        }
+        let peer_heap = heap() - before;
+        let (ours_ns, peer_ns) = ns_per_op_pair(
+            ROUNDS,
+            1_000_000,
+            |i| {
+                let key = spread(i) % keys;
+                black_box(
+                    ours.try_acquire(&key)
+                        .map(limitpal::CallPermit::success)
+                        .is_ok(),
+                );
+            },
+            |i| {
+                black_box(registry_admit(&peer, spread(i) % keys));
+            },
+        );
+        report.line(
+            &format!("keyed breaker, {keys} keys (vs DashMap registry)"),
+            ours_ns,
+            peer_ns,
+            "ns",
+            (keys == 1_000_000).then_some(0.7),
+        );
+        memory(
+            &format!("keyed breaker, {keys} keys"),
+            ours_heap,
+            peer_heap,
+            usize::try_from(keys).unwrap_or(usize::MAX),
+        );
+        let calls = alloc::calls();
+        for i in 0..10_000 {
+            let _ = black_box(
+                ours.try_acquire(&(spread(i) % keys))
+                    .map(limitpal::CallPermit::success),
+            );
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let allocs = (alloc::calls() - calls) as f64 / 10_000.0;
+        report.absolute(
+            &format!("allocs/admission, known key, {keys} keys"),
+            allocs,
+            "allocs",
+            0.0,
+        );
+    }
 }
 
 /// Live heap bytes now (the counting allocator's figure).

@@ -342,7 +342,7 @@ impl<C> Template<C> {
                 slow: Mutex::new(SlowState {
                     in_flight: 0,
                     successes: 0,
-                    window: self.window,
+                    window: self.window.map(Box::new),
                 }),
                 clock: self.clock,
                 listener: self.listener,

@@ -143,7 +143,9 @@ type RejectionListener = Arc<dyn Fn(&CircuitOpen) + Send + Sync>;
 struct SlowState {
     in_flight: u32,
     successes: u32,
-    window: Option<FailureWindow>,
+    /// Boxed: only breakers with a failure-rate trigger pay for its ring (a keyed breaker
+    /// holds one state per key).
+    window: Option<Box<FailureWindow>>,
 }
 
 /// What happened to a permitted call.
