@@ -195,10 +195,7 @@ impl AdaptiveLimitBuilder {
     /// Lets up to `max_waiting` callers wait up to `max_wait` for a slot (default: no queue).
     #[must_use]
     pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
-        self.queue = Queue {
-            max_waiting,
-            max_wait,
-        };
+        self.queue = Queue::new(max_waiting, max_wait);
         self
     }
 

@@ -203,10 +203,7 @@ impl KeyedBulkheadBuilder {
     /// of the key's slots; `max_waiting` 0 means no queue (the default).
     #[must_use]
     pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
-        self.queue = Queue {
-            max_waiting,
-            max_wait,
-        };
+        self.queue = Queue::new(max_waiting, max_wait);
         self
     }
 
@@ -225,15 +222,10 @@ impl KeyedBulkheadBuilder {
     /// [`ConfigError::Zero`] for a zero `max_concurrent` or `max_keys`, or a zero `max_wait`
     /// with a queue.
     pub fn build<K: Hash + Eq>(self) -> Result<KeyedBulkhead<K>, ConfigError> {
-        if self.max_concurrent == 0 {
-            return Err(ConfigError::Zero {
-                field: "max_concurrent",
-            });
-        }
+        let queue = Queue::checked(self.max_concurrent, self.queue)?;
         if self.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });
         }
-        let queue = self.queue.validate()?;
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4));
         Ok(KeyedBulkhead {
             inner: Arc::new(Inner {

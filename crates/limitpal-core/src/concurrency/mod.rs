@@ -211,6 +211,23 @@ struct Queue {
 }
 
 impl Queue {
+    const fn new(max_waiting: u32, max_wait: Duration) -> Self {
+        Self {
+            max_waiting,
+            max_wait,
+        }
+    }
+
+    /// Checks a builder's limit and queue, which every bulkhead builder has.
+    fn checked(max_concurrent: u32, queue: Self) -> Result<Self, ConfigError> {
+        if max_concurrent == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_concurrent",
+            });
+        }
+        queue.validate()
+    }
+
     fn validate(self) -> Result<Self, ConfigError> {
         if self.max_waiting > 0 && self.max_wait.is_zero() {
             return Err(ConfigError::Zero { field: "max_wait" });
@@ -232,10 +249,7 @@ impl BulkheadBuilder {
     /// `max_waiting` 0 means no queue (the default).
     #[must_use]
     pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
-        self.queue = Queue {
-            max_waiting,
-            max_wait,
-        };
+        self.queue = Queue::new(max_waiting, max_wait);
         self
     }
 
@@ -251,12 +265,7 @@ impl BulkheadBuilder {
     /// # Errors
     /// [`ConfigError::Zero`] for a zero `max_concurrent`, or a zero `max_wait` with a queue.
     pub fn build(self) -> Result<Bulkhead, ConfigError> {
-        if self.max_concurrent == 0 {
-            return Err(ConfigError::Zero {
-                field: "max_concurrent",
-            });
-        }
-        let queue = self.queue.validate()?;
+        let queue = Queue::checked(self.max_concurrent, self.queue)?;
         Ok(Bulkhead::with(
             self.max_concurrent,
             queue,
