@@ -740,3 +740,43 @@ mod keyed {
         assert_eq!(breakers.state(&8), CircuitState::Open);
     }
 }
+
+#[allow(dead_code)] // the example's `main` is not used here
+#[path = "../../examples/per_host.rs"]
+mod per_host;
+
+/// The example's numbers: `a` and `c` answer all their 100 requests and are never refused;
+/// `b`, down for 60 of its requests, is reached by 3 failures plus one probe per recovery
+/// timeout, and closes again at the first probe after it is back.
+#[test]
+fn the_per_host_example_isolates_the_dead_host() {
+    let (hosts, b_state) = per_host::run().unwrap();
+    for host in ["a", "c"] {
+        assert_eq!(
+            hosts[host],
+            per_host::Host {
+                reached: 100,
+                answered: 100,
+                refused: 0
+            },
+            "{host}"
+        );
+    }
+    let b = hosts["b"];
+    assert_eq!(b.reached + b.refused, 100);
+    // down 1.8 s: 3 failures open it, then one failed probe per 500 ms recovery
+    let failed_calls = b.reached - b.answered;
+    assert!((3..=3 + 4).contains(&failed_calls), "{b:?}");
+    // 20 answered before it died; once back, the first probe (within a recovery timeout,
+    // about 17 of b's requests) closes it and the rest are answered
+    assert!(b.answered > 20 && b.answered <= 40, "{b:?}");
+    assert!(
+        b.refused >= 60 - 7,
+        "the dead host was spared its calls: {b:?}"
+    );
+    assert_eq!(
+        b_state,
+        CircuitState::Closed,
+        "closed again once b answered"
+    );
+}
