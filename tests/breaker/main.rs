@@ -638,8 +638,8 @@ mod keyed {
         let op = (0_u64..6, 0_u8..4, 0_u64..3_000);
         proptest!(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() }, |(ops in proptest::collection::vec(op, 1..300))| {
             let clock = ManualClock::new();
-            let breakers = settings(KeyedCircuitBreaker::builder().clock(clock.clone()))
-                .build::<u64>()
+            let breakers = settings(KeyedCircuitBreaker::<u64>::builder().clock(clock.clone()))
+                .build()
                 .unwrap();
             let mut model: HashMap<u64, CircuitBreaker<ManualClock>> = HashMap::new();
             for (key, what, advance_ms) in ops {
@@ -713,14 +713,14 @@ mod keyed {
 
     #[test]
     fn keyed_settings_are_checked_like_the_plain_ones() {
-        let zero = KeyedCircuitBreaker::builder()
+        let zero = KeyedCircuitBreaker::<u64>::builder()
             .max_keys(0)
-            .build::<u64>()
+            .build()
             .unwrap_err();
         assert_eq!(zero, ConfigError::Zero { field: "max_keys" });
-        let threshold = KeyedCircuitBreaker::builder()
+        let threshold = KeyedCircuitBreaker::<String>::builder()
             .failure_threshold(0)
-            .build::<u64>()
+            .build()
             .unwrap_err();
         assert_eq!(
             threshold,

@@ -115,21 +115,20 @@ async fn each_key_waits_in_its_own_fifo_queue() {
 
 #[test]
 fn bad_settings_are_config_errors() {
-    let zero = KeyedBulkhead::builder(0).build::<u64>().unwrap_err();
+    let zero = KeyedBulkhead::<u64>::builder(0).build().unwrap_err();
     assert_eq!(
         zero,
         ConfigError::Zero {
             field: "max_concurrent"
         }
     );
-    let keys = KeyedBulkhead::builder(1)
+    let keys = KeyedBulkhead::<String>::builder(1)
         .max_keys(0)
-        .build::<u64>()
+        .build()
         .unwrap_err();
     assert_eq!(keys, ConfigError::Zero { field: "max_keys" });
-    let wait = KeyedBulkhead::builder(1)
-        .queue(1, Duration::ZERO)
-        .build::<u64>()
-        .unwrap_err();
+    let wait: Result<KeyedBulkhead<u64>, _> =
+        KeyedBulkhead::builder(1).queue(1, Duration::ZERO).build();
+    let wait = wait.unwrap_err();
     assert_eq!(wait, ConfigError::Zero { field: "max_wait" });
 }

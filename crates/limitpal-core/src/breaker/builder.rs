@@ -44,11 +44,12 @@ impl CircuitBreaker {
     }
 }
 
-impl super::KeyedCircuitBreaker<()> {
+impl<K> super::KeyedCircuitBreaker<K> {
     /// Starts a keyed breaker with [`CircuitBreaker::builder`]'s defaults for every key, no
-    /// `max_keys`, `idle_ttl` 0.
+    /// `max_keys`, `idle_ttl` 0. The key type is inferred from use (or named:
+    /// `KeyedCircuitBreaker::<String>::builder()`).
     #[must_use]
-    pub fn builder() -> CircuitBreakerBuilder<MonotonicClock, Keyed> {
+    pub fn builder() -> CircuitBreakerBuilder<MonotonicClock, Keyed<K>> {
         let single = CircuitBreaker::builder();
         CircuitBreakerBuilder {
             failure_threshold: single.failure_threshold,
@@ -92,11 +93,30 @@ pub struct CircuitBreakerBuilder<C, T = Single> {
 pub struct Single;
 
 /// What [`CircuitBreakerBuilder`] builds for `KeyedCircuitBreaker::builder()`: a breaker per
-/// key, with the keyed store's bounds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Keyed {
+/// key `K`, with the keyed store's bounds.
+pub struct Keyed<K> {
     pub(super) max_keys: Option<usize>,
     pub(super) idle_ttl: Duration,
+    key: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Default for Keyed<K> {
+    fn default() -> Self {
+        Self {
+            max_keys: None,
+            idle_ttl: Duration::ZERO,
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for Keyed<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed")
+            .field("max_keys", &self.max_keys)
+            .field("idle_ttl", &self.idle_ttl)
+            .finish()
+    }
 }
 
 impl<C, T> CircuitBreakerBuilder<C, T> {

@@ -125,7 +125,7 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 }
 
-impl<C: Clock + Clone> CircuitBreakerBuilder<C, Keyed> {
+impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
     /// Holds at most `max_keys` keys whose breakers are Closed and idle (memory bound); see
     /// [`KeyedCircuitBreaker`] for what is dropped first.
     #[must_use]
@@ -145,7 +145,7 @@ impl<C: Clock + Clone> CircuitBreakerBuilder<C, Keyed> {
     ///
     /// # Errors
     /// As [`CircuitBreakerBuilder::build`], and [`ConfigError::Zero`] for a zero `max_keys`.
-    pub fn build<K: Hash + Eq>(self) -> Result<KeyedCircuitBreaker<K, C>, ConfigError> {
+    pub fn build(self) -> Result<KeyedCircuitBreaker<K, C>, ConfigError> {
         let (template, _name, keyed) = self.into_template()?;
         if keyed.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });

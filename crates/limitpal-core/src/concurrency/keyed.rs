@@ -93,15 +93,17 @@ impl Cells for Slots {
     }
 }
 
-impl KeyedBulkhead<()> {
+impl<K> KeyedBulkhead<K> {
     /// At most `max_concurrent` calls at once per key, no queue, unbounded keys; configure
-    /// further with the builder.
+    /// further with the builder. The key type is inferred from use (or named:
+    /// `KeyedBulkhead::<String>::builder(2)`).
     #[must_use]
-    pub fn builder(max_concurrent: u32) -> KeyedBulkheadBuilder {
+    pub fn builder(max_concurrent: u32) -> KeyedBulkheadBuilder<K> {
         KeyedBulkheadBuilder {
             max_concurrent,
             queue: Queue::default(),
             max_keys: None,
+            key: std::marker::PhantomData,
         }
     }
 }
@@ -191,14 +193,24 @@ impl<K> fmt::Debug for KeyedBulkhead<K> {
 }
 
 /// Configures a [`KeyedBulkhead`]; made by [`KeyedBulkhead::builder`].
-#[derive(Debug, Clone)]
-pub struct KeyedBulkheadBuilder {
+pub struct KeyedBulkheadBuilder<K> {
     max_concurrent: u32,
     queue: Queue,
     max_keys: Option<usize>,
+    key: std::marker::PhantomData<fn() -> K>,
 }
 
-impl KeyedBulkheadBuilder {
+impl<K> fmt::Debug for KeyedBulkheadBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBulkheadBuilder")
+            .field("max_concurrent", &self.max_concurrent)
+            .field("queue", &self.queue)
+            .field("max_keys", &self.max_keys)
+            .finish()
+    }
+}
+
+impl<K> KeyedBulkheadBuilder<K> {
     /// Lets up to `max_waiting` callers *per key* wait (FIFO) up to `max_wait` each for one
     /// of the key's slots; `max_waiting` 0 means no queue (the default).
     #[must_use]
@@ -221,7 +233,10 @@ impl KeyedBulkheadBuilder {
     /// # Errors
     /// [`ConfigError::Zero`] for a zero `max_concurrent` or `max_keys`, or a zero `max_wait`
     /// with a queue.
-    pub fn build<K: Hash + Eq>(self) -> Result<KeyedBulkhead<K>, ConfigError> {
+    pub fn build(self) -> Result<KeyedBulkhead<K>, ConfigError>
+    where
+        K: Hash + Eq,
+    {
         let queue = Queue::checked(self.max_concurrent, self.queue)?;
         if self.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });
