@@ -571,3 +571,99 @@ async fn a_run_without_a_key_skips_the_limiter_and_nothing_else() {
             .has_limiter()
     );
 }
+
+/// `circuit_breaker_per`: one breaker per host found in the request. Host 1 always fails;
+/// its breaker opens and its later requests are refused without a call, while hosts 0 and 2
+/// answer every request.
+#[tokio::test(start_paused = true)]
+async fn the_layer_keeps_one_breaker_per_host() {
+    let breakers = limitpal::KeyedCircuitBreaker::builder()
+        .failure_threshold(2)
+        .recovery_timeout(60 * SEC)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let calls = std::sync::Arc::new([AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)]);
+    let seen = std::sync::Arc::clone(&calls);
+    let upstream = service_fn(move |req: u32| {
+        let host = (req % 3) as usize;
+        seen[host].fetch_add(1, Ordering::SeqCst);
+        async move {
+            if host == 1 {
+                Err::<u32, BoxError>("host 1 is down".into())
+            } else {
+                Ok(req)
+            }
+        }
+    });
+    let svc = ResilienceLayer::builder()
+        .circuit_breaker_per(breakers.clone(), |req: &u32| req % 3)
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let mut refused = [0_u32; 3];
+    for req in 0..30_u32 {
+        match svc.clone().oneshot(req).await {
+            Ok(answer) => assert_eq!(answer, req),
+            Err(e) if e.is::<CircuitOpen>() => refused[(req % 3) as usize] += 1,
+            Err(e) => assert_eq!(req % 3, 1, "only host 1 fails: {e}"),
+        }
+    }
+    assert_eq!(refused, [0, 8, 0], "host 1: 2 failures, then 8 refusals");
+    assert_eq!(
+        calls[1].load(Ordering::SeqCst),
+        2,
+        "its breaker spared host 1 the rest"
+    );
+    assert_eq!(calls[0].load(Ordering::SeqCst), 10);
+    assert_eq!(breakers.state(&1), CircuitState::Open);
+    assert_eq!(breakers.state(&0), CircuitState::Closed);
+}
+
+/// `bulkhead_per` on the layer and `circuit_breaker_per` / `bulkhead_per` on the executor: a
+/// tenant whose slot is taken is refused, another tenant is not.
+#[tokio::test(start_paused = true)]
+async fn per_key_bulkheads_through_the_layer_and_the_executor() {
+    let tenants: limitpal::KeyedBulkhead<u32> =
+        limitpal::KeyedBulkhead::builder(1).build().unwrap();
+    let svc = ResilienceLayer::builder()
+        .bulkhead_per(tenants.clone(), |req: &u32| req / 100)
+        .build()
+        .unwrap()
+        .layer(service_fn(|req: u32| async move { Ok::<_, BoxError>(req) }));
+    let held = tenants.try_acquire(&1).unwrap(); // tenant 1's one slot
+    let refused = svc.clone().oneshot(101).await.unwrap_err();
+    assert!(refused.is::<limitpal::BulkheadFull>(), "{refused}");
+    assert_eq!(
+        svc.clone().oneshot(201).await.unwrap(),
+        201,
+        "tenant 2 is not held up"
+    );
+    drop(held);
+    assert_eq!(svc.oneshot(102).await.unwrap(), 102);
+
+    let breakers = limitpal::KeyedCircuitBreaker::builder()
+        .failure_threshold(1)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let exec = AsyncResilientExecutor::builder()
+        .circuit_breaker_per(breakers.clone(), |host: &&str| (*host).to_owned())
+        .bulkhead_per(tenants.clone(), |host: &&str| u32::from(host.len() == 1))
+        .build()
+        .unwrap();
+    let failed = exec.run(&"b", || async { Err::<(), _>(()) }).await;
+    assert!(matches!(failed, Err(Error::Failed(()))), "{failed:?}");
+    let refused = exec.run(&"b", || async { Ok::<_, ()>(()) }).await;
+    assert!(matches!(refused, Err(Error::CircuitOpen(_))), "{refused:?}");
+    assert_eq!(
+        exec.run(&"cc", || async { Ok::<_, ()>(7) }).await,
+        Ok(7),
+        "another host"
+    );
+    let held = tenants.try_acquire(&1).unwrap();
+    let full = exec.run(&"c", || async { Ok::<_, ()>(()) }).await;
+    assert!(matches!(full, Err(Error::BulkheadFull(_))), "{full:?}");
+    drop(held);
+    assert_eq!(breakers.state("b"), CircuitState::Open);
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blocking::block_on;
-use crate::pipeline::{Action, Attempt, Event, Pipeline, PipelineBuilder, PipelineParts};
+use crate::pipeline::{Action, Attempt, Event, PerKey, Pipeline, PipelineBuilder, PipelineParts};
 use crate::{
     AsyncLimiter, Classify, Clock, ConfigError, DefaultClassifier, Error, MonotonicClock, Outcome,
     RateLimited, Reserve, RetryPolicy,
@@ -142,6 +142,8 @@ pub struct ExecutorParts<K, Cl> {
     pub limiter: Option<CheckFn<K>>,
     /// Everything else, configured.
     pub pipeline: Pipeline<Cl>,
+    /// The breaker and bulkhead chosen by each run's key, if any.
+    pub per_key: PerKey<K>,
 }
 
 impl<K, Cl> fmt::Debug for ExecutorParts<K, Cl> {
@@ -199,6 +201,37 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
         L: AsyncLimiter<K> + Send + Sync + 'static,
     {
         self.pipeline = self.pipeline.limiter(limiter);
+        self
+    }
+
+    /// A breaker per key: each run uses the breaker of `key(&run_key)` in `keyed` (see
+    /// [`PipelineBuilder::circuit_breaker_per`]).
+    #[must_use]
+    pub fn circuit_breaker_per<K2, C>(
+        mut self,
+        keyed: crate::KeyedCircuitBreaker<K2, C>,
+        key: impl Fn(&K) -> K2 + Send + Sync + 'static,
+    ) -> Self
+    where
+        K2: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+        C: Clock + Clone,
+    {
+        self.pipeline = self.pipeline.circuit_breaker_per(keyed, key);
+        self
+    }
+
+    /// A bulkhead per key: each run takes its slot from the bulkhead of `key(&run_key)` in
+    /// `keyed` (see [`PipelineBuilder::bulkhead_per`]).
+    #[must_use]
+    pub fn bulkhead_per<K2>(
+        mut self,
+        keyed: crate::KeyedBulkhead<K2>,
+        key: impl Fn(&K) -> K2 + Send + Sync + 'static,
+    ) -> Self
+    where
+        K2: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        self.pipeline = self.pipeline.bulkhead_per(keyed, key);
         self
     }
 
@@ -266,6 +299,7 @@ impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
 pub struct ResilientExecutor<K, Cl = DefaultClassifier> {
     limiter: Option<CheckFn<K>>,
     pipeline: Pipeline<Cl>,
+    per_key: PerKey<K>,
 }
 
 impl<K, Cl: Clone> Clone for ResilientExecutor<K, Cl> {
@@ -273,6 +307,7 @@ impl<K, Cl: Clone> Clone for ResilientExecutor<K, Cl> {
         Self {
             limiter: self.limiter.clone(),
             pipeline: self.pipeline.clone(),
+            per_key: self.per_key.clone(),
         }
     }
 }
@@ -292,6 +327,7 @@ impl<K, Cl> BuildTarget<K, Cl> for SyncTarget {
         ResilientExecutor {
             limiter: parts.limiter,
             pipeline: parts.pipeline,
+            per_key: parts.per_key,
         }
     }
 }
@@ -319,7 +355,7 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
     {
         let p = &self.pipeline;
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
-        let mut run = p.start(stream, self.limiter.is_some());
+        let mut run = p.start_with(stream, self.limiter.is_some(), self.per_key.stages(key));
         let mut action = p.step(&mut run, Event::Start);
         loop {
             action = match action {

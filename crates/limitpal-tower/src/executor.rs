@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use limitpal_core::pipeline::{Action, Attempt, Event, Pipeline};
+use limitpal_core::pipeline::{Action, Attempt, Event, PerKey, Pipeline};
 use limitpal_core::{
     BuildTarget, CheckFn, Classify, Clock, DefaultClassifier, Error, ExecutorParts, LimitCheck,
     Reserve, ResilientExecutorBuilder, RetryPolicy,
@@ -36,6 +36,7 @@ use crate::TokioClock;
 pub struct AsyncResilientExecutor<K, Cl = DefaultClassifier> {
     limiter: Option<CheckFn<K>>,
     pipeline: Pipeline<Cl>,
+    per_key: PerKey<K>,
 }
 
 impl<K, Cl: Clone> Clone for AsyncResilientExecutor<K, Cl> {
@@ -43,6 +44,7 @@ impl<K, Cl: Clone> Clone for AsyncResilientExecutor<K, Cl> {
         Self {
             limiter: self.limiter.clone(),
             pipeline: self.pipeline.clone(),
+            per_key: self.per_key.clone(),
         }
     }
 }
@@ -62,6 +64,7 @@ impl<K, Cl> BuildTarget<K, Cl> for AsyncTarget {
         AsyncResilientExecutor {
             limiter: parts.limiter,
             pipeline: parts.pipeline,
+            per_key: parts.per_key,
         }
     }
 }
@@ -171,7 +174,8 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         let p = &self.pipeline;
         let stream = p.retry_policy().map_or(0, RetryPolicy::new_stream_seed);
         let limiter = key.and(self.limiter.as_ref());
-        let mut run = p.start(stream, limiter.is_some());
+        let stages = key.map(|key| self.per_key.stages(key)).unwrap_or_default();
+        let mut run = p.start_with(stream, limiter.is_some(), stages);
         let mut action = p.step(&mut run, Event::Start);
         loop {
             action = match action {

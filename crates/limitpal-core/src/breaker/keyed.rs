@@ -185,6 +185,17 @@ impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
         )
     }
 
+    /// `key`'s breaker as a pipeline stage (made when the key is new): what
+    /// `circuit_breaker_per` gives each run. A stage held keeps its key from being dropped.
+    pub fn stage<Q>(&self, key: &Q) -> crate::pipeline::AnyBreaker
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        C: 'static,
+    {
+        self.breaker(key).into()
+    }
+
     /// Asks to make a call to `key`; see [`CircuitBreaker::try_acquire`].
     ///
     /// # Errors

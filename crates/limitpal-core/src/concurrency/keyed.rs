@@ -128,6 +128,16 @@ impl<K: Hash + Eq> KeyedBulkhead<K> {
         )
     }
 
+    /// `key`'s bulkhead as a pipeline stage (made when the key is new): what `bulkhead_per`
+    /// gives each run. A stage held keeps its key from being dropped.
+    pub fn stage<Q>(&self, key: &Q) -> Bulkhead
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.bulkhead(key)
+    }
+
     /// Takes one of `key`'s slots now, or fails: never waits.
     ///
     /// # Errors

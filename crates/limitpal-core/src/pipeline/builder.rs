@@ -3,9 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Pipeline, PipelineParts};
+use std::hash::Hash;
+
+use super::{AnyBreaker, Pipeline, PipelineParts, Stages};
 use crate::executor::{CheckFn, ExecutorParts, RetryIf, check_fn};
-use crate::{AsyncLimiter, Clock, ConfigError, DefaultClassifier};
+use crate::{
+    AsyncLimiter, Bulkhead, Clock, ConfigError, DefaultClassifier, KeyedBulkhead,
+    KeyedCircuitBreaker,
+};
 
 /// A pipeline's parts being collected: limiter, classifier and the rest.
 ///
@@ -45,6 +50,60 @@ pub struct PipelineBuilder<K, Cl = DefaultClassifier> {
     limiter: Option<CheckFn<K>>,
     parts: PipelineParts,
     classifier: Cl,
+    per_key: PerKey<K>,
+}
+
+/// A run's per-key stages chosen by the run's key (`circuit_breaker_per`, `bulkhead_per` on
+/// the executors' builder): the breaker and the bulkhead of the key they map it to.
+pub struct PerKey<K> {
+    breaker: Option<StageFn<K, AnyBreaker>>,
+    bulkhead: Option<StageFn<K, Bulkhead>>,
+}
+
+type StageFn<K, T> = Arc<dyn Fn(&K) -> T + Send + Sync>;
+
+impl<K> PerKey<K> {
+    /// No per-key stage.
+    #[must_use]
+    pub fn none() -> Self {
+        Self {
+            breaker: None,
+            bulkhead: None,
+        }
+    }
+
+    /// The stages of `key` (nothing without per-key stages; no allocation then).
+    #[inline]
+    pub fn stages(&self, key: &K) -> Stages {
+        Stages {
+            breaker: self.breaker.as_ref().map(|stage| stage(key)),
+            bulkhead: self.bulkhead.as_ref().map(|stage| stage(key)),
+        }
+    }
+
+    /// Whether any stage is per key.
+    #[must_use]
+    pub fn is_some(&self) -> bool {
+        self.breaker.is_some() || self.bulkhead.is_some()
+    }
+}
+
+impl<K> Clone for PerKey<K> {
+    fn clone(&self) -> Self {
+        Self {
+            breaker: self.breaker.clone(),
+            bulkhead: self.bulkhead.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for PerKey<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerKey")
+            .field("breaker", &self.breaker.is_some())
+            .field("bulkhead", &self.bulkhead.is_some())
+            .finish()
+    }
 }
 
 impl<K> PipelineBuilder<K> {
@@ -55,6 +114,7 @@ impl<K> PipelineBuilder<K> {
             limiter: None,
             parts: PipelineParts::default(),
             classifier: DefaultClassifier,
+            per_key: PerKey::none(),
         }
     }
 }
@@ -83,14 +143,48 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
         self.keyed_limiter(Some(check_fn(limiter)))
     }
 
-    /// Replaces the limiter with one of another key type (or none).
+    /// Replaces the limiter with one of another key type (or none); per-key stages keyed by
+    /// the old key type are dropped.
     #[must_use]
     pub fn keyed_limiter<K2>(self, limiter: Option<CheckFn<K2>>) -> PipelineBuilder<K2, Cl> {
         PipelineBuilder {
             limiter,
             parts: self.parts,
             classifier: self.classifier,
+            per_key: PerKey::none(),
         }
+    }
+
+    /// A breaker per key (step 2): each run uses the breaker of `key(&run_key)` in `keyed`
+    /// instead of the pipeline's own. One dead upstream opens its own breaker only.
+    #[must_use]
+    pub fn circuit_breaker_per<K2, C>(
+        mut self,
+        keyed: KeyedCircuitBreaker<K2, C>,
+        key: impl Fn(&K) -> K2 + Send + Sync + 'static,
+    ) -> Self
+    where
+        K2: Hash + Eq + Clone + Send + Sync + 'static,
+        C: Clock + Clone,
+    {
+        self.per_key.breaker = Some(Arc::new(move |k: &K| keyed.stage(&key(k))));
+        self
+    }
+
+    /// A bulkhead per key (step 4): each run takes its slot from the bulkhead of
+    /// `key(&run_key)` in `keyed` instead of the pipeline's own. One tenant cannot take
+    /// every slot.
+    #[must_use]
+    pub fn bulkhead_per<K2>(
+        mut self,
+        keyed: KeyedBulkhead<K2>,
+        key: impl Fn(&K) -> K2 + Send + Sync + 'static,
+    ) -> Self
+    where
+        K2: Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        self.per_key.bulkhead = Some(Arc::new(move |k: &K| keyed.stage(&key(k))));
+        self
     }
 
     /// Classifies results: `Fn(Result<&T, &E>) -> Outcome` (see [`Outcome`](crate::Outcome)).
@@ -100,6 +194,7 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
             limiter: self.limiter,
             parts: self.parts,
             classifier,
+            per_key: self.per_key,
         }
     }
 
@@ -130,6 +225,7 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
         Ok(ExecutorParts {
             limiter: self.limiter,
             pipeline,
+            per_key: self.per_key,
         })
     }
 }

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use super::{MAX_PUSHBACK_WITHOUT_RETRY, Pipeline};
+use super::{AnyBreaker, MAX_PUSHBACK_WITHOUT_RETRY, Pipeline};
 use crate::breaker::BreakerTicket;
 use crate::concurrency::Acquire;
 use crate::{
-    BulkheadFull, BulkheadPermit, CircuitOpen, Classify, Error, Outcome, OwnRejection, RateLimited,
-    Reservation, RetryPolicy, RetryState, RetryStep, Verdict,
+    Bulkhead, BulkheadFull, BulkheadPermit, CircuitOpen, Classify, Error, Outcome, OwnRejection,
+    RateLimited, Reservation, RetryPolicy, RetryState, RetryStep, Verdict,
 };
 
 /// What the driver does next, as [`Pipeline::step`] answers it.
@@ -98,6 +98,17 @@ pub struct Run {
     pushback: Option<Duration>,
     permits: Permits,
     limited: bool,
+    stages: Stages,
+}
+
+/// The stages a run uses instead of the pipeline's own: the breaker and the bulkhead of the
+/// run's key, from a keyed breaker or bulkhead (`circuit_breaker_per`, `bulkhead_per`).
+#[derive(Debug, Default, Clone)]
+pub struct Stages {
+    /// The breaker of this run's key.
+    pub breaker: Option<AnyBreaker>,
+    /// The bulkhead of this run's key.
+    pub bulkhead: Option<Bulkhead>,
 }
 
 impl Run {
@@ -146,6 +157,12 @@ impl<Cl> Pipeline<Cl> {
     /// jitter (see [`RetryPolicy::new_stream_seed`]); `limited`: whether the driver has a
     /// limiter for this run's key (otherwise step 3 is skipped). Report [`Event::Start`] next.
     pub fn start(&self, stream: u64, limited: bool) -> Run {
+        self.start_with(stream, limited, Stages::default())
+    }
+
+    /// [`start`](Self::start) for a run whose breaker or bulkhead is its key's (`stages`
+    /// replace the pipeline's own where given).
+    pub fn start_with(&self, stream: u64, limited: bool, stages: Stages) -> Run {
         // Read the clock only when something needs the time: a request's happy path with
         // neither a budget nor a deadline reads no clock here.
         let now = (self.budget.is_some() || self.deadline.is_some()).then(|| self.clock.now());
@@ -158,6 +175,7 @@ impl<Cl> Pipeline<Cl> {
             pushback: None,
             permits: Permits::default(),
             limited,
+            stages,
         }
     }
 
@@ -210,9 +228,11 @@ impl<Cl> Pipeline<Cl> {
                 if self.past_deadline(run) {
                     return Action::Done(Err(run.timed_out_before_call()));
                 }
-                let full = self
+                let full = run
+                    .stages
                     .bulkhead
                     .as_ref()
+                    .or(self.bulkhead.as_ref())
                     .map_or_else(|| BulkheadFull::new(0), crate::Bulkhead::refuse);
                 Action::Done(Err(Error::BulkheadFull(full)))
             }
@@ -241,7 +261,7 @@ impl<Cl> Pipeline<Cl> {
         if self.past_deadline(run) {
             return Err(run.timed_out_before_call());
         }
-        if let Some(breaker) = &self.breaker {
+        if let Some(breaker) = run.stages.breaker.as_ref().or(self.breaker.as_ref()) {
             run.permits.breaker = Some(breaker.0.try_acquire().map_err(Error::CircuitOpen)?);
         }
         Ok(())
@@ -250,7 +270,7 @@ impl<Cl> Pipeline<Cl> {
     /// Step 4: a slot now, the wait for one, or the refusal.
     #[inline(always)]
     fn take_slot<T, E>(&self, run: &mut Run) -> Action<T, E> {
-        let Some(bulkhead) = &self.bulkhead else {
+        let Some(bulkhead) = run.stages.bulkhead.as_ref().or(self.bulkhead.as_ref()) else {
             return self.call(run);
         };
         if let Some(slot) = bulkhead.try_take() {
@@ -335,7 +355,8 @@ impl<Cl> Pipeline<Cl> {
                     // the next attempt would start at or past the deadline
                     return Action::Done(Err(run.timed_out_before_call()));
                 }
-                if let Some(open) = self.breaker.as_ref().and_then(|b| b.0.open_for())
+                let breaker = run.stages.breaker.as_ref().or(self.breaker.as_ref());
+                if let Some(open) = breaker.and_then(|b| b.0.open_for())
                     && open > delay
                 {
                     return Action::Done(Err(Error::CircuitOpen(CircuitOpen::new(open))));
@@ -397,7 +418,8 @@ impl<Cl> Pipeline<Cl> {
             },
         };
         let permits = std::mem::take(&mut run.permits);
-        if let (Some(ticket), Some(breaker)) = (permits.breaker, &self.breaker) {
+        let breaker = run.stages.breaker.as_ref().or(self.breaker.as_ref());
+        if let (Some(ticket), Some(breaker)) = (permits.breaker, breaker) {
             breaker.0.record(ticket, verdict.breaker);
         }
         if let Some(slot) = permits.slot {

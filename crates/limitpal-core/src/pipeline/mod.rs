@@ -64,8 +64,8 @@ mod builder;
 mod machine;
 
 pub use crate::breaker::BreakerTicket;
-pub use builder::PipelineBuilder;
-pub use machine::{Action, Attempt, Event, Run};
+pub use builder::{PerKey, PipelineBuilder};
+pub use machine::{Action, Attempt, Event, Run, Stages};
 
 #[cfg(doc)]
 use crate::Error;

@@ -1,9 +1,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use limitpal_core::pipeline::{Pipeline, PipelineBuilder, PipelineParts};
+use std::hash::Hash;
+
+use limitpal_core::pipeline::{Pipeline, PipelineBuilder, PipelineParts, Stages};
 use limitpal_core::{
-    AsyncLimiter, CheckFn, ConfigError, DefaultClassifier, ExecutorParts, RetryIf, check_fn,
+    AsyncLimiter, CheckFn, Clock, ConfigError, DefaultClassifier, ExecutorParts, KeyedBulkhead,
+    KeyedCircuitBreaker, RetryIf, check_fn,
 };
 use tower_layer::Layer;
 
@@ -32,19 +35,88 @@ pub(crate) struct Shared<K, Cl> {
 }
 
 /// The resilience pipeline as one tower layer; see the [module docs](super).
-pub struct ResilienceLayer<X, K, Cl, R> {
+pub struct ResilienceLayer<X, K, Cl, R, P = NoStages> {
     pub(crate) shared: Arc<Shared<K, Cl>>,
     pub(crate) key: X,
     pub(crate) replay: R,
+    pub(crate) per_key: P,
 }
 
-impl<X: Clone, K, Cl, R: Clone> Clone for ResilienceLayer<X, K, Cl, R> {
+impl<X: Clone, K, Cl, R: Clone, P: Clone> Clone for ResilienceLayer<X, K, Cl, R, P> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
             key: self.key.clone(),
             replay: self.replay.clone(),
+            per_key: self.per_key.clone(),
         }
+    }
+}
+
+/// The breaker and bulkhead a request uses instead of the layer's own, chosen by keys found
+/// in it (`circuit_breaker_per`, `bulkhead_per`).
+pub trait PerRequest<Req> {
+    /// The stages for `req`.
+    fn stages(&self, req: &Req) -> Stages;
+}
+
+/// No per-key stage: every request uses the layer's own breaker and bulkhead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStages;
+
+impl<Req> PerRequest<Req> for NoStages {
+    #[inline]
+    fn stages(&self, _: &Req) -> Stages {
+        Stages::default()
+    }
+}
+
+/// A breaker per key found in the request by `X` (then `P`'s stages); made by
+/// [`ResilienceLayerBuilder::circuit_breaker_per`].
+#[derive(Debug, Clone)]
+pub struct BreakerPer<KC, C: Clock + Clone, X, P> {
+    keyed: KeyedCircuitBreaker<KC, C>,
+    key: X,
+    inner: P,
+}
+
+impl<Req, KC, C, X, P> PerRequest<Req> for BreakerPer<KC, C, X, P>
+where
+    X: KeyExtractor<Req, Key = KC>,
+    KC: Hash + Eq + Clone,
+    C: Clock + Clone + 'static,
+    P: PerRequest<Req>,
+{
+    fn stages(&self, req: &Req) -> Stages {
+        let mut stages = self.inner.stages(req);
+        if let Some(key) = self.key.extract(req) {
+            stages.breaker = Some(self.keyed.stage(&key));
+        }
+        stages
+    }
+}
+
+/// A bulkhead per key found in the request by `X` (then `P`'s stages); made by
+/// [`ResilienceLayerBuilder::bulkhead_per`].
+#[derive(Debug, Clone)]
+pub struct BulkheadPer<KB, X, P> {
+    keyed: KeyedBulkhead<KB>,
+    key: X,
+    inner: P,
+}
+
+impl<Req, KB, X, P> PerRequest<Req> for BulkheadPer<KB, X, P>
+where
+    X: KeyExtractor<Req, Key = KB>,
+    KB: Hash + Eq + Clone,
+    P: PerRequest<Req>,
+{
+    fn stages(&self, req: &Req) -> Stages {
+        let mut stages = self.inner.stages(req);
+        if let Some(key) = self.key.extract(req) {
+            stages.bulkhead = Some(self.keyed.stage(&key));
+        }
+        stages
     }
 }
 
@@ -57,12 +129,13 @@ impl ResilienceLayer<NoKey, (), DefaultClassifier, CloneRequest> {
             key: NoKey,
             missing: MissingKey::Reject,
             replay: CloneRequest,
+            per_key: NoStages,
         }
     }
 }
 
-impl<S, X: Clone, K, Cl, R: Clone> Layer<S> for ResilienceLayer<X, K, Cl, R> {
-    type Service = ResilienceService<S, X, K, Cl, R>;
+impl<S, X: Clone, K, Cl, R: Clone, P: Clone> Layer<S> for ResilienceLayer<X, K, Cl, R, P> {
+    type Service = ResilienceService<S, X, K, Cl, R, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ResilienceService::new(
@@ -70,11 +143,12 @@ impl<S, X: Clone, K, Cl, R: Clone> Layer<S> for ResilienceLayer<X, K, Cl, R> {
             Arc::clone(&self.shared),
             self.key.clone(),
             self.replay.clone(),
+            self.per_key.clone(),
         )
     }
 }
 
-impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayer<X, K, Cl, R> {
+impl<X: fmt::Debug, K, Cl, R, P> fmt::Debug for ResilienceLayer<X, K, Cl, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceLayer")
             .field("rate_limit", &self.shared.limiter.is_some())
@@ -89,14 +163,15 @@ impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayer<X, K, Cl, R> {
 /// what is the layer's own is where the key comes from ([`rate_limit`](Self::rate_limit),
 /// [`missing_key`](Self::missing_key)) and how a request is copied for a retry
 /// ([`clone_request`](Self::clone_request)).
-pub struct ResilienceLayerBuilder<X, K, Cl, R> {
+pub struct ResilienceLayerBuilder<X, K, Cl, R, P = NoStages> {
     pipeline: PipelineBuilder<K, Cl>,
     key: X,
     missing: MissingKey<K>,
     replay: R,
+    per_key: P,
 }
 
-impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
+impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
     limitpal_core::pipeline_setters!();
 
     fn pipeline_parts(&mut self) -> &mut PipelineParts {
@@ -108,7 +183,11 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     /// [`RateLimiter`](limitpal_core::RateLimiter) answers inside `call`; a remote one (the
     /// Redis limiter) is awaited by the response future before the slot and the call.
     /// Keyless requests are rejected unless [`missing_key`](Self::missing_key) says otherwise.
-    pub fn rate_limit<K2, L, X2>(self, limiter: L, key: X2) -> ResilienceLayerBuilder<X2, K2, Cl, R>
+    pub fn rate_limit<K2, L, X2>(
+        self,
+        limiter: L,
+        key: X2,
+    ) -> ResilienceLayerBuilder<X2, K2, Cl, R, P>
     where
         L: AsyncLimiter<K2> + Send + Sync + 'static,
         K2: Clone + Send + Sync + 'static,
@@ -118,6 +197,54 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
             key,
             missing: MissingKey::Reject,
             replay: self.replay,
+            per_key: self.per_key,
+        }
+    }
+
+    /// A breaker per key (a host, a tenant) that `key` finds in the request (a closure
+    /// `Fn(&Req) -> K2` or a [`KeyExtractor`]): each request is admitted by, and recorded in, its key's breaker in `keyed` instead of the
+    /// layer's own, so one dead upstream opens its own breaker only. A request whose key is
+    /// missing uses the layer's own breaker (if any).
+    pub fn circuit_breaker_per<KC, C, XC>(
+        self,
+        keyed: KeyedCircuitBreaker<KC, C>,
+        key: XC,
+    ) -> ResilienceLayerBuilder<X, K, Cl, R, BreakerPer<KC, C, XC, P>>
+    where
+        C: Clock + Clone,
+    {
+        ResilienceLayerBuilder {
+            pipeline: self.pipeline,
+            key: self.key,
+            missing: self.missing,
+            replay: self.replay,
+            per_key: BreakerPer {
+                keyed,
+                key,
+                inner: self.per_key,
+            },
+        }
+    }
+
+    /// A bulkhead per key (a tenant, a host) that `key` finds in the request: each attempt
+    /// takes its slot from its key's bulkhead in `keyed` instead of the layer's own, so one
+    /// tenant cannot take every slot. A request whose key is missing uses the layer's own
+    /// bulkhead (if any).
+    pub fn bulkhead_per<KB, XB>(
+        self,
+        keyed: KeyedBulkhead<KB>,
+        key: XB,
+    ) -> ResilienceLayerBuilder<X, K, Cl, R, BulkheadPer<KB, XB, P>> {
+        ResilienceLayerBuilder {
+            pipeline: self.pipeline,
+            key: self.key,
+            missing: self.missing,
+            replay: self.replay,
+            per_key: BulkheadPer {
+                keyed,
+                key,
+                inner: self.per_key,
+            },
         }
     }
 
@@ -130,18 +257,19 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     }
 
     /// Classifies results: `Fn(Result<&Res, &Err>) -> Outcome`.
-    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilienceLayerBuilder<X, K, Cl2, R> {
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilienceLayerBuilder<X, K, Cl2, R, P> {
         ResilienceLayerBuilder {
             pipeline: self.pipeline.classifier(classifier),
             key: self.key,
             missing: self.missing,
             replay: self.replay,
+            per_key: self.per_key,
         }
     }
 
     /// Classifies with a predicate on the inner service's errors: an `Err` is retried only
     /// when `retryable(&err)`; every `Ok` is a success.
-    pub fn retry_if<F, E>(self, retryable: F) -> ResilienceLayerBuilder<X, K, RetryIf<F>, R>
+    pub fn retry_if<F, E>(self, retryable: F) -> ResilienceLayerBuilder<X, K, RetryIf<F>, R, P>
     where
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
@@ -150,16 +278,18 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
             key: self.key,
             missing: self.missing,
             replay: self.replay,
+            per_key: self.per_key,
         }
     }
 
     /// How to copy a request for a retry (default `Req::clone`; `None` = not replayable).
-    pub fn clone_request<R2>(self, replay: R2) -> ResilienceLayerBuilder<X, K, Cl, R2> {
+    pub fn clone_request<R2>(self, replay: R2) -> ResilienceLayerBuilder<X, K, Cl, R2, P> {
         ResilienceLayerBuilder {
             pipeline: self.pipeline,
             key: self.key,
             missing: self.missing,
             replay,
+            per_key: self.per_key,
         }
     }
 
@@ -167,9 +297,12 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
     ///
     /// # Errors
     /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
-    pub fn build(self) -> Result<ResilienceLayer<X, K, Cl, R>, ConfigError> {
-        let ExecutorParts { limiter, pipeline } =
-            self.pipeline.build(|| Arc::new(TokioClock::new()))?;
+    pub fn build(self) -> Result<ResilienceLayer<X, K, Cl, R, P>, ConfigError> {
+        // the layer's per-key stages are `P`, keyed by the request: the builder's own
+        // (keyed by the executors' run key) are not used here
+        let ExecutorParts {
+            limiter, pipeline, ..
+        } = self.pipeline.build(|| Arc::new(TokioClock::new()))?;
         Ok(ResilienceLayer {
             shared: Arc::new(Shared {
                 limiter,
@@ -178,11 +311,12 @@ impl<X, K, Cl, R> ResilienceLayerBuilder<X, K, Cl, R> {
             }),
             key: self.key,
             replay: self.replay,
+            per_key: self.per_key,
         })
     }
 }
 
-impl<X: fmt::Debug, K, Cl, R> fmt::Debug for ResilienceLayerBuilder<X, K, Cl, R> {
+impl<X: fmt::Debug, K, Cl, R, P> fmt::Debug for ResilienceLayerBuilder<X, K, Cl, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceLayerBuilder")
             .field("key", &self.key)

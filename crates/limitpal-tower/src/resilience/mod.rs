@@ -44,5 +44,7 @@ mod layer;
 mod service;
 
 pub use future::ResponseFuture;
-pub use layer::{NoKey, ResilienceLayer, ResilienceLayerBuilder};
+pub use layer::{
+    BreakerPer, BulkheadPer, NoKey, NoStages, PerRequest, ResilienceLayer, ResilienceLayerBuilder,
+};
 pub use service::ResilienceService;

@@ -10,29 +10,31 @@ use tower::{BoxError, Service};
 use super::ResponseFuture;
 use super::admission::{Next, advance};
 use super::future::Parts;
-use super::layer::Shared;
+use super::layer::{NoStages, PerRequest, Shared};
 use crate::error::boxed;
 use crate::retry::ReplayRequest;
 use crate::{KeyExtractor, KeyMissing, MissingKey};
 
 /// A service behind the whole pipeline; made by [`ResilienceLayer`](super::ResilienceLayer).
-pub struct ResilienceService<S, X, K, Cl, R> {
+pub struct ResilienceService<S, X, K, Cl, R, P = NoStages> {
     inner: S,
     shared: Arc<Shared<K, Cl>>,
     key: X,
     replay: R,
+    per_key: P,
     /// This instance's random streams, one per request.
     streams: RetryRng,
 }
 
-impl<S, X, K, Cl, R> ResilienceService<S, X, K, Cl, R> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<K, Cl>>, key: X, replay: R) -> Self {
+impl<S, X, K, Cl, R, P> ResilienceService<S, X, K, Cl, R, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<K, Cl>>, key: X, replay: R, per_key: P) -> Self {
         let streams = new_streams(&shared);
         Self {
             inner,
             shared,
             key,
             replay,
+            per_key,
             streams,
         }
     }
@@ -50,20 +52,21 @@ fn new_streams<K, Cl>(shared: &Shared<K, Cl>) -> RetryRng {
         .map_or_else(|| RetryRng::new(0), limitpal_core::RetryPolicy::new_rng)
 }
 
-impl<S: Clone, X: Clone, K, Cl, R: Clone> Clone for ResilienceService<S, X, K, Cl, R> {
+impl<S: Clone, X: Clone, K, Cl, R: Clone, P: Clone> Clone for ResilienceService<S, X, K, Cl, R, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
             key: self.key.clone(),
             replay: self.replay.clone(),
+            per_key: self.per_key.clone(),
             streams: new_streams(&self.shared),
         }
     }
 }
 
-impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
-    for ResilienceService<S, X, K, Cl, R>
+impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R, P> std::fmt::Debug
+    for ResilienceService<S, X, K, Cl, R, P>
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResilienceService")
@@ -73,8 +76,9 @@ impl<S: std::fmt::Debug, X: std::fmt::Debug, K, Cl, R> std::fmt::Debug
     }
 }
 
-impl<S, Req, X, K, Cl, R> Service<Req> for ResilienceService<S, X, K, Cl, R>
+impl<S, Req, X, K, Cl, R, P> Service<Req> for ResilienceService<S, X, K, Cl, R, P>
 where
+    P: PerRequest<Req>,
     S: Service<Req> + Clone,
     S::Error: Into<BoxError> + 'static,
     X: KeyExtractor<Req, Key = K>,
@@ -102,7 +106,10 @@ where
             },
         };
         let limited = key.is_some() && shared.limiter.is_some();
-        let mut run = shared.pipeline.start(self.streams.next_u64(), limited);
+        let stages = self.per_key.stages(&req);
+        let mut run = shared
+            .pipeline
+            .start_with(self.streams.next_u64(), limited, stages);
         let action = shared.pipeline.step(&mut run, Event::Start);
         let timeout = match advance(shared, &mut run, key.as_ref(), action) {
             Next::Call(timeout) => timeout,
