@@ -275,6 +275,52 @@ fn parse_node(s: &str) -> Option<IpAddr> {
         })
 }
 
+/// Keys requests by the upstream they go to: the URI's authority (`host:port`, the port
+/// made explicit from the scheme when absent, the host lower-cased), or the `Host` header
+/// for a request whose URI has none. For per-host stages of a client stack:
+/// `.circuit_breaker_per(breakers, Authority)`. A request with neither gives no key.
+///
+/// ```
+/// use http::Request;
+/// use limitpal_tower::KeyExtractor;
+/// use limitpal_tower::http::Authority;
+///
+/// let req = Request::get("https://API.example.com/v1/items").body(()).unwrap();
+/// assert_eq!(Authority.extract(&req).as_deref(), Some("api.example.com:443"));
+/// let req = Request::get("http://10.0.0.7:8080/").body(()).unwrap();
+/// assert_eq!(Authority.extract(&req).as_deref(), Some("10.0.0.7:8080"));
+/// let req = Request::get("/relative").header("host", "svc.local").body(()).unwrap();
+/// assert_eq!(Authority.extract(&req).as_deref(), Some("svc.local:80"));
+/// assert_eq!(Authority.extract(&Request::get("/").body(()).unwrap()), None);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Authority;
+
+impl<B> KeyExtractor<Request<B>> for Authority {
+    type Key = String;
+
+    fn extract(&self, req: &Request<B>) -> Option<String> {
+        let uri = req.uri();
+        let (host, port) = match uri.authority() {
+            Some(authority) => (authority.host().to_owned(), authority.port_u16()),
+            None => {
+                let value = req.headers().get(http::header::HOST)?.to_str().ok()?;
+                let authority: http::uri::Authority = value.parse().ok()?;
+                (authority.host().to_owned(), authority.port_u16())
+            }
+        };
+        if host.is_empty() {
+            return None;
+        }
+        let port = port.unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+        Some(format!("{}:{port}", host.to_ascii_lowercase()))
+    }
+}
+
 /// One quota for every request (key `()`; the limiter skips hashing).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GlobalKey;

@@ -70,7 +70,7 @@ mod service;
 pub use classify::{
     GrpcClassifier, HttpClassifier, replay_always, replay_idempotent, status_verdict,
 };
-pub use extract::{ForwardedIp, GlobalKey, HeaderKey, PeerIp};
+pub use extract::{Authority, ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
 pub use headers::{RateLimitFields, pushback};
 pub use layer::HttpRateLimitLayer;
