@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::builder::{CircuitBreakerBuilder, Keyed, Template};
 use super::{CallPermit, CircuitBreaker, CircuitState};
 use crate::clock::{nanos, now_nanos};
-use crate::keyed::{Cells, DefaultHashBuilder, Store};
+use crate::keyed::{Cells, DefaultHashBuilder, Store, default_shards};
 use crate::sync::{AtomicU64, Ordering, lock};
 use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
 
@@ -150,11 +150,14 @@ impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
         if keyed.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });
         }
-        let shards = std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4));
         Ok(KeyedCircuitBreaker {
             inner: Arc::new(Inner {
                 breakers: Breakers { template },
-                store: Store::new(DefaultHashBuilder::default(), shards, keyed.max_keys),
+                store: Store::new(
+                    DefaultHashBuilder::default(),
+                    default_shards(),
+                    keyed.max_keys,
+                ),
                 idle_ttl: nanos(keyed.idle_ttl),
             }),
         })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{Acquire, Bulkhead, BulkheadPermit, Queue};
 use crate::clock::now_nanos;
-use crate::keyed::{Cells, DefaultHashBuilder, Store};
+use crate::keyed::{Cells, DefaultHashBuilder, Store, default_shards};
 use crate::sync::{AtomicU64, Ordering};
 use crate::{BulkheadFull, ConfigError, MonotonicClock};
 
@@ -251,14 +251,17 @@ impl<K> KeyedBulkheadBuilder<K> {
         if self.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });
         }
-        let shards = std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4));
         Ok(KeyedBulkhead {
             inner: Arc::new(Inner {
                 slots: Slots {
                     limit: self.max_concurrent,
                     queue,
                 },
-                store: Store::new(DefaultHashBuilder::default(), shards, self.max_keys),
+                store: Store::new(
+                    DefaultHashBuilder::default(),
+                    default_shards(),
+                    self.max_keys,
+                ),
             }),
         })
     }

@@ -10,6 +10,11 @@ pub(crate) mod store;
 mod table;
 
 pub use store::DefaultHashBuilder;
+
+/// The store's lock shards unless told otherwise: four per core.
+pub(crate) fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4))
+}
 pub(crate) use store::Store;
 
 /// What the keyed store needs to know about a stage's per-key cells.

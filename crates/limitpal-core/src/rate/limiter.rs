@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::reservation::Reservation;
 use super::{Algorithm, TokenBucket};
 use crate::clock::{nanos, now_nanos};
-use crate::keyed::{DefaultHashBuilder, Store};
+use crate::keyed::{DefaultHashBuilder, Store, default_shards};
 use crate::metrics::LimiterMetrics;
 use crate::{CheckNError, Clock, ConfigError, MonotonicClock, RateLimited};
 
@@ -696,10 +696,6 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             }),
         })
     }
-}
-
-fn default_shards() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| n.get().saturating_mul(4))
 }
 
 impl<K, A: fmt::Debug, C, S> fmt::Debug for RateLimiterBuilder<K, A, C, S> {
