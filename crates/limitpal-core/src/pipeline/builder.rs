@@ -80,12 +80,6 @@ impl<K> PerKey<K> {
             bulkhead: self.bulkhead.as_ref().map(|stage| stage(key)),
         }
     }
-
-    /// Whether any stage is per key.
-    #[must_use]
-    pub fn is_some(&self) -> bool {
-        self.breaker.is_some() || self.bulkhead.is_some()
-    }
 }
 
 impl<K> Clone for PerKey<K> {
@@ -205,12 +199,6 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
         self.classifier(RetryIf::new(retryable))
-    }
-
-    /// Whether a limiter was given.
-    #[must_use]
-    pub fn has_limiter(&self) -> bool {
-        self.limiter.is_some()
     }
 
     /// Validates the parts and builds them; `default_clock` is used when no clock was given.

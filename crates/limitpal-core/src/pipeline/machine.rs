@@ -46,14 +46,6 @@ pub enum Action<T, E> {
     Done(Result<T, Error<E>>),
 }
 
-impl<T, E> Action<T, E> {
-    /// Whether the run is over.
-    #[must_use]
-    pub fn is_done(&self) -> bool {
-        matches!(self, Self::Done(_))
-    }
-}
-
 /// What the driver reports to [`Pipeline::step`].
 #[derive(Debug)]
 pub enum Event<T, E> {
