@@ -15,10 +15,13 @@
 //! - `naive`: 4 attempts, constant 100 ms, no jitter, no budget, no breaker;
 //! - `exp+jitter`: 4 attempts, exponential from 100 ms, full jitter;
 //! - `+budget`: the same, with a retry budget (retries ≤ 20 % of requests);
-//! - `pipeline`: the same, plus a circuit breaker (5 failures, 250 ms recovery).
+//! - `pipeline`: the same, plus a circuit breaker (5 failures, 250 ms recovery);
+//! - `+hedging`: the pipeline, plus a hedge after 15 ms — every call (20 ms) is "slow", so
+//!   hedges would double the load; they draw from the same budget as retries, so retries
+//!   and hedges together stay within it.
 //!
 //! It prints one row per strategy — load amplification during the outage (upstream calls /
-//! client requests), time to recover after the upstream returns (from its return to the first
+//! client requests), extra attempts (retries and hedges) per request over the run, time to recover after the upstream returns (from its return to the first
 //! request after which 95 % of the next second's requests succeed), success rate, p99
 //! latency — and writes a plot of upstream calls per second (default
 //! `target/retry_storm.svg`; the README shows `examples/retry_storm.svg`).
@@ -66,10 +69,17 @@ pub(crate) enum Strategy {
     ExpJitter,
     Budget,
     Pipeline,
+    Hedged,
 }
 
 impl Strategy {
-    pub(crate) const ALL: [Self; 4] = [Self::Naive, Self::ExpJitter, Self::Budget, Self::Pipeline];
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Naive,
+        Self::ExpJitter,
+        Self::Budget,
+        Self::Pipeline,
+        Self::Hedged,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -77,6 +87,7 @@ impl Strategy {
             Self::ExpJitter => "exp+jitter",
             Self::Budget => "+budget",
             Self::Pipeline => "pipeline",
+            Self::Hedged => "+hedging",
         }
     }
 }
@@ -89,6 +100,9 @@ pub(crate) struct Report {
     pub(crate) calls_per_sec: Vec<u32>,
     /// Upstream calls during the outage / client requests sent during it.
     pub(crate) amplification: f64,
+    /// Extra attempts (retries and hedges: every attempt of a request after its first) per
+    /// client request, over the whole run.
+    pub(crate) extra: f64,
     /// From the upstream's return to the first request after which 95 % of the requests of
     /// the following second succeed.
     pub(crate) recovery: Option<Duration>,
@@ -176,7 +190,12 @@ fn executor(strategy: Strategy, seed: u64) -> AsyncResilientExecutor<()> {
             builder.budget(RetryBudget::new(Duration::from_secs(10), 0, 0.2).expect("valid budget"))
         }
     };
-    let builder = if strategy == Strategy::Pipeline {
+    let builder = if strategy == Strategy::Hedged {
+        builder.hedge(limitpal::Hedge::after(Duration::from_millis(15)))
+    } else {
+        builder
+    };
+    let builder = if matches!(strategy, Strategy::Pipeline | Strategy::Hedged) {
         builder.breaker(
             CircuitBreaker::builder()
                 .failure_threshold(5)
@@ -239,7 +258,13 @@ pub(crate) async fn simulate(config: Config, strategy: Strategy) -> Report {
                 let exec = exec.clone();
                 requests.push(tokio::spawn(async move {
                     let started = clock.now();
-                    let result = exec.run(&(), || Arc::clone(&upstream).call()).await;
+                    let mut attempts = 0_u32;
+                    let result = exec
+                        .run(&(), || {
+                            attempts += 1;
+                            Arc::clone(&upstream).call()
+                        })
+                        .await;
                     let ok = !matches!(
                         result,
                         Err(Error::RetryExhausted { .. }
@@ -252,6 +277,7 @@ pub(crate) async fn simulate(config: Config, strategy: Strategy) -> Report {
                         started,
                         ok,
                         clock.now() - started,
+                        attempts,
                     ));
                 }));
             }
@@ -272,12 +298,12 @@ fn report(
     config: Config,
     strategy: Strategy,
     calls: Vec<u32>,
-    outcomes: &[(Duration, bool, Duration)],
+    outcomes: &[(Duration, bool, Duration, u32)],
 ) -> Report {
     let outage = config.down_from..config.down_until;
     let sent_in_outage = outcomes
         .iter()
-        .filter(|(t, _, _)| outage.contains(&t.as_secs()))
+        .filter(|(t, ..)| outage.contains(&t.as_secs()))
         .count();
     let calls_in_outage: u32 = calls
         .iter()
@@ -286,17 +312,17 @@ fn report(
         .map(|(_, n)| n)
         .sum();
     let up = Duration::from_secs(config.down_until);
-    let mut after: Vec<_> = outcomes.iter().filter(|(t, _, _)| *t >= up).collect();
-    after.sort_by_key(|(t, _, _)| *t);
-    let recovery = after.iter().enumerate().find_map(|(i, (t, ok, _))| {
+    let mut after: Vec<_> = outcomes.iter().filter(|(t, ..)| *t >= up).collect();
+    after.sort_by_key(|(t, ..)| *t);
+    let recovery = after.iter().enumerate().find_map(|(i, (t, ok, ..))| {
         let next: Vec<_> = after[i..]
             .iter()
-            .take_while(|(s, _, _)| *s < *t + Duration::from_secs(1))
+            .take_while(|(s, ..)| *s < *t + Duration::from_secs(1))
             .collect();
-        let good = next.iter().filter(|(_, ok, _)| *ok).count();
+        let good = next.iter().filter(|(_, ok, ..)| *ok).count();
         (*ok && good * 100 >= next.len() * 95).then(|| *t - up)
     });
-    let mut latencies: Vec<_> = outcomes.iter().map(|(_, _, l)| *l).collect();
+    let mut latencies: Vec<_> = outcomes.iter().map(|(_, _, l, _)| *l).collect();
     latencies.sort();
     let p99 = latencies
         .get(latencies.len() * 99 / 100)
@@ -304,13 +330,20 @@ fn report(
         .unwrap_or_default();
     #[allow(clippy::cast_precision_loss)]
     let success_rate =
-        outcomes.iter().filter(|(_, ok, _)| *ok).count() as f64 / outcomes.len().max(1) as f64;
+        outcomes.iter().filter(|(_, ok, ..)| *ok).count() as f64 / outcomes.len().max(1) as f64;
     #[allow(clippy::cast_precision_loss)]
     let amplification = f64::from(calls_in_outage) / sent_in_outage.max(1) as f64;
+    let extra: u32 = outcomes
+        .iter()
+        .map(|(.., attempts)| attempts.saturating_sub(1))
+        .sum();
+    #[allow(clippy::cast_precision_loss)]
+    let extra = f64::from(extra) / outcomes.len().max(1) as f64;
     Report {
         strategy,
         calls_per_sec: calls,
         amplification,
+        extra,
         recovery,
         success_rate,
         p99,
@@ -368,17 +401,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         reports.push(rt.block_on(simulate(config, strategy)));
     }
     println!(
-        "{:<11} {:>14} {:>10} {:>9} {:>9}",
-        "strategy", "amplification", "recovery", "success", "p99"
+        "{:<11} {:>14} {:>6} {:>10} {:>9} {:>9}",
+        "strategy", "amplification", "extra", "recovery", "success", "p99"
     );
     for r in &reports {
         let recovery = r
             .recovery
             .map_or_else(|| "never".to_owned(), |d| format!("{} ms", d.as_millis()));
         println!(
-            "{:<11} {:>13.2}x {:>10} {:>8.1}% {:>7.2} s",
+            "{:<11} {:>13.2}x {:>5.0}% {:>10} {:>8.1}% {:>7.2} s",
             r.strategy.name(),
             r.amplification,
+            r.extra * 100.0,
             recovery,
             r.success_rate * 100.0,
             r.p99.as_secs_f64()

@@ -43,13 +43,15 @@
 //! - The pipeline: [`ResilientExecutor`] (sync), [`Error`]; with `tower`:
 //!   `tower::ResilienceLayer` and `tower::AsyncResilientExecutor`; the step machine they
 //!   all drive, [`pipeline`].
+//! - Hedging and fallback: [`Hedge`] (`.hedge(..)` on every pipeline builder, `tower::HedgeLayer`
+//!   alone), `.fallback(..)` on every pipeline builder.
 //! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
 //! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`], [`BulkheadFull`].
 
 pub use limitpal_core::{
     AdaptiveLimit, Algorithm, All, AsyncLimiter, Backoff, Bulkhead, BulkheadFull, BulkheadPermit,
     CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, CircuitState,
-    Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Jitter,
+    Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Hedge, Jitter,
     KeyedBulkhead, KeyedCircuitBreaker, LeakyBucket, ManualClock, MonotonicClock, Outcome,
     OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, Reservation, Reserve,
     ReserveFuture, ResilientExecutor, ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy,
@@ -70,10 +72,10 @@ pub mod tower {
     pub use limitpal_tower::http;
     pub use limitpal_tower::{
         AdaptiveLimitLayer, AsyncResilientExecutor, BulkheadLayer, CircuitBreakerLayer, FaultLayer,
-        KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, ResilienceLayer, RetryExhausted,
-        RetryLayer, TimedOut, TokioClock, UntilReady, UntilReadyFuture,
+        HedgeLayer, KeyExtractor, KeyMissing, MissingKey, RateLimitLayer, ResilienceLayer,
+        RetryExhausted, RetryLayer, TimedOut, TokioClock, UntilReady, UntilReadyFuture,
     };
-    pub use limitpal_tower::{breaker, bulkhead, fault, limit, resilience, retry};
+    pub use limitpal_tower::{breaker, bulkhead, fault, hedge, limit, resilience, retry};
 }
 
 pub use limitpal_core::metrics;

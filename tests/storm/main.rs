@@ -54,6 +54,33 @@ fn the_pipeline_does_not_amplify_an_outage_and_naive_retry_does() {
     assert!(pipeline.success_rate >= naive.success_rate - 0.02);
 }
 
+/// Hedges (after 15 ms, every call takes 20 ms: all would be hedged) draw from the retry
+/// budget (20 %): retries and hedges together stay within it over the whole run, and the
+/// outage is not amplified beyond the pipeline's bound.
+#[test]
+fn hedges_and_retries_together_stay_within_the_budget_in_the_storm() {
+    let pipeline = run(Strategy::Pipeline);
+    let hedged = run(Strategy::Hedged);
+    // the budget: 20 % of requests (no floor), over a 10 s window
+    assert!(
+        hedged.extra > pipeline.extra + 0.05,
+        "hedges ran: {:.3}",
+        hedged.extra
+    );
+    assert!(
+        hedged.extra <= 0.2 + 0.01,
+        "{:.3} extra attempts per request",
+        hedged.extra
+    );
+    assert!(
+        hedged.amplification <= 1.2,
+        "hedged: {:.2}x during the outage",
+        hedged.amplification
+    );
+    assert!(pipeline.extra <= 0.2 + 0.01, "{:.3}", pipeline.extra);
+    assert!(hedged.success_rate >= pipeline.success_rate - 0.02);
+}
+
 fn degrade(strategy: adaptive::Strategy) -> adaptive::Report {
     let config = adaptive::Config {
         rate: 2400,

@@ -67,6 +67,15 @@ pub trait Classify<Res, Err>: Clone + Send + Sync + 'static {
     fn verdict(&self, result: Result<&Res, &Err>) -> Verdict {
         Verdict::from(self.classify(result))
     }
+
+    /// The substitute answer for a run that ended in `error`, if there is one: `None` by
+    /// default. A pipeline given `.fallback(f)` classifies with a [`WithFallback`](crate::pipeline::WithFallback)
+    /// whose `fallback` is `f`; the step machine asks it once, where the run ends.
+    #[inline(always)]
+    fn fallback(&self, error: &crate::Error<Err>) -> Option<Res> {
+        let _ = error;
+        None
+    }
 }
 
 /// What a result means to the breaker and to retries, separately.

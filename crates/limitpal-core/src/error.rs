@@ -168,6 +168,20 @@ pub enum Error<E> {
 }
 
 impl<E> Error<E> {
+    /// What ended the run, as a metric label: `rate_limited`, `circuit_open`,
+    /// `retry_exhausted`, `failed`, `timed_out` or `bulkhead_full`.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::RateLimited(_) => "rate_limited",
+            Self::CircuitOpen(_) => "circuit_open",
+            Self::RetryExhausted { .. } => "retry_exhausted",
+            Self::Failed(_) => "failed",
+            Self::TimedOut { .. } => "timed_out",
+            Self::BulkheadFull(_) => "bulkhead_full",
+        }
+    }
+
     /// The callee's error, if this is one: `Failed` or `RetryExhausted`'s `last`.
     pub fn into_inner(self) -> Option<E> {
         match self {

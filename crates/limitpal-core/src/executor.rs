@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blocking::block_on;
-use crate::pipeline::{Action, Attempt, Event, PerKey, Pipeline, PipelineBuilder, PipelineParts};
+use crate::pipeline::{
+    Action, Attempt, Event, FallbackFn, FallbackSlot, NoFallback, PerKey, Pipeline,
+    PipelineBuilder, PipelineParts,
+};
 use crate::{
     AsyncLimiter, Classify, Clock, ConfigError, DefaultClassifier, Error, MonotonicClock, Outcome,
     RateLimited, Reserve, RetryPolicy,
@@ -170,21 +173,29 @@ pub trait BuildTarget<K, Cl> {
 /// [`PipelineBuilder`] and the executor it builds. Every part is optional and the calls may
 /// come in any order: the pipeline order is always the same. The setters are the
 /// [`PipelineBuilder`]'s, with the same names on `ResilienceLayer`'s builder.
-pub struct ResilientExecutorBuilder<K, Cl, T> {
-    pipeline: PipelineBuilder<K, Cl>,
+pub struct ResilientExecutorBuilder<K, Cl, T, Fb = NoFallback> {
+    pipeline: PipelineBuilder<K, Cl, Fb>,
     target: PhantomData<fn() -> T>,
 }
 
-impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
+impl<K, T> ResilientExecutorBuilder<K, DefaultClassifier, T> {
     /// A builder for the executor `T` builds; `ResilientExecutor::builder()` is the usual way in.
     #[must_use]
-    pub fn new() -> ResilientExecutorBuilder<K, DefaultClassifier, T> {
+    pub fn new() -> Self {
         ResilientExecutorBuilder {
             pipeline: PipelineBuilder::new(),
             target: PhantomData,
         }
     }
+}
 
+impl<K, T> Default for ResilientExecutorBuilder<K, DefaultClassifier, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, Cl, T, Fb> ResilientExecutorBuilder<K, Cl, T, Fb> {
     crate::pipeline_setters!();
 
     fn pipeline_parts(&mut self) -> &mut PipelineParts {
@@ -237,7 +248,7 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
 
     /// Classifies with a predicate: an `Err` is retried only when `retryable(&err)`.
     #[must_use]
-    pub fn retry_if<F, E>(self, retryable: F) -> ResilientExecutorBuilder<K, RetryIf<F>, T>
+    pub fn retry_if<F, E>(self, retryable: F) -> ResilientExecutorBuilder<K, RetryIf<F>, T, Fb>
     where
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
@@ -246,9 +257,25 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
 
     /// Classifies results: `Fn(Result<&T, &E>) -> Outcome` (see [`Outcome`]).
     #[must_use]
-    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilientExecutorBuilder<K, Cl2, T> {
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilientExecutorBuilder<K, Cl2, T, Fb> {
         ResilientExecutorBuilder {
             pipeline: self.pipeline.classifier(classifier),
+            target: PhantomData,
+        }
+    }
+
+    /// Answers for a run that gave up: `Some(value)` from `fallback(&error)` is the run's
+    /// `Ok(value)` (see [`PipelineBuilder::fallback`]); counted and traced, never silent.
+    #[must_use]
+    pub fn fallback<F, T2, E>(
+        self,
+        fallback: F,
+    ) -> ResilientExecutorBuilder<K, Cl, T, FallbackFn<F>>
+    where
+        F: Fn(&Error<E>) -> Option<T2> + Send + Sync + 'static,
+    {
+        ResilientExecutorBuilder {
+            pipeline: self.pipeline.fallback(fallback),
             target: PhantomData,
         }
     }
@@ -256,16 +283,17 @@ impl<K, Cl, T> ResilientExecutorBuilder<K, Cl, T> {
     /// Builds the executor.
     ///
     /// # Errors
-    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
+    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`, or a bad [`Hedge`](crate::Hedge).
     pub fn build(self) -> Result<T::Output, ConfigError>
     where
-        T: BuildTarget<K, Cl>,
+        Fb: FallbackSlot,
+        T: BuildTarget<K, Fb::With<Cl>>,
     {
         Ok(T::build(self.pipeline.build(T::default_clock)?))
     }
 }
 
-impl<K, Cl, T> fmt::Debug for ResilientExecutorBuilder<K, Cl, T> {
+impl<K, Cl, T, Fb> fmt::Debug for ResilientExecutorBuilder<K, Cl, T, Fb> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilientExecutorBuilder")
             .field("pipeline", &self.pipeline)
@@ -394,6 +422,17 @@ impl<K, Cl> ResilientExecutor<K, Cl> {
                 Action::Sleep(delay) => {
                     p.clock().sleep(delay);
                     p.step(&mut run, Event::Slept)
+                }
+                // one call at a time: this run never allowed a hedge, so none is asked for;
+                // were one asked, it is refused and the call in hand settles the run
+                Action::CheckHedge => p.step(
+                    &mut run,
+                    Event::HedgeLimit(Err(RateLimited::new(Duration::ZERO))),
+                ),
+                Action::Hedge { .. } | Action::Await => {
+                    return Err(Error::TimedOut {
+                        attempts: run.attempts(),
+                    });
                 }
                 Action::Done(result) => return result,
             };

@@ -36,6 +36,7 @@ pub mod config;
 mod error;
 mod executor;
 pub mod fault;
+pub mod hedge;
 mod keyed;
 mod limiter_async;
 pub mod metrics;
@@ -55,6 +56,7 @@ pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, ResilientExecutor, ResilientExecutorBuilder,
     RetryIf, SyncTarget, check_fn,
 };
+pub use hedge::Hedge;
 pub use limiter_async::{AsyncLimiter, Reserve, ReserveFuture};
 pub use rate::{
     Algorithm, All, DefaultHashBuilder, LeakyBucket, Quota, RateLimiter, RateLimiterBuilder,

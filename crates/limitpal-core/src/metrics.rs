@@ -13,6 +13,8 @@
 //! | `limitpal_retry_retried_total` | counter | pipeline (executors, `ResilienceLayer`) |
 //! | `limitpal_retry_exhausted_total` | counter | pipeline |
 //! | `limitpal_retry_delay_seconds` | histogram | pipeline |
+//! | `limitpal_fallback_total` | counter, also labelled `reason` ([`Error::reason`](crate::Error::reason)); unnamed pipelines count too, as `name=""` | pipeline with a fallback |
+//! | `limitpal_hedge_total` | counter: hedged attempts started | pipeline with a hedge |
 //! | `limitpal_bulkhead_rejected_total` | counter | bulkhead, adaptive limit |
 //! | `limitpal_bulkhead_limit` | gauge: calls allowed at once | bulkhead, adaptive limit (moves) |
 
@@ -130,7 +132,9 @@ mod enabled {
     pub(crate) struct RetryMetrics {
         retried: Option<metrics::Counter>,
         exhausted: Option<metrics::Counter>,
+        hedged: Option<metrics::Counter>,
         delay: Option<metrics::Histogram>,
+        name: std::sync::Arc<str>,
     }
 
     impl RetryMetrics {
@@ -138,7 +142,27 @@ mod enabled {
             Self {
                 retried: counter("limitpal_retry_retried_total", name),
                 exhausted: counter("limitpal_retry_exhausted_total", name),
+                hedged: counter("limitpal_hedge_total", name),
                 delay: name.map(|name| metrics::histogram!("limitpal_retry_delay_seconds", "name" => name.to_owned())),
+                name: name.unwrap_or_default().into(),
+            }
+        }
+
+        /// A fallback answered for a run that ended for `reason`: rare, so registered
+        /// when it happens, and counted for unnamed pipelines too (a fallback is never
+        /// silent).
+        pub(crate) fn fallback(&self, reason: &'static str) {
+            metrics::counter!(
+                "limitpal_fallback_total",
+                "name" => self.name.to_string(),
+                "reason" => reason
+            )
+            .increment(1);
+        }
+
+        pub(crate) fn hedged(&self) {
+            if let Some(c) = &self.hedged {
+                c.increment(1);
             }
         }
 
@@ -212,6 +236,8 @@ mod enabled {
         }
         pub(crate) fn retried(&self, _: Duration) {}
         pub(crate) fn exhausted(&self) {}
+        pub(crate) fn fallback(&self, _: &'static str) {}
+        pub(crate) fn hedged(&self) {}
     }
 }
 

@@ -1,16 +1,20 @@
 //! The async resilient executor: the sync executor's pipeline, awaited.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
-use limitpal_core::pipeline::{Action, Attempt, Event, PerKey, Pipeline};
+use limitpal_core::pipeline::{Action, Attempt, Event, PerKey, Pipeline, Run};
 use limitpal_core::{
     BuildTarget, CheckFn, Classify, Clock, DefaultClassifier, Error, ExecutorParts, LimitCheck,
     Reserve, ResilientExecutorBuilder, RetryPolicy,
 };
 
 use crate::TokioClock;
+use crate::hedge::Lanes;
 
 /// The async pipeline: runs `op()`'s future through limiter, breaker, retries, attempt
 /// timeouts and a deadline, sleeping with tokio's timer. Built with the same builder as
@@ -176,6 +180,9 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         let limiter = key.and(self.limiter.as_ref());
         let stages = key.map(|key| self.per_key.stages(key)).unwrap_or_default();
         let mut run = p.start_with(stream, limiter.is_some(), stages);
+        if replay && p.hedge().is_some() {
+            run.allow_hedge();
+        }
         let mut action = p.step(&mut run, Event::Start);
         loop {
             action = match action {
@@ -216,30 +223,124 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                         let attempts = run.attempts().saturating_sub(1);
                         return Err(Error::TimedOut { attempts });
                     };
-                    let attempt = match timeout {
-                        None => Attempt::Done(call.await),
-                        Some(limit) => tokio::time::timeout(limit, call)
-                            .await
-                            .map_or(Attempt::TimedOut, Attempt::Done),
-                    };
-                    let next = if replay {
-                        p.step(&mut run, Event::Called(attempt))
+                    if run.hedge_in().is_some() {
+                        self.hedged(&mut run, key, call, timeout, &mut op).await
                     } else {
-                        p.step(&mut run, Event::CalledOnce(attempt))
-                    };
-                    if let (Some(hold), Some(limiter), Some(key)) =
-                        (run.take_pushback(), limiter, key)
-                    {
-                        limiter.hold(key, hold);
+                        let attempt = match timeout {
+                            None => Attempt::Done(call.await),
+                            Some(limit) => tokio::time::timeout(limit, call)
+                                .await
+                                .map_or(Attempt::TimedOut, Attempt::Done),
+                        };
+                        let next = if replay {
+                            p.step(&mut run, Event::Called(attempt))
+                        } else {
+                            p.step(&mut run, Event::CalledOnce(attempt))
+                        };
+                        if let (Some(hold), Some(limiter), Some(key)) =
+                            (run.take_pushback(), limiter, key)
+                        {
+                            limiter.hold(key, hold);
+                        }
+                        next
                     }
-                    next
                 }
                 Action::Sleep(delay) => {
                     tokio::time::sleep(delay).await;
                     p.step(&mut run, Event::Slept)
                 }
+                // only asked while a hedged call runs, in `hedged`
+                Action::CheckHedge | Action::Hedge { .. } | Action::Await => p.step(
+                    &mut run,
+                    Event::HedgeLimit(Err(limitpal_core::RateLimited::new(Duration::ZERO))),
+                ),
                 Action::Done(result) => return result,
             };
+        }
+    }
+
+    /// Step 5 with a hedge: the primary call, and the hedges the machine starts when it is
+    /// slow, until the first success (the others dropped on return) or the last failure.
+    async fn hedged<T, E, F, Fut>(
+        &self,
+        run: &mut Run,
+        key: Option<&K>,
+        call: Fut,
+        timeout: Option<Duration>,
+        op: &mut F,
+    ) -> Action<T, E>
+    where
+        F: FnMut() -> Option<Fut>,
+        Fut: Future<Output = Result<T, E>>,
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        let p = &self.pipeline;
+        let limiter = key.and(self.limiter.as_ref());
+        let mut primary = pin!(Some(call));
+        let mut timer = pin!(timeout.map(tokio::time::sleep));
+        let mut hedge = pin!(None::<tokio::time::Sleep>);
+        let mut lanes = Lanes::default();
+        loop {
+            let hedge_in = run.hedge_in();
+            let event = poll_fn(|cx| {
+                if let Some(call) = primary.as_mut().as_pin_mut() {
+                    let attempt = if let Poll::Ready(result) = call.poll(cx) {
+                        Some(Attempt::Done(result))
+                    } else if let Some(timer) = timer.as_mut().as_pin_mut()
+                        && timer.poll(cx).is_ready()
+                    {
+                        Some(Attempt::TimedOut)
+                    } else {
+                        None
+                    };
+                    if let Some(attempt) = attempt {
+                        primary.set(None);
+                        timer.set(None);
+                        return Poll::Ready(Event::Called(attempt));
+                    }
+                }
+                if let Poll::Ready(event) = lanes.poll(cx) {
+                    return Poll::Ready(event);
+                }
+                if hedge.is_none()
+                    && let Some(delay) = hedge_in
+                {
+                    hedge.set(Some(tokio::time::sleep(delay)));
+                }
+                if let Some(due) = hedge.as_mut().as_pin_mut()
+                    && due.poll(cx).is_ready()
+                {
+                    hedge.set(None);
+                    return Poll::Ready(Event::HedgeDue);
+                }
+                Poll::Pending
+            })
+            .await;
+            let mut action = p.step(run, event);
+            let action = loop {
+                if let (Some(hold), Some(limiter), Some(key)) = (run.take_pushback(), limiter, key)
+                {
+                    limiter.hold(key, hold);
+                }
+                action = match action {
+                    Action::CheckHedge => match lanes.check(limiter, key) {
+                        Some(answer) => p.step(run, answer),
+                        None => Action::Await,
+                    },
+                    Action::Hedge { lane, timeout } => match op() {
+                        Some(call) => {
+                            lanes.start(lane, call, timeout);
+                            Action::Await
+                        }
+                        None => p.step(run, Event::HedgeDropped { lane }),
+                    },
+                    action => break action,
+                };
+            };
+            if !matches!(action, Action::Await) {
+                return action; // the losers are dropped with `lanes`
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ mod clock;
 mod error;
 mod executor;
 pub mod fault;
+pub mod hedge;
 #[cfg(feature = "http")]
 pub mod http;
 mod key;
@@ -34,6 +35,7 @@ pub use clock::TokioClock;
 pub use error::{RetryExhausted, TimedOut};
 pub use executor::{AsyncResilientExecutor, AsyncTarget};
 pub use fault::FaultLayer;
+pub use hedge::HedgeLayer;
 pub use key::{KeyExtractor, KeyMissing, MissingKey};
 pub use limit::{RateLimitLayer, UntilReady, UntilReadyFuture};
 pub use resilience::ResilienceLayer;

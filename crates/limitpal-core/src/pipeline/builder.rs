@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use std::hash::Hash;
 
-use super::{AnyBreaker, Pipeline, PipelineParts, Stages};
+use super::{AnyBreaker, FallbackFn, FallbackSlot, NoFallback, Pipeline, PipelineParts, Stages};
 use crate::executor::{CheckFn, ExecutorParts, RetryIf, check_fn};
 use crate::{
-    AsyncLimiter, Bulkhead, Clock, ConfigError, DefaultClassifier, KeyedBulkhead,
+    AsyncLimiter, Bulkhead, Clock, ConfigError, DefaultClassifier, Error, KeyedBulkhead,
     KeyedCircuitBreaker,
 };
 
@@ -27,6 +27,8 @@ use crate::{
 /// | `attempt_timeout`, `deadline` | | step 5, the run |
 /// | `classifier`, `retry_if` | | step 6 |
 /// | `retry`, `budget`, `on_retry` | | step 7 |
+/// | `hedge` (layer: `hedge_if`) | | step 5, hedged |
+/// | `fallback` | | the run's end |
 /// | `name`, `clock` | | metrics, time |
 ///
 /// Where the rate limiter's key comes from is the one thing that differs: an executor is
@@ -46,11 +48,12 @@ use crate::{
 /// assert!(parts.pipeline.retry_policy().is_some());
 /// # Ok::<(), limitpal_core::ConfigError>(())
 /// ```
-pub struct PipelineBuilder<K, Cl = DefaultClassifier> {
+pub struct PipelineBuilder<K, Cl = DefaultClassifier, Fb = NoFallback> {
     limiter: Option<CheckFn<K>>,
     parts: PipelineParts,
     classifier: Cl,
     per_key: PerKey<K>,
+    fallback: Fb,
 }
 
 /// A run's per-key stages chosen by the run's key (`circuit_breaker_per`, `bulkhead_per` on
@@ -109,6 +112,7 @@ impl<K> PipelineBuilder<K> {
             parts: PipelineParts::default(),
             classifier: DefaultClassifier,
             per_key: PerKey::none(),
+            fallback: NoFallback,
         }
     }
 }
@@ -119,7 +123,7 @@ impl<K> Default for PipelineBuilder<K> {
     }
 }
 
-impl<K, Cl> PipelineBuilder<K, Cl> {
+impl<K, Cl, Fb> PipelineBuilder<K, Cl, Fb> {
     crate::pipeline_setters!();
 
     /// The parts the setters write (for builders that wrap this one).
@@ -140,12 +144,13 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
     /// Replaces the limiter with one of another key type (or none); per-key stages keyed by
     /// the old key type are dropped.
     #[must_use]
-    pub fn keyed_limiter<K2>(self, limiter: Option<CheckFn<K2>>) -> PipelineBuilder<K2, Cl> {
+    pub fn keyed_limiter<K2>(self, limiter: Option<CheckFn<K2>>) -> PipelineBuilder<K2, Cl, Fb> {
         PipelineBuilder {
             limiter,
             parts: self.parts,
             classifier: self.classifier,
             per_key: PerKey::none(),
+            fallback: self.fallback,
         }
     }
 
@@ -183,22 +188,43 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
 
     /// Classifies results: `Fn(Result<&T, &E>) -> Outcome` (see [`Outcome`](crate::Outcome)).
     #[must_use]
-    pub fn classifier<Cl2>(self, classifier: Cl2) -> PipelineBuilder<K, Cl2> {
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> PipelineBuilder<K, Cl2, Fb> {
         PipelineBuilder {
             limiter: self.limiter,
             parts: self.parts,
             classifier,
             per_key: self.per_key,
+            fallback: self.fallback,
         }
     }
 
     /// Classifies with a predicate: an `Err` is retried only when `retryable(&err)`.
     #[must_use]
-    pub fn retry_if<F, E>(self, retryable: F) -> PipelineBuilder<K, RetryIf<F>>
+    pub fn retry_if<F, E>(self, retryable: F) -> PipelineBuilder<K, RetryIf<F>, Fb>
     where
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
         self.classifier(RetryIf::new(retryable))
+    }
+
+    /// Answers for a run that gave up: `fallback(&error)` is asked once, where the run
+    /// ends with `error` (`CircuitOpen`, `RateLimited`, `RetryExhausted`, `TimedOut`,
+    /// `BulkheadFull` or `Failed`), and its `Some(value)` is the run's `Ok(value)`; `None`
+    /// leaves the error as it was. A fallback is never silent: it is counted
+    /// (`limitpal_fallback_total{name, reason}`, feature `metrics`) and traced (INFO,
+    /// feature `tracing`). May come before or after `classifier`.
+    #[must_use]
+    pub fn fallback<F, T, E>(self, fallback: F) -> PipelineBuilder<K, Cl, FallbackFn<F>>
+    where
+        F: Fn(&Error<E>) -> Option<T> + Send + Sync + 'static,
+    {
+        PipelineBuilder {
+            limiter: self.limiter,
+            parts: self.parts,
+            classifier: self.classifier,
+            per_key: self.per_key,
+            fallback: FallbackFn::new(fallback),
+        }
     }
 
     /// Validates the parts and builds them; `default_clock` is used when no clock was given.
@@ -208,8 +234,12 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
     pub fn build(
         self,
         default_clock: impl FnOnce() -> Arc<dyn Clock>,
-    ) -> Result<ExecutorParts<K, Cl>, ConfigError> {
-        let pipeline: Pipeline<Cl> = self.parts.build(self.classifier, default_clock)?;
+    ) -> Result<ExecutorParts<K, Fb::With<Cl>>, ConfigError>
+    where
+        Fb: FallbackSlot,
+    {
+        let classifier = self.fallback.wrap(self.classifier);
+        let pipeline: Pipeline<Fb::With<Cl>> = self.parts.build(classifier, default_clock)?;
         Ok(ExecutorParts {
             limiter: self.limiter,
             pipeline,
@@ -218,7 +248,7 @@ impl<K, Cl> PipelineBuilder<K, Cl> {
     }
 }
 
-impl<K, Cl> fmt::Debug for PipelineBuilder<K, Cl> {
+impl<K, Cl, Fb> fmt::Debug for PipelineBuilder<K, Cl, Fb> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipelineBuilder")
             .field("limiter", &self.limiter.is_some())
@@ -279,7 +309,20 @@ macro_rules! pipeline_setters {
             self
         }
 
-        /// Caps retries with a budget (shared by every clone of the budget).
+        /// Hedges slow calls (step 5): a call still running after the hedge's delay is sent
+        /// again (up to `max_hedges` times) and the first success wins, the others dropped.
+        /// A hedge is charged to the limiter, takes its own breaker permit and bulkhead slot
+        /// (never waiting for either), and is drawn from the retry `budget` like a retry.
+        /// The async executor and the tower layer hedge (the layer only requests its
+        /// `hedge_if` and replay rule allow); the sync executor calls one attempt at a time
+        /// and never hedges.
+        #[must_use]
+        pub fn hedge(mut self, hedge: $crate::Hedge) -> Self {
+            self.pipeline_parts().hedge = Some(hedge);
+            self
+        }
+
+        /// Caps retries (and hedges) with a budget (shared by every clone of the budget).
         #[must_use]
         pub fn budget(mut self, budget: $crate::RetryBudget) -> Self {
             self.pipeline_parts().budget = Some(budget);

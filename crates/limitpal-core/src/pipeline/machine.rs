@@ -12,6 +12,9 @@ use crate::{
     RateLimited, Reservation, RetryPolicy, RetryState, RetryStep, Verdict,
 };
 
+/// The primary call of an attempt, as opposed to its hedges (lanes 1, 2, ...).
+const PRIMARY: u32 = 0;
+
 /// What the driver does next, as [`Pipeline::step`] answers it.
 #[derive(Debug)]
 pub enum Action<T, E> {
@@ -42,6 +45,21 @@ pub enum Action<T, E> {
     },
     /// Step 7: sleep this long before the next attempt, then report [`Event::Slept`].
     Sleep(Duration),
+    /// A hedge is due and the breaker admitted it: ask the limiter for it (a check, never a
+    /// wait) and report [`Event::HedgeLimit`].
+    CheckHedge,
+    /// Start another call of the request as lane `lane` (the calls already running go on),
+    /// bounded by `timeout`, and report its end with [`Event::HedgeCalled`]. Then arm the
+    /// hedge timer again per [`Run::hedge_in`].
+    Hedge {
+        /// The lane's number, to report its end with.
+        lane: u32,
+        /// The attempt timeout cut to the deadline.
+        timeout: Option<Duration>,
+    },
+    /// Nothing new to start: keep waiting for the calls in flight (and for the hedge timer,
+    /// if [`Run::hedge_in`] says one is due).
+    Await,
     /// The run is over.
     Done(Result<T, Error<E>>),
 }
@@ -69,6 +87,23 @@ pub enum Event<T, E> {
     Called(Attempt<T, E>),
     /// How a call whose request cannot be sent again ended: never retried.
     CalledOnce(Attempt<T, E>),
+    /// The hedge timer armed per [`Run::hedge_in`] fired, the calls still running.
+    HedgeDue,
+    /// The limiter's answer for the hedge of [`Action::CheckHedge`].
+    HedgeLimit(Result<(), RateLimited>),
+    /// The driver could not start the call of [`Action::Hedge`]'s `lane` (no copy of the
+    /// request, or the service not ready): its permits go back unrecorded.
+    HedgeDropped {
+        /// The lane, as the action numbered it.
+        lane: u32,
+    },
+    /// How the call of lane `lane` (an [`Action::Hedge`]) ended.
+    HedgeCalled {
+        /// The lane, as the action numbered it.
+        lane: u32,
+        /// How it ended.
+        attempt: Attempt<T, E>,
+    },
 }
 
 /// How an attempt ended.
@@ -91,6 +126,20 @@ pub struct Run {
     permits: Permits,
     limited: bool,
     stages: Stages,
+    hedge: Round,
+}
+
+/// The hedging of the current attempt: the hedges' permits by lane (1, 2, ...; `None` once
+/// a lane ended), the calls in flight, and when the next hedge is due.
+#[derive(Debug, Default)]
+struct Round {
+    /// Whether the driver can hedge this run (it can make a call while one runs).
+    allowed: bool,
+    lanes: Vec<Option<Permits>>,
+    in_flight: u32,
+    next_in: Option<Duration>,
+    /// A hedge admitted by the breaker, waiting for the limiter's answer.
+    pending: Option<Permits>,
 }
 
 /// The stages a run uses instead of the pipeline's own: the breaker and the bulkhead of the
@@ -116,6 +165,31 @@ impl Run {
         self.pushback.take()
     }
 
+    /// Lets the run hedge: the driver can start another call of the request while one runs
+    /// (the async executor and the tower layer do, for requests that can be copied). Without
+    /// it a pipeline's hedge never fires for this run.
+    pub fn allow_hedge(&mut self) {
+        self.hedge.allowed = true;
+    }
+
+    /// After [`Action::Call`], [`Action::Hedge`] or [`Action::Await`]: how long from now
+    /// until a hedge is due, if one is; the driver reports [`Event::HedgeDue`] then, if the
+    /// calls are still running.
+    #[must_use]
+    pub fn hedge_in(&self) -> Option<Duration> {
+        self.hedge.next_in
+    }
+
+    /// Ends every call of the attempt still holding permits: they go unrecorded (the driver
+    /// drops those calls).
+    fn release_lanes(&mut self) {
+        self.permits = Permits::default();
+        self.hedge.lanes.clear();
+        self.hedge.pending = None;
+        self.hedge.in_flight = 0;
+        self.hedge.next_in = None;
+    }
+
     /// The deadline passed before the current attempt called the upstream (at admission,
     /// waiting for quota or a slot, or before a retry): the attempts that called it.
     fn timed_out_before_call<E>(&self) -> Error<E> {
@@ -137,11 +211,13 @@ impl Run {
     }
 }
 
-/// What an attempt holds while it runs.
+/// What an attempt (or one of its hedges) holds while it runs.
 #[derive(Debug, Default)]
 struct Permits {
     breaker: Option<BreakerTicket>,
     slot: Option<BulkheadPermit>,
+    /// When its call started, for a hedge that tracks latency.
+    started: Option<Duration>,
 }
 
 impl<Cl> Pipeline<Cl> {
@@ -168,12 +244,46 @@ impl<Cl> Pipeline<Cl> {
             permits: Permits::default(),
             limited,
             stages,
+            hedge: Round::default(),
         }
     }
 
     /// Takes what the driver saw and answers what it does next.
+    ///
+    /// A run that ends in an error the pipeline's fallback answers ends with the fallback's
+    /// value instead (counted and traced).
     #[inline(always)]
     pub fn step<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
+    where
+        Cl: Classify<T, E>,
+        E: 'static,
+    {
+        match self.next(run, event) {
+            Action::Done(Err(error)) => Action::Done(self.fall_back(error)),
+            action => action,
+        }
+    }
+
+    /// The fallback's answer to `error`, if it has one.
+    #[inline(always)]
+    fn fall_back<T, E>(&self, error: Error<E>) -> Result<T, Error<E>>
+    where
+        Cl: Classify<T, E>,
+    {
+        match self.classifier.fallback(&error) {
+            None => Err(error),
+            Some(value) => {
+                let reason = error.reason();
+                self.metrics.fallback(reason);
+                #[cfg(feature = "tracing")]
+                tracing::info!(target: "limitpal::fallback", reason, "fallback answered for the run");
+                Ok(value)
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn next<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
     where
         Cl: Classify<T, E>,
         E: 'static,
@@ -228,9 +338,97 @@ impl<Cl> Pipeline<Cl> {
                     .map_or_else(|| BulkheadFull::new(0), crate::Bulkhead::refuse);
                 Action::Done(Err(Error::BulkheadFull(full)))
             }
-            Event::Called(attempt) => self.settle(run, attempt, true),
-            Event::CalledOnce(attempt) => self.settle(run, attempt, false),
+            Event::Called(attempt) => self.settle(run, PRIMARY, attempt, true),
+            Event::CalledOnce(attempt) => self.settle(run, PRIMARY, attempt, false),
+            Event::HedgeDue => self.hedge_due(run),
+            Event::HedgeLimit(Ok(())) => self.hedge_slot(run),
+            Event::HedgeLimit(Err(_)) => {
+                run.hedge.pending = None; // refused by the limiter: no hedge, unrecorded
+                run.hedge.next_in = None;
+                Action::Await
+            }
+            Event::HedgeCalled { lane, attempt } => self.settle(run, lane, attempt, true),
+            Event::HedgeDropped { lane } => {
+                let index = usize::try_from(lane)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(1);
+                if run
+                    .hedge
+                    .lanes
+                    .get_mut(index)
+                    .and_then(Option::take)
+                    .is_some()
+                {
+                    run.hedge.in_flight = run.hedge.in_flight.saturating_sub(1);
+                }
+                Action::Await
+            }
         }
+    }
+
+    /// A hedge is due: it needs hedges left, the budget's leave, the time and the breaker's
+    /// permit, then (if the run is limited and attempts are charged) the limiter's.
+    fn hedge_due<T, E>(&self, run: &mut Run) -> Action<T, E> {
+        run.hedge.next_in = None;
+        let Some(hedge) = &self.hedge else {
+            return Action::Await;
+        };
+        let fired = u32::try_from(run.hedge.lanes.len()).unwrap_or(u32::MAX);
+        if !run.hedge.allowed || run.hedge.in_flight == 0 || fired >= hedge.hedges() {
+            return Action::Await;
+        }
+        let now = self.clock.now();
+        if run.deadline_at.is_some_and(|at| now >= at) {
+            return Action::Await; // the calls in flight time out with the run
+        }
+        // an extra attempt, like a retry: drawn from the same budget
+        if let Some(budget) = &self.budget
+            && !budget.withdraw(now)
+        {
+            return Action::Await;
+        }
+        let mut permits = Permits::default();
+        if let Some(breaker) = run.stages.breaker.as_ref().or(self.breaker.as_ref()) {
+            match breaker.0.try_acquire() {
+                Ok(ticket) => permits.breaker = Some(ticket),
+                Err(_) => return Action::Await,
+            }
+        }
+        run.hedge.pending = Some(permits);
+        if run.limited && self.charge_retries {
+            return Action::CheckHedge;
+        }
+        self.hedge_slot(run)
+    }
+
+    /// The hedge's bulkhead slot, taken now or not at all, then its call.
+    fn hedge_slot<T, E>(&self, run: &mut Run) -> Action<T, E> {
+        let Some(mut permits) = run.hedge.pending.take() else {
+            return Action::Await;
+        };
+        if let Some(bulkhead) = run.stages.bulkhead.as_ref().or(self.bulkhead.as_ref()) {
+            match bulkhead.try_take() {
+                Some(slot) => permits.slot = Some(slot),
+                None => return Action::Await, // no slot free: no hedge, the permit unrecorded
+            }
+        }
+        let hedge = self.hedge.as_ref();
+        let now = (hedge.is_some_and(crate::Hedge::tracks_latency) || run.deadline_at.is_some())
+            .then(|| self.clock.now());
+        if hedge.is_some_and(crate::Hedge::tracks_latency) {
+            permits.started = now;
+        }
+        run.hedge.lanes.push(Some(permits));
+        run.hedge.in_flight = run.hedge.in_flight.saturating_add(1);
+        let lane = u32::try_from(run.hedge.lanes.len()).unwrap_or(u32::MAX);
+        self.metrics.hedged();
+        if let Some(hedge) = hedge
+            && lane < hedge.hedges()
+        {
+            run.hedge.next_in = hedge.delay(now.unwrap_or_default());
+        }
+        let timeout = self.attempt_limit(run, now);
+        Action::Hedge { lane, timeout }
     }
 
     /// Steps 1 and 2, then 3 (if the run is limited and this attempt is charged).
@@ -291,15 +489,45 @@ impl<Cl> Pipeline<Cl> {
 
     /// Step 5: the call, bounded by the attempt timeout cut to the time left.
     #[inline(always)]
-    fn call<T, E>(&self, run: &Run) -> Action<T, E> {
+    fn call<T, E>(&self, run: &mut Run) -> Action<T, E> {
+        if self.hedge.is_some() {
+            return self.hedged_call(run);
+        }
+        let now = run.deadline_at.map(|_| self.clock.now());
+        Action::Call {
+            timeout: self.attempt_limit(run, now),
+        }
+    }
+
+    /// Step 5 with a hedge: the primary call, and when its hedge is due.
+    #[inline(never)]
+    fn hedged_call<T, E>(&self, run: &mut Run) -> Action<T, E> {
+        let hedge = self.hedge.as_ref();
+        let tracks = hedge.is_some_and(crate::Hedge::tracks_latency);
+        let now = (tracks || run.deadline_at.is_some()).then(|| self.clock.now());
+        if tracks {
+            run.permits.started = now;
+        }
+        run.hedge.in_flight = 1;
+        run.hedge.next_in = hedge
+            .filter(|_| run.hedge.allowed)
+            .and_then(|hedge| hedge.delay(now.unwrap_or_default()));
+        Action::Call {
+            timeout: self.attempt_limit(run, now),
+        }
+    }
+
+    /// The attempt timeout cut to the time left at `now` (read when there is a deadline).
+    #[inline(always)]
+    fn attempt_limit(&self, run: &Run, now: Option<Duration>) -> Option<Duration> {
         let left = run
             .deadline_at
-            .map(|at| at.saturating_sub(self.clock.now()));
-        let timeout = match (self.attempt_timeout, left) {
+            .zip(now)
+            .map(|(at, now)| at.saturating_sub(now));
+        match (self.attempt_timeout, left) {
             (Some(a), Some(l)) => Some(a.min(l)),
             (a, l) => a.or(l),
-        };
-        Action::Call { timeout }
+        }
     }
 
     /// How long step 3 may wait for quota: `limiter_wait` cut to the time left. `None`: no
@@ -320,16 +548,42 @@ impl<Cl> Pipeline<Cl> {
 
     /// Steps 6 and 7: classify the attempt, record it in the breaker and the adaptive
     /// limit, decide what follows. `replay`: whether the request can be sent again.
-    fn settle<T, E>(&self, run: &mut Run, attempt: Attempt<T, E>, replay: bool) -> Action<T, E>
+    fn settle<T, E>(
+        &self,
+        run: &mut Run,
+        lane: u32,
+        attempt: Attempt<T, E>,
+        replay: bool,
+    ) -> Action<T, E>
     where
         Cl: Classify<T, E>,
         E: 'static,
     {
         if matches!(attempt, Attempt::TimedOut) && self.past_deadline(run) {
-            run.release(); // cancelled by the deadline: nothing recorded
+            run.release_lanes(); // cancelled by the deadline: nothing recorded
             return Action::Done(Err(run.timed_out_in_call()));
         }
-        let retry_after = self.record(run, &attempt);
+        let permits = if lane == PRIMARY {
+            std::mem::take(&mut run.permits)
+        } else {
+            let index = usize::try_from(lane)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1);
+            match run.hedge.lanes.get_mut(index).and_then(Option::take) {
+                Some(permits) => permits,
+                // a lane already settled, or never started: nothing to do with it
+                None => return Action::Await,
+            }
+        };
+        let retry_after = self.record(run, permits, &attempt);
+        if self.hedge.is_some() {
+            run.hedge.in_flight = run.hedge.in_flight.saturating_sub(1);
+            if retry_after.is_some() && run.hedge.in_flight > 0 {
+                // a failed call while others run: the first success still wins
+                return Action::Await;
+            }
+            run.release_lanes(); // the losers: dropped by the driver, unrecorded
+        }
         let (Some(retry_after), Some(policy), true) = (retry_after, &self.retry, replay) else {
             return Action::Done(finish(attempt, run, Stop::NotRetryable));
         };
@@ -373,7 +627,12 @@ impl<Cl> Pipeline<Cl> {
     /// An upstream's own `retry_after` (not one of our rejections) is left in the run as
     /// pushback for the driver to hold the key with.
     #[inline]
-    fn record<T, E>(&self, run: &mut Run, attempt: &Attempt<T, E>) -> Option<Option<Duration>>
+    fn record<T, E>(
+        &self,
+        run: &mut Run,
+        permits: Permits,
+        attempt: &Attempt<T, E>,
+    ) -> Option<Option<Duration>>
     where
         Cl: Classify<T, E>,
         E: 'static,
@@ -409,7 +668,12 @@ impl<Cl> Pipeline<Cl> {
                 }
             },
         };
-        let permits = std::mem::take(&mut run.permits);
+        if let (Some(started), Some(hedge), Outcome::Success) =
+            (permits.started, &self.hedge, verdict.breaker)
+        {
+            let now = self.clock.now();
+            hedge.record(now.saturating_sub(started), now);
+        }
         let breaker = run.stages.breaker.as_ref().or(self.breaker.as_ref());
         if let (Some(ticket), Some(breaker)) = (permits.breaker, breaker) {
             breaker.0.record(ticket, verdict.breaker);

@@ -61,17 +61,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod builder;
+mod fallback;
 mod machine;
 
 pub use crate::breaker::BreakerTicket;
 pub use builder::{PerKey, PipelineBuilder};
+pub use fallback::{FallbackFn, FallbackSlot, NoFallback, WithFallback};
 pub use machine::{Action, Attempt, Event, Run, Stages};
 
 #[cfg(doc)]
 use crate::Error;
 use crate::metrics::RetryMetrics;
 use crate::{
-    Bulkhead, CircuitBreaker, CircuitOpen, Clock, ConfigError, Outcome, RetryBudget, RetryPolicy,
+    Bulkhead, CircuitBreaker, CircuitOpen, Clock, ConfigError, Hedge, Outcome, RetryBudget,
+    RetryPolicy,
 };
 
 /// A circuit breaker with its clock type erased.
@@ -141,6 +144,8 @@ pub struct PipelineParts {
     pub limiter_wait: Option<Duration>,
     /// Whether an upstream's `retry_after` holds the key in the limiter for every caller.
     pub respect_pushback: bool,
+    /// When to hedge a slow call, if ever.
+    pub hedge: Option<Hedge>,
 }
 
 /// How long pushback may hold a key when the pipeline has no retry policy to bound it.
@@ -164,6 +169,7 @@ impl Default for PipelineParts {
             name: None,
             limiter_wait: None,
             respect_pushback: true,
+            hedge: None,
         }
     }
 }
@@ -187,6 +193,9 @@ impl PipelineParts {
         if self.deadline == Some(Duration::ZERO) {
             return Err(ConfigError::Zero { field: "deadline" });
         }
+        if let Some(hedge) = &self.hedge {
+            hedge.validate()?;
+        }
         Ok(Pipeline {
             breaker: self.breaker,
             bulkhead: self.bulkhead,
@@ -201,6 +210,7 @@ impl PipelineParts {
             on_retry: self.on_retry,
             limiter_wait: self.limiter_wait,
             respect_pushback: self.respect_pushback,
+            hedge: self.hedge,
         })
     }
 }
@@ -219,6 +229,7 @@ impl fmt::Debug for PipelineParts {
             .field("on_retry", &self.on_retry.is_some())
             .field("limiter_wait", &self.limiter_wait)
             .field("respect_pushback", &self.respect_pushback)
+            .field("hedge", &self.hedge)
             .finish()
     }
 }
@@ -240,9 +251,15 @@ pub struct Pipeline<Cl> {
     metrics: RetryMetrics,
     limiter_wait: Option<Duration>,
     respect_pushback: bool,
+    hedge: Option<Hedge>,
 }
 
 impl<Cl> Pipeline<Cl> {
+    /// The hedge, if any.
+    pub fn hedge(&self) -> Option<&Hedge> {
+        self.hedge.as_ref()
+    }
+
     /// The clock that measures timeouts and does a sync executor's sleeping.
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock
@@ -264,6 +281,7 @@ impl<Cl> fmt::Debug for Pipeline<Cl> {
             .field("charge_retries", &self.charge_retries)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("deadline", &self.deadline)
+            .field("hedge", &self.hedge)
             .finish_non_exhaustive()
     }
 }

@@ -165,14 +165,28 @@ fn grpc_pushback(headers: &HeaderMap) -> Option<Duration> {
 /// ```
 #[must_use]
 pub fn replay_idempotent<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
-    let idempotent = matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !idempotent {
+    if !idempotent(req) {
         return None;
     }
     replay_always(req)
+}
+
+/// Whether the request's method is idempotent (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`,
+/// `DELETE`): sending it twice does no more than once. The `hedge_if` rule for HTTP.
+///
+/// ```
+/// use http::Request;
+/// use limitpal_tower::http::idempotent;
+///
+/// assert!(idempotent(&Request::get("/a").body(()).unwrap()));
+/// assert!(!idempotent(&Request::post("/a").body(()).unwrap()));
+/// ```
+#[must_use]
+pub fn idempotent<B>(req: &Request<B>) -> bool {
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// A copy of any request with a cloneable body, whatever its method: for calls you know to be

@@ -68,7 +68,7 @@ mod retry_after;
 mod service;
 
 pub use classify::{
-    GrpcClassifier, HttpClassifier, replay_always, replay_idempotent, status_verdict,
+    GrpcClassifier, HttpClassifier, idempotent, replay_always, replay_idempotent, status_verdict,
 };
 pub use extract::{Authority, ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;

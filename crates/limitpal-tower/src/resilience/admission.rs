@@ -40,6 +40,8 @@ pub(crate) enum Next<T, E> {
     Wait(Pending),
     /// The run is over.
     Done(Result<T, Error<E>>),
+    /// A hedging action, for the calls in flight (only while they run).
+    Lanes(Action<T, E>),
 }
 
 /// Performs `action` and those that follow it while none needs waiting.
@@ -86,6 +88,9 @@ where
             Action::Call { timeout } => return Next::Call(timeout),
             Action::Sleep(delay) => return Next::Wait(Pending::Retry(tokio::time::sleep(delay))),
             Action::Done(result) => return Next::Done(result),
+            action @ (Action::CheckHedge | Action::Hedge { .. } | Action::Await) => {
+                return Next::Lanes(action);
+            }
         };
     }
 }

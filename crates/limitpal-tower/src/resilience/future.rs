@@ -14,6 +14,7 @@ use super::admission::{LimitFuture, Next, Pending, advance};
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
+use crate::hedge::Lanes;
 use crate::retry::ReplayRequest;
 
 pin_project! {
@@ -55,6 +56,8 @@ pin_project! {
         key: Option<K>,
         shared: Arc<Shared<K, Cl>>,
         replay: R,
+        // the attempt's hedges in flight (nothing allocated until one starts)
+        lanes: Lanes<S::Future>,
     }
 }
 
@@ -69,7 +72,9 @@ pin_project! {
         Queued { wait: SlotWait },
         // admitted, slot taken: call now
         Starting { timeout: Option<Duration> },
-        Calling { #[pin] future: F, #[pin] timer: Option<Sleep> },
+        // the primary call (`None` once it ended while hedges run), its timeout, and the
+        // timer of the next hedge (armed per `Run::hedge_in` once the call is pending)
+        Calling { #[pin] future: Option<F>, #[pin] timer: Option<Sleep>, #[pin] hedge: Option<Sleep> },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
     }
@@ -110,7 +115,14 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         timer: Option<Sleep>,
         parts: Parts<S, Req, K, Cl, R>,
     ) -> Self {
-        Self::start(State::Calling { future, timer }, parts)
+        Self::start(
+            State::Calling {
+                future: Some(future),
+                timer,
+                hedge: None,
+            },
+            parts,
+        )
     }
 
     /// The first attempt waits for a remote limiter, for quota or for a bulkhead slot before
@@ -138,6 +150,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
                     key,
                     shared,
                     replay,
+                    lanes: Lanes::default(),
                 },
             },
         }
@@ -188,21 +201,51 @@ where
         let mut this = self.project();
         loop {
             let event = match this.state.as_mut().project() {
-                StateProj::Calling { future, timer } => {
-                    let attempt = if let Poll::Ready(result) = future.poll(cx) {
-                        Attempt::Done(result)
-                    } else if let Some(timer) = timer.as_pin_mut()
-                        && timer.poll(cx).is_ready()
-                    {
-                        Attempt::TimedOut
-                    } else {
-                        return Poll::Pending;
+                StateProj::Calling {
+                    mut future,
+                    mut timer,
+                    mut hedge,
+                } => {
+                    let attempt = match future.as_mut().as_pin_mut() {
+                        None => None,
+                        Some(call) => {
+                            if let Poll::Ready(result) = call.poll(cx) {
+                                Some(Attempt::Done(result))
+                            } else if let Some(timer) = timer.as_mut().as_pin_mut()
+                                && timer.poll(cx).is_ready()
+                            {
+                                Some(Attempt::TimedOut)
+                            } else {
+                                None
+                            }
+                        }
                     };
-                    if this.service.is_none() || this.request.is_none() {
-                        // nothing to retry with
-                        Event::CalledOnce(attempt)
+                    if let Some(attempt) = attempt {
+                        future.set(None);
+                        timer.set(None);
+                        if this.service.is_none() || this.request.is_none() {
+                            // nothing to retry with
+                            Event::CalledOnce(attempt)
+                        } else {
+                            Event::Called(attempt)
+                        }
+                    } else if let Poll::Ready(event) = this.lanes.poll(cx) {
+                        event
                     } else {
-                        Event::Called(attempt)
+                        if hedge.is_none()
+                            && let Some(delay) = this.run.hedge_in()
+                        {
+                            hedge.set(Some(tokio::time::sleep(delay)));
+                        }
+                        let due = hedge
+                            .as_mut()
+                            .as_pin_mut()
+                            .is_some_and(|due| due.poll(cx).is_ready());
+                        if !due {
+                            return Poll::Pending;
+                        }
+                        hedge.set(None);
+                        Event::HedgeDue
                     }
                 }
                 StateProj::Sleeping { sleep } => {
@@ -242,28 +285,84 @@ where
                     else {
                         return Poll::Ready(Err("admitted without a request".into()));
                     };
-                    if this.shared.pipeline.retry_policy().is_some() {
+                    if this.shared.pipeline.retry_policy().is_some()
+                        || this.run.hedge_in().is_some()
+                    {
                         *this.request = this.replay.replay(&request);
                     }
                     let future = service.call(request);
                     let timer = timeout.map(tokio::time::sleep);
-                    this.state.set(State::Calling { future, timer });
+                    this.state.set(State::Calling {
+                        future: Some(future),
+                        timer,
+                        hedge: None,
+                    });
                     continue;
                 }
             };
-            let action = this.shared.pipeline.step(this.run, event);
+            let mut action = this.shared.pipeline.step(this.run, event);
             pushback(this.shared, this.run, this.key.as_ref());
-            let action = match action {
-                // the common end of a request, answered without the detour
-                Action::Done(result) => return Poll::Ready(result.map_err(boxed)),
-                action => action,
+            let action = loop {
+                action = match action {
+                    // the common end of a request, answered without the detour
+                    Action::Done(result) => {
+                        this.lanes.clear(); // the losers, dropped at once
+                        return Poll::Ready(result.map_err(boxed));
+                    }
+                    Action::CheckHedge => {
+                        let limiter = this.shared.limiter.as_ref();
+                        match this.lanes.check(limiter, this.key.as_ref()) {
+                            Some(answer) => this.shared.pipeline.step(this.run, answer),
+                            None => Action::Await,
+                        }
+                    }
+                    Action::Hedge { lane, timeout } => {
+                        match hedge_call(this.service, this.request.as_ref(), this.replay, cx) {
+                            Some(call) => {
+                                this.lanes.start(lane, call, timeout);
+                                Action::Await
+                            }
+                            None => this
+                                .shared
+                                .pipeline
+                                .step(this.run, Event::HedgeDropped { lane }),
+                        }
+                    }
+                    action => break action,
+                };
+                pushback(this.shared, this.run, this.key.as_ref());
             };
+            if matches!(action, Action::Await) {
+                continue; // the calls in flight (and the hedge timer) are polled again
+            }
+            this.lanes.clear();
             match advance(this.shared, this.run, this.key.as_ref(), action) {
                 Next::Call(timeout) => this.state.set(State::Starting { timeout }),
                 Next::Wait(pending) => this.state.set(pending.into()),
                 Next::Done(result) => return Poll::Ready(result.map_err(boxed)),
+                Next::Lanes(_) => return Poll::Ready(Err("a hedge out of a call".into())),
             }
         }
+    }
+}
+
+/// A hedge's call: a copy of the request to a service ready now (a hedge does not wait
+/// for readiness: it is needed now or not at all).
+fn hedge_call<S, Req, R>(
+    service: &mut Option<S>,
+    request: Option<&Req>,
+    replay: &R,
+    cx: &mut Context<'_>,
+) -> Option<S::Future>
+where
+    S: Service<Req>,
+    R: ReplayRequest<Req>,
+{
+    let service = service.as_mut()?;
+    let copy = replay.replay(request?)?;
+    match service.poll_ready(cx) {
+        Poll::Ready(Ok(())) => Some(service.call(copy)),
+        _ => None,
     }
 }
 

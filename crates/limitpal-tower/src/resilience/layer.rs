@@ -3,7 +3,9 @@ use std::sync::Arc;
 
 use std::hash::Hash;
 
-use limitpal_core::pipeline::{Pipeline, PipelineBuilder, PipelineParts, Stages};
+use limitpal_core::pipeline::{
+    FallbackFn, FallbackSlot, NoFallback, Pipeline, PipelineBuilder, PipelineParts, Stages,
+};
 use limitpal_core::{
     AsyncLimiter, CheckFn, Clock, ConfigError, DefaultClassifier, ExecutorParts, KeyedBulkhead,
     KeyedCircuitBreaker, RetryIf, check_fn,
@@ -58,6 +60,63 @@ impl<X: Clone, K, Cl, R: Clone, P: Clone> Clone for ResilienceLayer<X, K, Cl, R,
 pub trait PerRequest<Req> {
     /// The stages for `req`.
     fn stages(&self, req: &Req) -> Stages;
+
+    /// Whether `req` may be hedged (when the layer has a hedge and can copy `req`): yes,
+    /// unless a [`hedge_if`](ResilienceLayerBuilder::hedge_if) says otherwise.
+    #[inline]
+    fn hedge(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
+}
+
+/// Hedges only the requests `F` marks safe, then asks `P`; made by
+/// [`ResilienceLayerBuilder::hedge_if`].
+pub struct HedgeIf<F, P> {
+    safe: Arc<F>,
+    inner: P,
+}
+
+impl<F, P: Clone> Clone for HedgeIf<F, P> {
+    fn clone(&self) -> Self {
+        Self {
+            safe: Arc::clone(&self.safe),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<F, P: fmt::Debug> fmt::Debug for HedgeIf<F, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HedgeIf")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, P> HedgeIf<F, P> {
+    pub(crate) fn new(safe: F, inner: P) -> Self {
+        Self {
+            safe: Arc::new(safe),
+            inner,
+        }
+    }
+}
+
+impl<Req, F, P> PerRequest<Req> for HedgeIf<F, P>
+where
+    F: Fn(&Req) -> bool,
+    P: PerRequest<Req>,
+{
+    #[inline]
+    fn stages(&self, req: &Req) -> Stages {
+        self.inner.stages(req)
+    }
+
+    #[inline]
+    fn hedge(&self, req: &Req) -> bool {
+        (self.safe)(req) && self.inner.hedge(req)
+    }
 }
 
 /// No per-key stage: every request uses the layer's own breaker and bulkhead.
@@ -94,6 +153,10 @@ where
         }
         stages
     }
+
+    fn hedge(&self, req: &Req) -> bool {
+        self.inner.hedge(req)
+    }
 }
 
 /// A bulkhead per key found in the request by `X` (then `P`'s stages); made by
@@ -117,6 +180,10 @@ where
             stages.bulkhead = Some(self.keyed.stage(&key));
         }
         stages
+    }
+
+    fn hedge(&self, req: &Req) -> bool {
+        self.inner.hedge(req)
     }
 }
 
@@ -158,20 +225,24 @@ impl<X: fmt::Debug, K, Cl, R, P> fmt::Debug for ResilienceLayer<X, K, Cl, R, P> 
     }
 }
 
+/// The layer a [`ResilienceLayerBuilder`] builds: its classifier paired with its fallback.
+pub type BuiltLayer<X, K, Cl, R, P, Fb> =
+    ResilienceLayer<X, K, <Fb as FallbackSlot>::With<Cl>, R, P>;
+
 /// Configures a [`ResilienceLayer`]; made by [`ResilienceLayer::builder`]. The pipeline's
 /// setters are [`PipelineBuilder`]'s, under the same names as on the executors' builder;
 /// what is the layer's own is where the key comes from ([`rate_limit`](Self::rate_limit),
 /// [`missing_key`](Self::missing_key)) and how a request is copied for a retry
 /// ([`clone_request`](Self::clone_request)).
-pub struct ResilienceLayerBuilder<X, K, Cl, R, P = NoStages> {
-    pipeline: PipelineBuilder<K, Cl>,
+pub struct ResilienceLayerBuilder<X, K, Cl, R, P = NoStages, Fb = NoFallback> {
+    pipeline: PipelineBuilder<K, Cl, Fb>,
     key: X,
     missing: MissingKey<K>,
     replay: R,
     per_key: P,
 }
 
-impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
+impl<X, K, Cl, R, P, Fb> ResilienceLayerBuilder<X, K, Cl, R, P, Fb> {
     limitpal_core::pipeline_setters!();
 
     fn pipeline_parts(&mut self) -> &mut PipelineParts {
@@ -187,7 +258,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
         self,
         limiter: L,
         key: X2,
-    ) -> ResilienceLayerBuilder<X2, K2, Cl, R, P>
+    ) -> ResilienceLayerBuilder<X2, K2, Cl, R, P, Fb>
     where
         L: AsyncLimiter<K2> + Send + Sync + 'static,
         K2: Clone + Send + Sync + 'static,
@@ -209,7 +280,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
         self,
         keyed: KeyedCircuitBreaker<KC, C>,
         key: XC,
-    ) -> ResilienceLayerBuilder<X, K, Cl, R, BreakerPer<KC, C, XC, P>>
+    ) -> ResilienceLayerBuilder<X, K, Cl, R, BreakerPer<KC, C, XC, P>, Fb>
     where
         C: Clock + Clone,
     {
@@ -234,7 +305,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
         self,
         keyed: KeyedBulkhead<KB>,
         key: XB,
-    ) -> ResilienceLayerBuilder<X, K, Cl, R, BulkheadPer<KB, XB, P>> {
+    ) -> ResilienceLayerBuilder<X, K, Cl, R, BulkheadPer<KB, XB, P>, Fb> {
         ResilienceLayerBuilder {
             pipeline: self.pipeline,
             key: self.key,
@@ -257,7 +328,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
     }
 
     /// Classifies results: `Fn(Result<&Res, &Err>) -> Outcome`.
-    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilienceLayerBuilder<X, K, Cl2, R, P> {
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> ResilienceLayerBuilder<X, K, Cl2, R, P, Fb> {
         ResilienceLayerBuilder {
             pipeline: self.pipeline.classifier(classifier),
             key: self.key,
@@ -269,7 +340,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
 
     /// Classifies with a predicate on the inner service's errors: an `Err` is retried only
     /// when `retryable(&err)`; every `Ok` is a success.
-    pub fn retry_if<F, E>(self, retryable: F) -> ResilienceLayerBuilder<X, K, RetryIf<F>, R, P>
+    pub fn retry_if<F, E>(self, retryable: F) -> ResilienceLayerBuilder<X, K, RetryIf<F>, R, P, Fb>
     where
         F: Fn(&E) -> bool + Send + Sync + 'static,
     {
@@ -283,7 +354,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
     }
 
     /// How to copy a request for a retry (default `Req::clone`; `None` = not replayable).
-    pub fn clone_request<R2>(self, replay: R2) -> ResilienceLayerBuilder<X, K, Cl, R2, P> {
+    pub fn clone_request<R2>(self, replay: R2) -> ResilienceLayerBuilder<X, K, Cl, R2, P, Fb> {
         ResilienceLayerBuilder {
             pipeline: self.pipeline,
             key: self.key,
@@ -293,11 +364,50 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
         }
     }
 
+    /// Hedges only the requests `safe` accepts (with a [`hedge`](Self::hedge)); requests
+    /// the replay rule cannot copy (see [`clone_request`](Self::clone_request)) are never
+    /// hedged either. For HTTP, [`idempotent`](crate::http::idempotent) is the usual rule:
+    /// `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT` and `DELETE` may go twice, a `POST` never.
+    pub fn hedge_if<F>(self, safe: F) -> ResilienceLayerBuilder<X, K, Cl, R, HedgeIf<F, P>, Fb>
+    where
+        F: Send + Sync + 'static,
+    {
+        ResilienceLayerBuilder {
+            pipeline: self.pipeline,
+            key: self.key,
+            missing: self.missing,
+            replay: self.replay,
+            per_key: HedgeIf::new(safe, self.per_key),
+        }
+    }
+
+    /// Answers for a request the pipeline gave up on: `Some(response)` from
+    /// `fallback(&error)` is the request's response (see
+    /// [`PipelineBuilder::fallback`]); counted and traced, never silent.
+    pub fn fallback<F, Res, E>(
+        self,
+        fallback: F,
+    ) -> ResilienceLayerBuilder<X, K, Cl, R, P, FallbackFn<F>>
+    where
+        F: Fn(&limitpal_core::Error<E>) -> Option<Res> + Send + Sync + 'static,
+    {
+        ResilienceLayerBuilder {
+            pipeline: self.pipeline.fallback(fallback),
+            key: self.key,
+            missing: self.missing,
+            replay: self.replay,
+            per_key: self.per_key,
+        }
+    }
+
     /// Builds the layer.
     ///
     /// # Errors
-    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`.
-    pub fn build(self) -> Result<ResilienceLayer<X, K, Cl, R, P>, ConfigError> {
+    /// [`ConfigError`] for a zero `attempt_timeout` or `deadline`, or a bad hedge.
+    pub fn build(self) -> Result<BuiltLayer<X, K, Cl, R, P, Fb>, ConfigError>
+    where
+        Fb: FallbackSlot,
+    {
         // the layer's per-key stages are `P`, keyed by the request: the builder's own
         // (keyed by the executors' run key) are not used here
         let ExecutorParts {
@@ -316,7 +426,7 @@ impl<X, K, Cl, R, P> ResilienceLayerBuilder<X, K, Cl, R, P> {
     }
 }
 
-impl<X: fmt::Debug, K, Cl, R, P> fmt::Debug for ResilienceLayerBuilder<X, K, Cl, R, P> {
+impl<X: fmt::Debug, K, Cl, R, P, Fb> fmt::Debug for ResilienceLayerBuilder<X, K, Cl, R, P, Fb> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResilienceLayerBuilder")
             .field("key", &self.key)

@@ -45,6 +45,7 @@ mod service;
 
 pub use future::ResponseFuture;
 pub use layer::{
-    BreakerPer, BulkheadPer, NoKey, NoStages, PerRequest, ResilienceLayer, ResilienceLayerBuilder,
+    BreakerPer, BuiltLayer, BulkheadPer, HedgeIf, NoKey, NoStages, PerRequest, ResilienceLayer,
+    ResilienceLayerBuilder,
 };
 pub use service::ResilienceService;

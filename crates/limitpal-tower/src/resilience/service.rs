@@ -110,10 +110,21 @@ where
         let mut run = shared
             .pipeline
             .start_with(self.streams.next_u64(), limited, stages);
+        // a hedge needs a copy of the request, and the request's leave (`hedge_if`)
+        let copy = if shared.pipeline.hedge().is_some() && self.per_key.hedge(&req) {
+            let copy = self.replay.replay(&req);
+            if copy.is_some() {
+                run.allow_hedge();
+            }
+            copy
+        } else {
+            None
+        };
         let action = shared.pipeline.step(&mut run, Event::Start);
         let timeout = match advance(shared, &mut run, key.as_ref(), action) {
             Next::Call(timeout) => timeout,
             Next::Done(result) => return ResponseFuture::finished(result.map_err(boxed)),
+            Next::Lanes(_) => return ResponseFuture::failed("a hedge before the call".into()),
             Next::Wait(pending) => {
                 // The ready service and the request wait in the future for the limiter's
                 // answer, the quota or a slot.
@@ -133,7 +144,7 @@ where
             }
         };
         let timer = timeout.map(tokio::time::sleep);
-        if shared.pipeline.retry_policy().is_none() {
+        if shared.pipeline.retry_policy().is_none() && run.hedge_in().is_none() {
             let future = self.inner.call(req);
             return ResponseFuture::running(
                 future,
@@ -148,7 +159,7 @@ where
                 },
             );
         }
-        let replay = self.replay.replay(&req);
+        let replay = copy.or_else(|| self.replay.replay(&req));
         // The ready service goes into the future for the retries; keep a clone to ready next.
         let clone = self.inner.clone();
         let mut service = mem::replace(&mut self.inner, clone);

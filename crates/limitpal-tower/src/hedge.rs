@@ -1,0 +1,204 @@
+//! The drivers' side of hedging: the hedged calls of an attempt, each with its own timeout,
+//! and the limiter's answer for the next one. The step machine decides every hedge; this only
+//! holds and polls the calls it starts. [`HedgeLayer`] is the stage alone.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use std::fmt;
+
+use limitpal_core::pipeline::{Attempt, Event};
+use limitpal_core::{
+    CheckFn, ConfigError, DefaultClassifier, Hedge, LimitCheck, RateLimited, RetryBudget,
+};
+use tokio::time::Sleep;
+use tower_layer::Layer;
+
+use crate::resilience::{HedgeIf, NoKey, NoStages, ResilienceLayer, ResilienceService};
+use crate::retry::CloneRequest;
+
+/// A remote limiter's answer for a hedge.
+type Check = Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>;
+
+/// An attempt's hedges in flight (no allocation until the first one starts).
+pub(crate) struct Lanes<F> {
+    lanes: Vec<Lane<F>>,
+    check: Option<Check>,
+}
+
+struct Lane<F> {
+    number: u32,
+    call: Pin<Box<F>>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<F> Default for Lanes<F> {
+    fn default() -> Self {
+        Self {
+            lanes: Vec::new(),
+            check: None,
+        }
+    }
+}
+
+impl<F, T, E> Lanes<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    /// Starts lane `number`'s call, bounded by `timeout`.
+    pub(crate) fn start(&mut self, number: u32, call: F, timeout: Option<Duration>) {
+        self.lanes.push(Lane {
+            number,
+            call: Box::pin(call),
+            timer: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+        });
+    }
+
+    /// Drops every hedge in flight (the losers) and a pending limiter answer.
+    pub(crate) fn clear(&mut self) {
+        self.lanes.clear();
+        self.check = None;
+    }
+
+    /// Asks `limiter` about a hedge for `key`: a local limiter's answer is the event to report
+    /// now; a remote one's is awaited by [`poll`](Self::poll).
+    pub(crate) fn check<K>(
+        &mut self,
+        limiter: Option<&CheckFn<K>>,
+        key: Option<&K>,
+    ) -> Option<Event<T, E>> {
+        let (Some(limiter), Some(key)) = (limiter, key) else {
+            return Some(Event::HedgeLimit(Ok(())));
+        };
+        match limiter.check(key) {
+            LimitCheck::Now(answer) => Some(Event::HedgeLimit(answer)),
+            LimitCheck::Later(answer) => {
+                self.check = Some(answer);
+                None
+            }
+        }
+    }
+
+    /// The next thing that happened to the hedges: a lane's end or the limiter's answer.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event<T, E>> {
+        if let Some(check) = &mut self.check
+            && let Poll::Ready(answer) = check.as_mut().poll(cx)
+        {
+            self.check = None;
+            return Poll::Ready(Event::HedgeLimit(answer));
+        }
+        for index in 0..self.lanes.len() {
+            let lane = &mut self.lanes[index];
+            let attempt = if let Poll::Ready(result) = lane.call.as_mut().poll(cx) {
+                Attempt::Done(result)
+            } else if let Some(timer) = &mut lane.timer
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                Attempt::TimedOut
+            } else {
+                continue;
+            };
+            let lane = self.lanes.swap_remove(index);
+            return Poll::Ready(Event::HedgeCalled {
+                lane: lane.number,
+                attempt,
+            });
+        }
+        Poll::Pending
+    }
+}
+
+/// Hedging alone, as a tower layer: a call still running after the [`Hedge`]'s delay is
+/// sent again (a clone of the request to a clone of the service, ready at once or not at
+/// all), up to `max_hedges` times, and the first success answers; the others are dropped.
+/// The same stage as `ResilienceLayer::builder().hedge(..)`, with nothing else around it;
+/// add a [`RetryBudget`] to bound the extra load.
+///
+/// ```
+/// use limitpal_core::Hedge;
+/// use limitpal_tower::HedgeLayer;
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, service_fn};
+///
+/// let svc = ServiceBuilder::new()
+///     // only even ids are safe to send twice
+///     .layer(HedgeLayer::new(Hedge::after(Duration::from_millis(50)))?.hedge_if(|id: &u32| id % 2 == 0))
+///     .service(service_fn(|id: u32| async move { Ok::<_, std::io::Error>(id * 2) }));
+/// # drop(svc);
+/// # Ok::<(), limitpal_core::ConfigError>(())
+/// ```
+pub struct HedgeLayer<P = NoStages> {
+    layer: ResilienceLayer<NoKey, (), DefaultClassifier, CloneRequest, P>,
+}
+
+impl HedgeLayer {
+    /// Hedges every request per `hedge`, with no budget.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a bad hedge (`max_hedges(0)`, a percentile outside (0, 100)).
+    pub fn new(hedge: Hedge) -> Result<Self, ConfigError> {
+        Ok(Self {
+            layer: ResilienceLayer::builder().hedge(hedge).build()?,
+        })
+    }
+
+    /// Hedges per `hedge`, each hedge drawn from `budget` (shared with its clones).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_budget(hedge: Hedge, budget: RetryBudget) -> Result<Self, ConfigError> {
+        Ok(Self {
+            layer: ResilienceLayer::builder()
+                .hedge(hedge)
+                .budget(budget)
+                .build()?,
+        })
+    }
+}
+
+impl<P> HedgeLayer<P> {
+    /// Hedges only the requests `safe` accepts (HTTP: [`idempotent`](crate::http::idempotent)).
+    #[must_use]
+    pub fn hedge_if<F: Send + Sync + 'static>(self, safe: F) -> HedgeLayer<HedgeIf<F, P>> {
+        let ResilienceLayer {
+            shared,
+            key,
+            replay,
+            per_key,
+        } = self.layer;
+        HedgeLayer {
+            layer: ResilienceLayer {
+                shared,
+                key,
+                replay,
+                per_key: HedgeIf::new(safe, per_key),
+            },
+        }
+    }
+}
+
+impl<P: Clone> Clone for HedgeLayer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<P> fmt::Debug for HedgeLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HedgeLayer")
+            .field("hedge", &self.layer.shared.pipeline.hedge())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P: Clone> Layer<S> for HedgeLayer<P> {
+    type Service = ResilienceService<S, NoKey, (), DefaultClassifier, CloneRequest, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.layer.layer(inner)
+    }
+}
