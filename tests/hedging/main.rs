@@ -5,6 +5,10 @@
 #![cfg(feature = "tower")]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+#[allow(dead_code)] // the example's `main` and plot are not used here
+#[path = "../../examples/hedging.rs"]
+mod example;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -476,6 +480,47 @@ async fn ten_thousand_random_drops_leak_nothing() {
     breaker.force_open();
     breaker.reset();
     assert!(breaker.try_acquire().is_ok());
+}
+
+/// The example's claim, as the README states it: with a 2 % tail of 500 ms calls, hedging
+/// cuts p99 to at most 0.2× the unhedged p99 for at most 5 % extra load.
+#[test]
+fn the_example_hedges_the_tail_away_for_a_few_percent_of_load() {
+    let config = example::Config {
+        rate: 200,
+        seconds: 10,
+        ..example::Config::default()
+    };
+    let run = |strategy| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(example::simulate(config, strategy))
+    };
+    let plain = run(example::Strategy::None);
+    assert_eq!(plain.quantile(0.99), 500 * MS, "the tail is the p99");
+    assert!(plain.extra_load.abs() < f64::EPSILON);
+    for strategy in [example::Strategy::Fixed, example::Strategy::Percentile] {
+        let hedged = run(strategy);
+        let p99 = hedged.quantile(0.99);
+        assert!(
+            p99.as_secs_f64() <= 0.2 * plain.quantile(0.99).as_secs_f64(),
+            "{strategy:?}: p99 {p99:?}"
+        );
+        assert!(
+            hedged.extra_load <= 0.05,
+            "{strategy:?}: {}",
+            hedged.extra_load
+        );
+        assert!(hedged.extra_load > 0.0, "{strategy:?} hedged nothing");
+        assert_eq!(
+            hedged.quantile(0.5),
+            plain.quantile(0.5),
+            "the median is untouched"
+        );
+    }
 }
 
 mod fallback {
