@@ -51,6 +51,19 @@ pub(crate) fn scenario() -> Result<String, Box<dyn std::error::Error>> {
     let _ = exec.run(&"user", || Err::<(), _>("503"));
     let _ = exec.run(&"user", || Ok::<_, &str>(()));
     let _ = limiter.check(&"user");
+    // A fallback answers an open breaker: counted with its reason.
+    let cached = ResilientExecutor::builder()
+        .name("catalog")
+        .breaker({
+            let open = CircuitBreaker::builder().build()?;
+            open.force_open();
+            open
+        })
+        .fallback(|e: &limitpal::Error<&str>| {
+            matches!(e, limitpal::Error::CircuitOpen(_)).then_some("cached")
+        })
+        .build()?;
+    let _ = cached.run(&"user", || Ok::<_, &str>("fresh"));
     // A second bulkhead, full: one refusal.
     let db = Bulkhead::builder(1).name("db").build()?;
     let _held = db.try_acquire()?;

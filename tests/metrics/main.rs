@@ -48,6 +48,10 @@ fn the_scrape_counts_exactly_what_the_scenario_did() {
         1.0
     );
     assert_eq!(
+        value(r#"limitpal_fallback_total{name="catalog",reason="circuit_open"}"#),
+        1.0
+    );
+    assert_eq!(
         value(r#"limitpal_retry_delay_seconds_sum{name="upstream"}"#),
         0.1
     );

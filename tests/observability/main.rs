@@ -235,6 +235,14 @@ fn tracing_events_have_stable_targets_and_messages() {
             .build()
             .unwrap();
         let _ = budgeted.run(&(), || Err::<(), _>("down"));
+        let falling_back = ResilientExecutor::builder()
+            .fallback(|e: &limitpal::Error<&str>| {
+                matches!(e, limitpal::Error::Failed(_)).then_some(0)
+            })
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+        assert_eq!(falling_back.run(&(), || Err::<u32, _>("down")), Ok(0));
     }
     // other tests add their events too: check that each expected one is there
     let events = events.0.lock().unwrap().clone();
@@ -251,6 +259,10 @@ fn tracing_events_have_stable_targets_and_messages() {
     assert!(has("limitpal::retry", "retrying"), "{events:?}");
     assert!(
         has("limitpal::retry", "retry budget exhausted: not retrying"),
+        "{events:?}"
+    );
+    assert!(
+        has("limitpal::fallback", "fallback answered for the run"),
         "{events:?}"
     );
 }

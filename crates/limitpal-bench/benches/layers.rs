@@ -8,11 +8,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use limitpal_bench::drive::{complete, request, runtime};
+use limitpal_bench::drive::{complete, request, runtime, warm};
 use limitpal_bench::layers::{
     Echo, ours_adaptive, ours_breaker, ours_bulkhead, ours_rate_limit, ours_resilience, ours_retry,
     tower_builtin_stack, tower_concurrency_limit, tower_resilience_stack,
 };
+use tokio::runtime::Runtime;
 use tower::{Service, ServiceExt};
 
 fn bench_service<S: Service<u64>>(c: &mut Criterion, name: &str, mut svc: S) {
@@ -52,6 +53,55 @@ fn layers(c: &mut Criterion) {
     );
 }
 
+/// `svc` warmed for 1.1 s (tower's `Hedge` arms its timer per request only past its first
+/// 1 s period), then benched, inside the runtime (its timer is made in `call`).
+fn bench_warm<S: Service<u64>>(c: &mut Criterion, rt: &Runtime, name: &str, mut svc: S) {
+    let _guard = rt.enter();
+    warm(rt, &mut svc, std::time::Duration::from_millis(1_100));
+    let mut i = 0_u64;
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            i += 1;
+            let _ = black_box(request(rt, &mut svc, i));
+        });
+    });
+}
+
+/// The hedge stage, idle (no hedge fires), on a ready call and on a call in flight, next to
+/// tower's `Hedge`.
+fn hedging(c: &mut Criterion) {
+    use limitpal_bench::layers::{
+        ours_hedge, ours_hedge_pending, ours_resilience_hedged, tower_hedge, tower_hedge_pending,
+    };
+    let rt = runtime();
+    bench_warm(
+        c,
+        &rt,
+        "hedging/limitpal ResilienceLayer",
+        ours_resilience(),
+    );
+    bench_warm(
+        c,
+        &rt,
+        "hedging/limitpal ResilienceLayer + idle hedge",
+        ours_resilience_hedged(),
+    );
+    bench_warm(c, &rt, "hedging/limitpal HedgeLayer", ours_hedge());
+    bench_warm(c, &rt, "hedging/tower Hedge", tower_hedge());
+    bench_warm(
+        c,
+        &rt,
+        "hedging/limitpal HedgeLayer, call in flight",
+        ours_hedge_pending(),
+    );
+    bench_warm(
+        c,
+        &rt,
+        "hedging/tower Hedge, call in flight",
+        tower_hedge_pending(),
+    );
+}
+
 fn http(c: &mut Criterion) {
     use limitpal_bench::http::{governor, ours, request as http_request};
     let rt = runtime();
@@ -70,5 +120,5 @@ fn http(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, layers, http);
+criterion_group!(benches, layers, hedging, http);
 criterion_main!(benches);

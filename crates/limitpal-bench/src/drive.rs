@@ -40,3 +40,15 @@ where
     let future = svc.call(req);
     complete(rt, future)
 }
+
+/// Sends requests through `svc` for `period` of real time: tower's `Hedge` hedges (and arms
+/// its timer per request) only past its first latency period, so it is measured warm.
+pub fn warm<S: Service<u64>>(rt: &Runtime, svc: &mut S, period: std::time::Duration) {
+    use limitpal::Clock as _;
+    let clock = limitpal::MonotonicClock::new();
+    let mut i = 0_u64;
+    while clock.now() < period {
+        i += 1;
+        let _ = std::hint::black_box(request(rt, svc, i));
+    }
+}

@@ -184,3 +184,121 @@ where
 {
     BoxCloneService::new(svc.map_err(Into::into))
 }
+
+/// `ResilienceLayer` as [`ours_resilience`], plus a hedge that never fires (the echo answers
+/// at once, the delay is 1 s): what an idle hedge stage costs a request.
+pub fn ours_resilience_hedged() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    ResilienceLayer::builder()
+        .rate_limit(limiter(), |_: &u64| 0_u64)
+        .circuit_breaker(breaker())
+        .retry(policy())
+        .hedge(limitpal::Hedge::after(Duration::from_secs(1)))
+        .build()
+        .expect("valid layer")
+        .layer(Echo)
+}
+
+/// limitpal's `HedgeLayer` alone, a fixed 1 s delay (idle: the echo answers at once).
+pub fn ours_hedge() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    limitpal::tower::HedgeLayer::new(limitpal::Hedge::after(Duration::from_secs(1)))
+        .expect("valid hedge")
+        .layer(Echo)
+}
+
+/// limitpal's `HedgeLayer` alone, hedging at the p95 of recent calls (records every call's
+/// latency: one clock read and one histogram bucket).
+pub fn ours_hedge_percentile() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    limitpal::tower::HedgeLayer::new(limitpal::Hedge::percentile(0.95, 10))
+        .expect("valid hedge")
+        .layer(Echo)
+}
+
+/// tower's `Hedge` policy: every request may be hedged, cloned as is.
+#[derive(Debug, Clone, Copy)]
+pub struct HedgeAll;
+
+impl tower::hedge::Policy<u64> for HedgeAll {
+    fn clone_request(&self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+
+    fn can_retry(&self, _: &u64) -> bool {
+        true
+    }
+}
+
+/// tower's `Hedge`, the p95 of latencies over 1 s periods after 10 samples (its histogram
+/// records every call; it needs a tokio runtime for its timers).
+pub fn tower_hedge() -> impl Service<u64, Response = u64, Error = BoxError> {
+    tower::hedge::Hedge::new::<u64>(Echo, HedgeAll, 10, 0.95, Duration::from_secs(1))
+}
+
+/// The echo, but its answer is pending once (a call in flight when first polled, as a real
+/// upstream call is): a hedge stage arms its timer for it.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoPendingOnce;
+
+/// [`EchoPendingOnce`]'s future: `Pending` on its first poll (waking itself), then the answer.
+#[derive(Debug)]
+pub struct PendingOnce(u64, bool);
+
+impl std::future::Future for PendingOnce {
+    type Output = Result<u64, Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.1 {
+            return std::task::Poll::Ready(Ok(self.0));
+        }
+        self.1 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+impl Service<u64> for EchoPendingOnce {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = PendingOnce;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        PendingOnce(req, false)
+    }
+}
+
+/// [`ours_resilience`] in front of [`EchoPendingOnce`], with or without an idle hedge (1 s).
+pub fn ours_resilience_pending(
+    hedge: bool,
+) -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    let builder = ResilienceLayer::builder()
+        .rate_limit(limiter(), |_: &u64| 0_u64)
+        .circuit_breaker(breaker())
+        .retry(policy());
+    let builder = if hedge {
+        builder.hedge(limitpal::Hedge::after(Duration::from_secs(1)))
+    } else {
+        builder
+    };
+    builder.build().expect("valid layer").layer(EchoPendingOnce)
+}
+
+/// [`ours_hedge`] in front of [`EchoPendingOnce`].
+pub fn ours_hedge_pending() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    limitpal::tower::HedgeLayer::new(limitpal::Hedge::after(Duration::from_secs(1)))
+        .expect("valid hedge")
+        .layer(EchoPendingOnce)
+}
+
+/// [`tower_hedge`] in front of [`EchoPendingOnce`].
+pub fn tower_hedge_pending() -> impl Service<u64, Response = u64, Error = BoxError> {
+    tower::hedge::Hedge::new::<u64>(EchoPendingOnce, HedgeAll, 10, 0.95, Duration::from_secs(1))
+}

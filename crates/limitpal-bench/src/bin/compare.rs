@@ -103,6 +103,11 @@ fn main() {
         println!("targets: {} met, {} missed", report.met, report.missed);
         return;
     }
+    if args.first().map(String::as_str) == Some("hedging") {
+        hedging(&mut report);
+        println!("targets: {} met, {} missed", report.met, report.missed);
+        return;
+    }
     if args.first().map(String::as_str) == Some("breakers") {
         breakers(&mut report);
         println!("targets: {} met, {} missed", report.met, report.missed);
@@ -200,6 +205,7 @@ fn main() {
     workloads(&mut report);
     layers(&mut report);
     metrics_overhead(&mut report);
+    hedging(&mut report);
     http(&mut report);
     waiting(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
@@ -661,6 +667,107 @@ fn layers(report: &mut Report) {
         concurrency_ns,
         "ns",
         None,
+    );
+}
+
+/// The hedge stage: what an idle hedge (none fires: the service answers at once) adds to the
+/// full pipeline, its allocations, and `HedgeLayer` alone side by side with tower's `Hedge`.
+fn hedging(report: &mut Report) {
+    use limitpal_bench::layers::{
+        ours_hedge, ours_hedge_pending, ours_hedge_percentile, ours_resilience_hedged,
+        ours_resilience_pending, tower_hedge, tower_hedge_pending,
+    };
+    let rt = runtime();
+    // tower's Hedge makes its timer in `call`, inside the runtime
+    let _guard = rt.enter();
+    report.absolute(
+        "allocs/request ResilienceLayer + idle hedge",
+        allocations(&rt, ours_resilience_hedged()),
+        "allocs",
+        0.0,
+    );
+    report.absolute(
+        "allocs/request HedgeLayer (fixed)",
+        allocations(&rt, ours_hedge()),
+        "allocs",
+        0.0,
+    );
+    let (plain, hedged) = measure_pair(&rt, ours_resilience(), ours_resilience_hedged());
+    println!(
+        "{:<40} {plain:>10.1} {hedged:>10.1} {:<6}",
+        "ResilienceLayer without / with hedge", "ns"
+    );
+    report.absolute(
+        "overhead of an idle hedge stage",
+        hedged - plain,
+        "ns",
+        30.0,
+    );
+    // tower's Hedge hedges from the previous period's histogram: run it past its first
+    // 1 s period so that, like ours, it arms a hedge for every request
+    let warm = || {
+        let mut peer = tower_hedge();
+        limitpal_bench::drive::warm(&rt, &mut peer, Duration::from_millis(1_100));
+        peer
+    };
+    let tower_allocs = allocations(&rt, warm());
+    println!(
+        "{:<40} {tower_allocs:>10.1} {:>10} {:<6}",
+        "allocs/request tower Hedge", "-", "allocs"
+    );
+    let peer = warm;
+    let (ours_ns, peer_ns) = measure_pair(&rt, ours_hedge(), peer());
+    report.line(
+        "HedgeLayer (fixed) vs tower Hedge",
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(1.0),
+    );
+    let (ours_ns, peer_ns) = measure_pair(&rt, ours_hedge_percentile(), peer());
+    report.line(
+        "HedgeLayer (p95) vs tower Hedge (p95)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(1.0),
+    );
+    // a call still in flight when first polled: both stages arm a hedge timer that never
+    // fires
+    report.absolute(
+        "allocs/request pending call + idle hedge",
+        allocations(&rt, ours_resilience_pending(true)),
+        "allocs",
+        0.0,
+    );
+    let (plain, hedged) = measure_pair(
+        &rt,
+        ours_resilience_pending(false),
+        ours_resilience_pending(true),
+    );
+    println!(
+        "{:<40} {plain:>10.1} {hedged:>10.1} {:<6}",
+        "pending call: without / with hedge", "ns"
+    );
+    println!(
+        "{:<40} {:>10.1} {:>10} {:<6}",
+        "pending call: hedge timer armed",
+        hedged - plain,
+        "-",
+        "ns"
+    );
+    let warm_pending = || {
+        let mut peer = tower_hedge_pending();
+        limitpal_bench::drive::warm(&rt, &mut peer, Duration::from_millis(1_100));
+        peer
+    };
+    let (ours_ns, peer_ns) = measure_pair(&rt, ours_hedge_pending(), warm_pending());
+    report.line(
+        "pending call: HedgeLayer vs tower Hedge",
+        ours_ns,
+        peer_ns,
+        "ns",
+        Some(1.0),
     );
 }
 
