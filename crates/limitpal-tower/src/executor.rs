@@ -14,7 +14,7 @@ use limitpal_core::{
 };
 
 use crate::TokioClock;
-use crate::hedge::Lanes;
+use crate::hedge::{Lanes, poll_attempt};
 
 /// The async pipeline: runs `op()`'s future through limiter, breaker, retries, attempt
 /// timeouts and a deadline, sleeping with tokio's timer. Built with the same builder as
@@ -284,21 +284,12 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         loop {
             let hedge_in = run.hedge_in();
             let event = poll_fn(|cx| {
-                if let Some(call) = primary.as_mut().as_pin_mut() {
-                    let attempt = if let Poll::Ready(result) = call.poll(cx) {
-                        Some(Attempt::Done(result))
-                    } else if let Some(timer) = timer.as_mut().as_pin_mut()
-                        && timer.poll(cx).is_ready()
-                    {
-                        Some(Attempt::TimedOut)
-                    } else {
-                        None
-                    };
-                    if let Some(attempt) = attempt {
-                        primary.set(None);
-                        timer.set(None);
-                        return Poll::Ready(Event::Called(attempt));
-                    }
+                if let Some(call) = primary.as_mut().as_pin_mut()
+                    && let Some(attempt) = poll_attempt(call, timer.as_mut().as_pin_mut(), cx)
+                {
+                    primary.set(None);
+                    timer.set(None);
+                    return Poll::Ready(Event::Called(attempt));
                 }
                 if let Poll::Ready(event) = lanes.poll(cx) {
                     return Poll::Ready(event);

@@ -22,6 +22,23 @@ use crate::retry::CloneRequest;
 /// A remote limiter's answer for a hedge.
 type Check = Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>;
 
+/// Polls a call and its timeout: how the attempt ended, if it did.
+pub(crate) fn poll_attempt<F, T, E>(
+    call: Pin<&mut F>,
+    timer: Option<Pin<&mut Sleep>>,
+    cx: &mut Context<'_>,
+) -> Option<Attempt<T, E>>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    if let Poll::Ready(result) = call.poll(cx) {
+        return Some(Attempt::Done(result));
+    }
+    timer
+        .is_some_and(|timer| timer.poll(cx).is_ready())
+        .then_some(Attempt::TimedOut)
+}
+
 /// An attempt's hedges in flight (no allocation until the first one starts).
 pub(crate) struct Lanes<F> {
     lanes: Vec<Lane<F>>,
@@ -91,13 +108,8 @@ where
         }
         for index in 0..self.lanes.len() {
             let lane = &mut self.lanes[index];
-            let attempt = if let Poll::Ready(result) = lane.call.as_mut().poll(cx) {
-                Attempt::Done(result)
-            } else if let Some(timer) = &mut lane.timer
-                && timer.as_mut().poll(cx).is_ready()
-            {
-                Attempt::TimedOut
-            } else {
+            let timer = lane.timer.as_mut().map(Pin::as_mut);
+            let Some(attempt) = poll_attempt(lane.call.as_mut(), timer, cx) else {
                 continue;
             };
             let lane = self.lanes.swap_remove(index);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use limitpal_core::pipeline::{Action, Attempt, Event, Run};
+use limitpal_core::pipeline::{Action, Event, Run};
 use limitpal_core::{Classify, Reservation, ReserveFuture};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -14,7 +14,7 @@ use super::admission::{LimitFuture, Next, Pending, advance};
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
 use crate::error::boxed;
-use crate::hedge::Lanes;
+use crate::hedge::{Lanes, poll_attempt};
 use crate::retry::ReplayRequest;
 
 pin_project! {
@@ -206,20 +206,10 @@ where
                     mut timer,
                     mut hedge,
                 } => {
-                    let attempt = match future.as_mut().as_pin_mut() {
-                        None => None,
-                        Some(call) => {
-                            if let Poll::Ready(result) = call.poll(cx) {
-                                Some(Attempt::Done(result))
-                            } else if let Some(timer) = timer.as_mut().as_pin_mut()
-                                && timer.poll(cx).is_ready()
-                            {
-                                Some(Attempt::TimedOut)
-                            } else {
-                                None
-                            }
-                        }
-                    };
+                    let attempt = future
+                        .as_mut()
+                        .as_pin_mut()
+                        .and_then(|call| poll_attempt(call, timer.as_mut().as_pin_mut(), cx));
                     if let Some(attempt) = attempt {
                         future.set(None);
                         timer.set(None);
