@@ -10,6 +10,12 @@
 
 mod server;
 
+#[allow(dead_code, clippy::duplicate_mod)] // the example's `main`, plot and worker are not used here
+#[path = "../../examples/redis_fleet.rs"]
+mod fleet;
+
+mod lease;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

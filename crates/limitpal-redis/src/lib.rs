@@ -19,6 +19,42 @@
 //! ([`AsyncLimiter::hold`], [`RedisRateLimiter::hold_in_redis`]) holds the key in Redis for
 //! every process.
 //!
+//! # Leased quota
+//!
+//! Exact mode costs one round trip per decision. With
+//! [`.lease(max_batch, max_hold)`](RedisRateLimiterBuilder::lease) a process takes a batch of
+//! a key's slots in one round trip — as many as the key's state really has now, up to the
+//! key's current batch, the state advanced by each one granted — and spends them locally with
+//! a compare-and-swap, no round trip, no future. What it keeps:
+//!
+//! - **Leased quota is real quota.** Since a key's start the fleet never admits more than the
+//!   limit's allowance (burst + rate × t): every slot spent was granted by the script first.
+//! - **A slot lapses `max_hold` after its grant** (a lease's slots all lapse with its oldest),
+//!   so in any interval of length d the fleet admits at most burst + rate × (d + `max_hold`):
+//!   a slot granted just before the interval may be spent inside it, `max_hold` later.
+//! - **Stranded quota is bounded.** Lapsed slots, and the slots left when a limiter is
+//!   dropped, are given back (the key's state moved back by them). Slots that cannot be
+//!   given back — a process killed, Redis down — are lost to the fleet until the key's state
+//!   catches up: at most `max_batch` per key and process within `max_hold`. That is also
+//!   the fairness cost: a process holding a batch may admit up to `max_batch` more than an
+//!   even share while another is refused.
+//! - **The batch adapts per key**: a key seen once costs one round trip for a batch of 1,
+//!   exactly as in exact mode; each batch spent in full doubles the next (up to
+//!   `max_batch`), a batch that lapses unspent halves it.
+//! - **No stampede, no waiting while quota remains**: a batch running low (a quarter left) is
+//!   refilled on a task, one refill in flight per key, while callers go on spending what is
+//!   left; a caller that finds the lease empty makes the key's round trip, and the callers
+//!   behind it wait for that one instead of making their own. A refusal from Redis is kept
+//!   until its `retry_after` or for `max_hold`, whichever is sooner, so a denied key costs
+//!   no round trips either, and slots another process gives back are seen within `max_hold`.
+//! - **Redis down**: slots already leased are still spent; then the [`FailurePolicy`]
+//!   answers, as in exact mode.
+//!
+//! Waiting for quota (`reserve`, `until_ready`) reserves exactly, in one round trip, without
+//! the lease; a hold (pushback) drops the key's leased slots and is answered locally until it
+//! ends. [`RedisRateLimiter::lease_stats`] counts local decisions, lease round trips and slots
+//! granted, given back and stranded.
+//!
 //! ```no_run
 //! use limitpal_core::{AsyncLimiter, TokenBucket};
 //! use limitpal_redis::{FailurePolicy, RedisRateLimiter};
@@ -51,6 +87,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
+mod lease;
+
+pub use lease::LeaseStats;
+use lease::{Lease, Leases, Spend};
+
 /// The GCRA transition, in integer microseconds of Redis time. `ARGV[4]` (optional, default
 /// 0) is how far ahead a slot may be reserved. Returns `{1, delay_us}` when admitted
 /// (`delay_us` 0: now; else the reserved slot's distance), `{0, wait_us}` when refused. A TAT
@@ -58,7 +99,10 @@ use redis::cluster_async::ClusterConnection;
 /// (optional) makes it a hold instead (pushback): nothing is admitted for `ARGV[5]` µs, then
 /// the key goes on at its rate; a hold never shortens a later TAT; returns `{1, 0}`. Lua
 /// numbers are doubles: exact for integers below 2^53 µs (285 years), which covers Unix time
-/// in microseconds.
+/// in microseconds. `ARGV[6]` (optional) leases: up to `ARGV[6]` slots the key has *now*,
+/// its state advanced by each one granted; returns `{granted, 0}`, or `{0, wait_us}` when
+/// none is free. `ARGV[7]` (optional) gives back that many unspent leased slots (the state
+/// moved back by them, never below now); returns `{1, 0}`.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -68,6 +112,28 @@ local cost = tonumber(ARGV[3])
 local max_wait = tonumber(ARGV[4]) or 0
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
+local lease = tonumber(ARGV[6])
+if lease then
+  local avail = math.floor((now + burst - tat) / interval)
+  if avail < 1 then return {0, tat + interval - burst - now} end
+  if avail > lease then avail = lease end
+  local leased = tat + avail * interval
+  redis.call('SET', KEYS[1], string.format('%d', leased), 'PX', math.ceil((leased - now) / 1000))
+  return {avail, 0}
+end
+local give = tonumber(ARGV[7])
+if give then
+  local stored = tonumber(redis.call('GET', KEYS[1]))
+  if stored then
+    local back = stored - give * interval
+    if back > now then
+      redis.call('SET', KEYS[1], string.format('%d', back), 'PX', math.ceil((back - now) / 1000))
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+  return {1, 0}
+end
 local hold = tonumber(ARGV[5])
 if hold then
   local held = now + hold + burst - interval
@@ -204,6 +270,7 @@ struct Inner {
     down: AtomicBool,
     errors: AtomicU64,
     deny_cache: Option<DenyCache>,
+    leases: Option<Leases>,
 }
 
 /// Keys known to be denied until a time, answered without a round trip.
@@ -260,6 +327,7 @@ impl<K> RedisRateLimiter<K> {
             on_error: FailurePolicy::Allow,
             timeout: Duration::from_millis(250),
             deny_cache: false,
+            lease: None,
             key: PhantomData,
         }
     }
@@ -274,6 +342,12 @@ impl<K> RedisRateLimiter<K> {
         builder.nodes = nodes.iter().map(|n| (*n).to_owned()).collect();
         builder.cluster = true;
         builder
+    }
+
+    /// What the leases did so far (`None` without [`lease`](RedisRateLimiterBuilder::lease)).
+    #[must_use]
+    pub fn lease_stats(&self) -> Option<LeaseStats> {
+        self.inner.leases.as_ref().map(Leases::stats)
     }
 
     /// Redis errors and timeouts seen so far (each one answered by the failure policy).
@@ -355,14 +429,145 @@ impl Inner {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<redis::RedisResult<(i64, i64)>, tokio::time::error::Elapsed> {
-        match self.conn.clone() {
-            Conn::Single(mut conn) => {
-                tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await
+        invoke_on(self.conn.clone(), self.timeout, invocation).await
+    }
+
+    /// Leases up to `batch` of `key`'s slots in one round trip: `Ok(granted)` (at least 1),
+    /// `Err(Ok(wait))` when none is free, `Err(Err(()))` when Redis did not answer (the
+    /// failure counted and logged).
+    async fn lease_trip(&self, key: &str, batch: u32) -> Result<u32, Result<Duration, ()>> {
+        let mut invocation = self.script.key(key);
+        invocation
+            .arg(self.interval_us)
+            .arg(self.burst_us)
+            .arg(1_u32)
+            .arg(0_u64)
+            .arg("")
+            .arg(batch);
+        let answer = match self.invoke(&invocation).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                self.note_failure(&error);
+                return Err(Err(()));
             }
-            Conn::Cluster(mut conn) => {
-                tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await
+            Err(_elapsed) => {
+                self.note_failure(&"timed out");
+                return Err(Err(()));
+            }
+        };
+        self.recovered();
+        match answer {
+            (granted, _) if granted > 0 => Ok(u32::try_from(granted).unwrap_or(u32::MAX)),
+            (_, wait_us) => Err(Ok(Duration::from_micros(
+                u64::try_from(wait_us).unwrap_or(0),
+            ))),
+        }
+    }
+
+    /// A decision with leases: a slot of the key's lease, else one round trip (one caller
+    /// at a time per key: the others wait for it and spend what it brought).
+    async fn decide_leased(self: Arc<Self>, key: String) -> Result<(), RateLimited> {
+        let Some(leases) = &self.leases else {
+            return self.decide(key).await;
+        };
+        let lease = leases.lease(&key);
+        if let Some(answer) = self.spend(&key, &lease) {
+            return answer;
+        }
+        let _trip = lease.trip.lock().await;
+        if let Some(answer) = self.spend(&key, &lease) {
+            return answer;
+        }
+        let batch = leases.batch(&lease);
+        let _ = leases.start_refill(&lease);
+        match self.lease_trip(&key, batch).await {
+            Ok(granted) => {
+                leases.granted(&lease, batch, granted, 1);
+                Ok(())
+            }
+            Err(Ok(wait)) => {
+                leases.denied(&lease, wait);
+                if let Some(cache) = &self.deny_cache {
+                    cache.remember(key, wait);
+                }
+                Err(RateLimited::new(wait))
+            }
+            Err(Err(())) => {
+                leases.failed(&lease);
+                self.apply_policy(&key)
             }
         }
+    }
+
+    /// Spends from the key's lease: `Some(answer)` when the lease answered (a slot, or Redis's
+    /// last refusal still running), `None` when a round trip is needed. A low batch starts
+    /// its refill; lapsed slots are given back.
+    fn spend(self: &Arc<Self>, key: &str, lease: &Arc<Lease>) -> Option<Result<(), RateLimited>> {
+        let leases = self.leases.as_ref()?;
+        match leases.spend(lease) {
+            Spend::Spent { low } => {
+                if low && leases.start_refill(lease) {
+                    self.spawn_refill(key.to_owned(), Arc::clone(lease));
+                }
+                Some(Ok(()))
+            }
+            Spend::Denied(wait) => Some(Err(RateLimited::new(wait))),
+            Spend::Empty { lapsed } => {
+                if lapsed > 0 {
+                    self.spawn_give_back(key.to_owned(), lapsed);
+                }
+                None
+            }
+        }
+    }
+
+    /// Refills the key's lease ahead of exhaustion, on a task of the current runtime (none:
+    /// the next caller that finds it empty makes the round trip).
+    fn spawn_refill(self: &Arc<Self>, key: String, lease: Arc<Lease>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            if let Some(leases) = &self.leases {
+                leases.failed(&lease);
+            }
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            let Some(leases) = &inner.leases else { return };
+            let batch = leases.batch(&lease);
+            match inner.lease_trip(&key, batch).await {
+                Ok(granted) => leases.granted(&lease, batch, granted, 0),
+                Err(Ok(wait)) => leases.denied(&lease, wait),
+                Err(Err(())) => leases.failed(&lease),
+            }
+        });
+    }
+
+    /// Gives `n` unspent slots of `key` back to Redis, on a task of the current runtime.
+    fn spawn_give_back(self: &Arc<Self>, key: String, n: u32) {
+        let Some(leases) = &self.leases else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            leases.stranded(n);
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            let given = give_back(
+                inner.conn.clone(),
+                &inner.script,
+                inner.timeout,
+                [inner.interval_us, inner.burst_us],
+                &key,
+                n,
+            )
+            .await;
+            if let Some(leases) = &inner.leases {
+                if given {
+                    leases.returned(n);
+                } else {
+                    leases.stranded(n);
+                }
+            }
+        });
     }
 
     /// Holds `key` in Redis for `d` (the same script, hold mode), for every process. The
@@ -409,6 +614,12 @@ impl Inner {
     }
 
     fn failed(&self, key: &str, error: &dyn Display) -> Result<(), RateLimited> {
+        self.note_failure(error);
+        self.apply_policy(key)
+    }
+
+    /// Counts a failure and logs the outage once.
+    fn note_failure(&self, error: &dyn Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::AcqRel) {
             #[cfg(feature = "tracing")]
@@ -420,6 +631,10 @@ impl Inner {
             );
         }
         let _ = error;
+    }
+
+    /// The failure policy's answer for `key`.
+    fn apply_policy(&self, key: &str) -> Result<(), RateLimited> {
         match &self.on_error {
             FailurePolicy::Allow => Ok(()),
             FailurePolicy::Deny(wait) => Err(RateLimited::new(*wait)),
@@ -435,6 +650,67 @@ impl Inner {
     }
 }
 
+/// Runs `invocation` once on `conn`, bounded by `timeout`.
+async fn invoke_on(
+    conn: Conn,
+    timeout: Duration,
+    invocation: &redis::ScriptInvocation<'_>,
+) -> Result<redis::RedisResult<(i64, i64)>, tokio::time::error::Elapsed> {
+    match conn {
+        Conn::Single(mut conn) => {
+            tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await
+        }
+        Conn::Cluster(mut conn) => {
+            tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await
+        }
+    }
+}
+
+/// Gives `n` unspent leased slots of `key` back (the script's give-back mode): whether Redis
+/// took them.
+async fn give_back(
+    conn: Conn,
+    script: &redis::Script,
+    timeout: Duration,
+    [interval_us, burst_us]: [u64; 2],
+    key: &str,
+    n: u32,
+) -> bool {
+    let mut invocation = script.key(key);
+    invocation
+        .arg(interval_us)
+        .arg(burst_us)
+        .arg(1_u32)
+        .arg(0_u64)
+        .arg("")
+        .arg("")
+        .arg(n);
+    matches!(invoke_on(conn, timeout, &invocation).await, Ok(Ok(_)))
+}
+
+impl Drop for Inner {
+    /// Gives every lease's unspent slots back, on tasks of the current runtime (none, or a
+    /// runtime shutting down: they are stranded until the keys' state catches up).
+    fn drop(&mut self) {
+        let Some(leases) = &self.leases else { return };
+        let left = leases.drain();
+        if left.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let conn = self.conn.clone();
+        let script = self.script.clone();
+        let (timeout, costs) = (self.timeout, [self.interval_us, self.burst_us]);
+        runtime.spawn(async move {
+            for (key, n) in left {
+                let _ = give_back(conn.clone(), &script, timeout, costs, &key, n).await;
+            }
+        });
+    }
+}
+
 impl<K> AsyncLimiter<K> for RedisRateLimiter<K>
 where
     K: Display + Hash + Eq,
@@ -442,7 +718,19 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<(), RateLimited>> + Send>>;
 
     fn check(&self, key: &K) -> Self::Future {
+        if self.inner.leases.is_some() {
+            return Box::pin(Arc::clone(&self.inner).decide_leased(self.redis_key(key)));
+        }
         Box::pin(Arc::clone(&self.inner).decide(self.redis_key(key)))
+    }
+
+    /// With [`lease`](RedisRateLimiterBuilder::lease): a slot of the key's lease, decided
+    /// here with no round trip (and no future); `None` when the key needs one.
+    fn check_now(&self, key: &K) -> Option<Result<(), RateLimited>> {
+        let leases = self.inner.leases.as_ref()?;
+        let key = self.redis_key(key);
+        let lease = leases.get(&key)?;
+        self.inner.spend(&key, &lease)
     }
 
     /// Reserves in the same one-round-trip script (Redis time), then the wait is local. A
@@ -465,6 +753,9 @@ where
             return;
         }
         // the deny cache knows the hold from here on, with or without a runtime
+        if let Some(leases) = &self.inner.leases {
+            leases.hold(&self.redis_key(key), d);
+        }
         let hold = Arc::clone(&self.inner).hold(self.redis_key(key), d);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -497,10 +788,21 @@ pub struct RedisRateLimiterBuilder<K> {
     on_error: FailurePolicy,
     timeout: Duration,
     deny_cache: bool,
+    lease: Option<(u32, Duration)>,
     key: PhantomData<fn(&K)>,
 }
 
 impl<K> RedisRateLimiterBuilder<K> {
+    /// Leased mode: take a batch of a key's quota from Redis in one round trip (up to
+    /// `max_batch` slots, as many as the key really has) and spend it here, with no round
+    /// trip, within `max_hold` of its grant. See [Leased quota](crate#leased-quota) for the
+    /// bounds it keeps.
+    #[must_use]
+    pub fn lease(mut self, max_batch: u32, max_hold: Duration) -> Self {
+        self.lease = Some((max_batch, max_hold));
+        self
+    }
+
     /// The Redis key prefix (default `limitpal`): keys are `prefix:{key}`.
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -538,6 +840,14 @@ impl<K> RedisRateLimiterBuilder<K> {
     pub async fn connect(self) -> Result<RedisRateLimiter<K>, ConnectError> {
         if self.timeout.is_zero() {
             return Err(ConfigError::Zero { field: "timeout" }.into());
+        }
+        if let Some((max_batch, max_hold)) = self.lease {
+            if max_batch == 0 {
+                return Err(ConfigError::Zero { field: "max_batch" }.into());
+            }
+            if max_hold.is_zero() {
+                return Err(ConfigError::Zero { field: "max_hold" }.into());
+            }
         }
         let burst_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
         let interval_us = burst_us / u64::from(self.capacity.max(1));
@@ -602,6 +912,9 @@ impl<K> RedisRateLimiterBuilder<K> {
                     clock: MonotonicClock,
                     until: Mutex::new(HashMap::new()),
                 }),
+                leases: self
+                    .lease
+                    .map(|(max_batch, max_hold)| Leases::new(max_batch, max_hold)),
             }),
             key: PhantomData,
         })
@@ -619,6 +932,7 @@ impl<K> fmt::Debug for RedisRateLimiterBuilder<K> {
             .field("on_error", &self.on_error)
             .field("timeout", &self.timeout)
             .field("deny_cache", &self.deny_cache)
+            .field("lease", &self.lease)
             .finish()
     }
 }

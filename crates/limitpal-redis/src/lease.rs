@@ -1,0 +1,291 @@
+//! Leased quota: a batch of a key's slots taken from Redis in one round trip and spent here.
+//!
+//! Each key's lease is a few atomics: the slots left, when they lapse, the next batch to
+//! ask for, and until when Redis said none is free. Spending one is a compare-and-swap; a
+//! round trip happens only for a key's first slot, when its batch runs low (ahead of
+//! exhaustion, one refill in flight per key) or runs out. The batch adapts: it starts at 1
+//! (a key seen once costs exactly one round trip, as without leases), doubles each time a
+//! batch is spent in full, up to `max_batch`, and halves when a batch lapses unspent.
+//!
+//! Slots lapse `max_hold` after the oldest of them was granted; lapsed and left-over slots
+//! are given back to Redis (the key's state moved back by them) when that is still possible.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use limitpal_core::{Clock, MonotonicClock};
+
+const SHARDS: usize = 16;
+
+/// One shard of the leases' table.
+type Shard = Mutex<HashMap<String, Arc<Lease>>>;
+
+/// What the leases of one limiter did, counted since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseStats {
+    /// Decisions answered from a lease, with no round trip.
+    pub local: u64,
+    /// Lease round trips (first slots, refills).
+    pub leases: u64,
+    /// Slots Redis granted.
+    pub granted: u64,
+    /// Unspent slots given back to Redis (lapsed, or left when the limiter was dropped).
+    pub returned: u64,
+    /// Unspent slots that could not be given back (Redis down, a hold over them): quota the
+    /// fleet lost until the key's state catches up, at most `max_batch` per key and process
+    /// within `max_hold`.
+    pub stranded: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    local: AtomicU64,
+    leases: AtomicU64,
+    granted: AtomicU64,
+    returned: AtomicU64,
+    stranded: AtomicU64,
+}
+
+/// The leases of one limiter, by Redis key.
+pub(crate) struct Leases {
+    pub(crate) max_batch: u32,
+    pub(crate) max_hold: Duration,
+    clock: MonotonicClock,
+    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Shard]>,
+    counts: Counts,
+}
+
+/// One key's lease.
+pub(crate) struct Lease {
+    left: AtomicU32,
+    /// When the slots left lapse, in the limiter's clock (ns); 0: none held.
+    lapses_at: AtomicU64,
+    /// The next batch to ask for.
+    batch: AtomicU32,
+    /// Redis said no slot is free before this time (ns).
+    denied_until: AtomicU64,
+    /// A refill is in flight (one per key).
+    refilling: AtomicBool,
+    /// Serialises the round trips of callers that found no slot.
+    pub(crate) trip: tokio::sync::Mutex<()>,
+}
+
+/// What spending from a lease found.
+pub(crate) enum Spend {
+    /// A slot, spent; `low` when the batch runs low and a refill should start.
+    Spent { low: bool },
+    /// Redis said no slot is free for this long.
+    Denied(Duration),
+    /// Nothing to spend (never leased, spent, or lapsed: `lapsed` slots to give back).
+    Empty { lapsed: u32 },
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Leases {
+    pub(crate) fn new(max_batch: u32, max_hold: Duration) -> Self {
+        Self {
+            max_batch,
+            max_hold,
+            clock: MonotonicClock,
+            hasher: std::collections::hash_map::RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            counts: Counts::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        nanos(self.clock.now()).max(1)
+    }
+
+    fn shard(&self, key: &str) -> &Shard {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    /// The key's lease, made on first use.
+    pub(crate) fn lease(&self, key: &str) -> Arc<Lease> {
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(lease) = shard.get(key) {
+            return Arc::clone(lease);
+        }
+        let lease = Arc::new(Lease {
+            left: AtomicU32::new(0),
+            lapses_at: AtomicU64::new(0),
+            batch: AtomicU32::new(1),
+            denied_until: AtomicU64::new(0),
+            refilling: AtomicBool::new(false),
+            trip: tokio::sync::Mutex::new(()),
+        });
+        shard.insert(key.to_owned(), Arc::clone(&lease));
+        lease
+    }
+
+    /// The key's lease if it has one (the hot path: no allocation).
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Lease>> {
+        let shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard.get(key).map(Arc::clone)
+    }
+
+    /// Spends one slot of `lease`, if it has one that has not lapsed.
+    pub(crate) fn spend(&self, lease: &Lease) -> Spend {
+        let now = self.now();
+        let denied = lease.denied_until.load(Ordering::Acquire);
+        let lapses = lease.lapses_at.load(Ordering::Acquire);
+        if lapses != 0 && now >= lapses {
+            // the batch lapsed: whoever empties it gives the rest back
+            let lapsed = lease.left.swap(0, Ordering::AcqRel);
+            if lapsed > 0 {
+                let _ = lease.lapses_at.compare_exchange(
+                    lapses,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                let half = (lease.batch.load(Ordering::Relaxed) / 2).max(1);
+                lease.batch.store(half, Ordering::Relaxed);
+            }
+            return Spend::Empty { lapsed };
+        }
+        let mut left = lease.left.load(Ordering::Acquire);
+        loop {
+            if left == 0 {
+                if denied > now {
+                    return Spend::Denied(Duration::from_nanos(denied - now));
+                }
+                return Spend::Empty { lapsed: 0 };
+            }
+            match lease.left.compare_exchange_weak(
+                left,
+                left - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.counts.local.fetch_add(1, Ordering::Relaxed);
+                    let batch = lease.batch.load(Ordering::Relaxed);
+                    // refill when a quarter of the batch is left (the last slot of a small one)
+                    let low = left - 1 <= (batch / 4).max(u32::from(batch > 1));
+                    return Spend::Spent { low };
+                }
+                Err(now_left) => left = now_left,
+            }
+        }
+    }
+
+    /// Whether the caller should start the key's refill (none in flight yet).
+    pub(crate) fn start_refill(&self, lease: &Lease) -> bool {
+        !lease.refilling.swap(true, Ordering::AcqRel)
+    }
+
+    /// The batch to ask Redis for.
+    pub(crate) fn batch(&self, lease: &Lease) -> u32 {
+        lease.batch.load(Ordering::Relaxed).clamp(1, self.max_batch)
+    }
+
+    /// Redis granted `granted` slots (at least one); the caller keeps `keep` of them to spend
+    /// now, the rest go into the lease.
+    pub(crate) fn granted(&self, lease: &Lease, asked: u32, granted: u32, keep: u32) {
+        self.counts.leases.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .granted
+            .fetch_add(u64::from(granted), Ordering::Relaxed);
+        lease.denied_until.store(0, Ordering::Release);
+        let put = granted.saturating_sub(keep);
+        let before = lease.left.fetch_add(put, Ordering::AcqRel);
+        if before == 0 {
+            // no older slot left: the lapse clock starts with this batch (an older slot
+            // keeps its own, earlier, lapse time for the whole lease: never later)
+            lease.lapses_at.store(
+                self.now().saturating_add(nanos(self.max_hold)),
+                Ordering::Release,
+            );
+        }
+        if granted >= asked {
+            let next = asked.saturating_mul(2).min(self.max_batch);
+            lease.batch.fetch_max(next, Ordering::Relaxed);
+        }
+        lease.refilling.store(false, Ordering::Release);
+    }
+
+    /// Redis has no slot free for `wait`: answered locally for that long, or `max_hold` if
+    /// sooner (slots another process gives back are seen within `max_hold`).
+    pub(crate) fn denied(&self, lease: &Lease, wait: Duration) {
+        self.counts.leases.fetch_add(1, Ordering::Relaxed);
+        let remembered = wait.min(self.max_hold);
+        lease.denied_until.store(
+            self.now().saturating_add(nanos(remembered)),
+            Ordering::Release,
+        );
+        lease.refilling.store(false, Ordering::Release);
+    }
+
+    /// The refill failed (Redis unavailable): another may start.
+    pub(crate) fn failed(&self, lease: &Lease) {
+        lease.refilling.store(false, Ordering::Release);
+    }
+
+    /// A hold (pushback) for `d`: the slots left are dropped (a hold admits nothing), and
+    /// nothing is spent before it ends.
+    pub(crate) fn hold(&self, key: &str, d: Duration) {
+        let lease = self.lease(key);
+        let dropped = lease.left.swap(0, Ordering::AcqRel);
+        self.counts
+            .stranded
+            .fetch_add(u64::from(dropped), Ordering::Relaxed);
+        lease
+            .denied_until
+            .fetch_max(self.now().saturating_add(nanos(d)), Ordering::AcqRel);
+    }
+
+    pub(crate) fn returned(&self, n: u32) {
+        self.counts
+            .returned
+            .fetch_add(u64::from(n), Ordering::Relaxed);
+    }
+
+    pub(crate) fn stranded(&self, n: u32) {
+        self.counts
+            .stranded
+            .fetch_add(u64::from(n), Ordering::Relaxed);
+    }
+
+    /// Every key's unspent slots, taken out of the leases (to give back on drop).
+    pub(crate) fn drain(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, lease) in shard.iter() {
+                let left = lease.left.swap(0, Ordering::AcqRel);
+                if left > 0 {
+                    out.push((key.clone(), left));
+                }
+            }
+        }
+        out
+    }
+
+    pub(crate) fn stats(&self) -> LeaseStats {
+        let c = &self.counts;
+        LeaseStats {
+            local: c.local.load(Ordering::Relaxed),
+            leases: c.leases.load(Ordering::Relaxed),
+            granted: c.granted.load(Ordering::Relaxed),
+            returned: c.returned.load(Ordering::Relaxed),
+            stranded: c.stranded.load(Ordering::Relaxed),
+        }
+    }
+}
