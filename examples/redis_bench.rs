@@ -71,7 +71,125 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     assert_eq!(limiter.errors(), 0, "every decision came from redis");
+    leases(&url, host, port, &sha, interval_us, burst_us).await?;
     Ok(())
+}
+
+/// Leased mode next to exact mode, same run: one hot key, and a Zipf mix (s = 1.0) over
+/// 100 000 keys, each for one second per row; `redis-benchmark` on the hot key for scale.
+async fn leases(
+    url: &str,
+    host: &str,
+    port: &str,
+    sha: &str,
+    interval_us: u64,
+    burst_us: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let connect = |lease: bool, prefix: &'static str| async move {
+        let builder =
+            RedisRateLimiter::<String>::builder(url, TokenBucket::new(1_000_000, 1_000.0)?)
+                .prefix(prefix)
+                .on_error(FailurePolicy::Deny(Duration::from_secs(1)))
+                .timeout(Duration::from_secs(2));
+        let builder = if lease {
+            builder.lease(1_024, Duration::from_secs(1))
+        } else {
+            builder
+        };
+        Ok::<_, Box<dyn std::error::Error>>(builder.connect().await?)
+    };
+    let hot = vec!["hot".to_owned()];
+    let zipf = zipf_keys(100_000, 1.0, 200_000);
+    println!();
+    println!(
+        "{:<22} {:>5} {:>12} {:>12} {:>7} {:>16}",
+        "workload", "tasks", "exact/s", "leased/s", "ratio", "trips/1000 leased"
+    );
+    for (name, keys) in [("one hot key", &hot), ("Zipf, 100 000 keys", &zipf)] {
+        for tasks in [1_usize, 16] {
+            let exact = connect(false, "exact").await?;
+            let leased = connect(true, "leased").await?;
+            let (exact_rate, _) = for_one_second(&exact, keys, tasks).await;
+            let (leased_rate, decisions) = for_one_second(&leased, keys, tasks).await;
+            let trips = leased.lease_stats().map_or(0, |s| s.leases);
+            #[allow(clippy::cast_precision_loss)]
+            let per_thousand = trips as f64 * 1000.0 / decisions.max(1) as f64;
+            println!(
+                "{name:<22} {tasks:>5} {exact_rate:>12.0} {leased_rate:>12.0} {:>7.1} {per_thousand:>16.2}",
+                leased_rate / exact_rate
+            );
+        }
+    }
+    let theirs = redis_benchmark_one_key(host, port, 16, 50_000, sha, interval_us, burst_us)?;
+    println!("redis-benchmark EVALSHA, one key, 16 clients: {theirs:.0}/s");
+    Ok(())
+}
+
+/// Decisions per second (and decisions made) of `tasks` tasks cycling through `keys` for
+/// one second, each decision `check_now` then, if it has no answer, `check`.
+async fn for_one_second(
+    limiter: &RedisRateLimiter<String>,
+    keys: &[String],
+    tasks: usize,
+) -> (f64, u64) {
+    let clock = MonotonicClock;
+    let start = clock.now();
+    let keys: Arc<Vec<String>> = Arc::new(keys.to_vec());
+    let done = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (limiter, keys, done) = (limiter.clone(), Arc::clone(&keys), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut i = t.wrapping_mul(7919);
+                let mut n = 0_u64;
+                while clock.now() - start < Duration::from_secs(1) {
+                    for _ in 0..64 {
+                        let key = &keys[i % keys.len()];
+                        i = i.wrapping_add(1);
+                        if limiter.check_now(key).is_none() {
+                            let _ = limiter.check(key).await;
+                        }
+                        n += 1;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for handle in handles {
+        let _ = handle.await;
+    }
+    let decisions = done.load(Ordering::Relaxed);
+    #[allow(clippy::cast_precision_loss)]
+    let rate = decisions as f64 / (clock.now() - start).as_secs_f64();
+    (rate, decisions)
+}
+
+/// `samples` keys drawn from a Zipf distribution with exponent `s` over `n` keys (a fixed
+/// seed: every run draws the same mix).
+fn zipf_keys(n: u64, s: f64, samples: usize) -> Vec<String> {
+    #[allow(clippy::cast_precision_loss)]
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(weights.len());
+    let mut acc = 0.0;
+    for w in weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    (0..samples)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            #[allow(clippy::cast_precision_loss)]
+            let u = (x >> 11) as f64 / (1_u64 << 53) as f64;
+            let rank = cdf.partition_point(|&c| c < u);
+            format!("z{rank}")
+        })
+        .collect()
 }
 
 /// Decisions per second with `concurrency` tasks sharing `total` decisions.
@@ -103,6 +221,34 @@ async fn ours(limiter: &RedisRateLimiter<String>, concurrency: u64, total: u64) 
     rate
 }
 
+/// `redis-benchmark` running the same script on one key; its requests per second.
+fn redis_benchmark_one_key(
+    host: &str,
+    port: &str,
+    concurrency: u64,
+    total: u64,
+    sha: &str,
+    interval_us: u64,
+    burst_us: u64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-q", "-P", "1"])
+        .args(["-c", &concurrency.to_string(), "-n", &total.to_string()])
+        .args(["EVALSHA", sha, "1", "bench:{hot}"])
+        .args([&interval_us.to_string(), &burst_us.to_string(), "1"])
+        .output()?;
+    parse_rate(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// "EVALSHA ...: 12345.67 requests per second, p50=...": the rate.
+fn parse_rate(text: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    text.split("requests per second")
+        .next()
+        .and_then(|head| head.rsplit([' ', ':', '\r']).find(|w| !w.is_empty()))
+        .and_then(|n| n.parse::<f64>().ok())
+        .ok_or_else(|| format!("cannot read redis-benchmark output: {text}").into())
+}
+
 /// `redis-benchmark` running the same script; returns its requests per second.
 fn redis_benchmark(
     host: &str,
@@ -120,13 +266,5 @@ fn redis_benchmark(
         .args(["EVALSHA", sha, "1", "bench:{__rand_int__}"])
         .args([&interval_us.to_string(), &burst_us.to_string(), "1"])
         .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "EVALSHA ...: 12345.67 requests per second, p50=..."
-    let rate = text
-        .split("requests per second")
-        .next()
-        .and_then(|head| head.rsplit([' ', ':', '\r']).find(|w| !w.is_empty()))
-        .and_then(|n| n.parse::<f64>().ok())
-        .ok_or_else(|| format!("cannot read redis-benchmark output: {text}"))?;
-    Ok(rate)
+    parse_rate(&String::from_utf8_lossy(&out.stdout))
 }

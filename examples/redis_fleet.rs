@@ -282,7 +282,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         capacity: 100,
         rate: 1_000.0,
     };
+    let clock = MonotonicClock::new();
+    let started = clock.now();
     let reports = fleet(&std::env::current_exe()?, &work, 3)?;
+    // the fleet's span, from the first worker's start to the last one's end (startup
+    // included): the allowance since the key's start is burst + rate × at most this
+    let span = clock.now().saturating_sub(started).as_secs_f64();
     println!(
         "second  {:>9} {:>9} {:>9}  fleet",
         "process 1", "process 2", "process 3"
@@ -306,7 +311,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[allow(clippy::cast_precision_loss)]
     let per_thousand = trips as f64 * 1000.0 / decisions.max(1) as f64;
     println!(
-        "admitted {admitted} (allowance {} over {} s); {decisions} decisions, {per_thousand:.2} round trips per 1 000",
+        "admitted {admitted}: allowance {:.0} over the fleet's {span:.2} s (burst + rate × span), {:.0} over the {} s each worker ran; {decisions} decisions, {per_thousand:.2} round trips per 1 000",
+        f64::from(work.capacity) + work.rate * span,
         f64::from(work.capacity) + work.rate * f64::from(work.seconds),
         work.seconds
     );

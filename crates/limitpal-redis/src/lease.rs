@@ -131,13 +131,14 @@ impl Leases {
         lease
     }
 
-    /// The key's lease if it has one (the hot path: no allocation).
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<Lease>> {
+    /// `f` of the key's lease if it has one (the hot path: no allocation, no reference
+    /// count touched).
+    pub(crate) fn with<R>(&self, key: &str, f: impl FnOnce(&Arc<Lease>) -> R) -> Option<R> {
         let shard = self
             .shard(key)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        shard.get(key).map(Arc::clone)
+        shard.get(key).map(f)
     }
 
     /// Spends one slot of `lease`, if it has one that has not lapsed.

@@ -727,10 +727,19 @@ where
     /// With [`lease`](RedisRateLimiterBuilder::lease): a slot of the key's lease, decided
     /// here with no round trip (and no future); `None` when the key needs one.
     fn check_now(&self, key: &K) -> Option<Result<(), RateLimited>> {
+        use std::fmt::Write as _;
+        thread_local! {
+            // the rendered key, reused: a local decision allocates nothing
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
         let leases = self.inner.leases.as_ref()?;
-        let key = self.redis_key(key);
-        let lease = leases.get(&key)?;
-        self.inner.spend(&key, &lease)
+        KEY.with_borrow_mut(|rendered| {
+            rendered.clear();
+            let _ = write!(rendered, "{}:{{{key}}}", self.inner.prefix);
+            leases
+                .with(rendered, |lease| self.inner.spend(rendered, lease))
+                .flatten()
+        })
     }
 
     /// Reserves in the same one-round-trip script (Redis time), then the wait is local. A
