@@ -48,6 +48,67 @@ struct Counts {
     granted: AtomicU64,
     returned: AtomicU64,
     stranded: AtomicU64,
+    #[cfg(feature = "metrics")]
+    exported: Option<Exported>,
+}
+
+/// The counts as `metrics` counters (feature `metrics`), labelled with the limiter's prefix.
+#[cfg(feature = "metrics")]
+struct Exported {
+    local: metrics::Counter,
+    leases: metrics::Counter,
+    granted: metrics::Counter,
+    returned: metrics::Counter,
+    stranded: metrics::Counter,
+}
+
+/// Which count.
+#[derive(Clone, Copy)]
+enum Count {
+    Local,
+    Leases,
+    Granted,
+    Returned,
+    Stranded,
+}
+
+impl Counts {
+    fn new(prefix: &str) -> Self {
+        let _ = prefix;
+        Self {
+            #[cfg(feature = "metrics")]
+            exported: Some(Exported {
+                local: metrics::counter!("limitpal_redis_local_decisions_total", "prefix" => prefix.to_owned()),
+                leases: metrics::counter!("limitpal_redis_lease_round_trips_total", "prefix" => prefix.to_owned()),
+                granted: metrics::counter!("limitpal_redis_lease_slots_granted_total", "prefix" => prefix.to_owned()),
+                returned: metrics::counter!("limitpal_redis_lease_slots_returned_total", "prefix" => prefix.to_owned()),
+                stranded: metrics::counter!("limitpal_redis_lease_slots_stranded_total", "prefix" => prefix.to_owned()),
+            }),
+            ..Self::default()
+        }
+    }
+
+    fn add(&self, count: Count, n: u64) {
+        let atomic = match count {
+            Count::Local => &self.local,
+            Count::Leases => &self.leases,
+            Count::Granted => &self.granted,
+            Count::Returned => &self.returned,
+            Count::Stranded => &self.stranded,
+        };
+        atomic.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(exported) = &self.exported {
+            match count {
+                Count::Local => &exported.local,
+                Count::Leases => &exported.leases,
+                Count::Granted => &exported.granted,
+                Count::Returned => &exported.returned,
+                Count::Stranded => &exported.stranded,
+            }
+            .increment(n);
+        }
+    }
 }
 
 /// The leases of one limiter, by Redis key.
@@ -90,14 +151,14 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Leases {
-    pub(crate) fn new(max_batch: u32, max_hold: Duration) -> Self {
+    pub(crate) fn new(max_batch: u32, max_hold: Duration, prefix: &str) -> Self {
         Self {
             max_batch,
             max_hold,
             clock: MonotonicClock,
             hasher: std::collections::hash_map::RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            counts: Counts::default(),
+            counts: Counts::new(prefix),
         }
     }
 
@@ -176,7 +237,7 @@ impl Leases {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    self.counts.local.fetch_add(1, Ordering::Relaxed);
+                    self.counts.add(Count::Local, 1);
                     let batch = lease.batch.load(Ordering::Relaxed);
                     // refill when a quarter of the batch is left (the last slot of a small one)
                     let low = left - 1 <= (batch / 4).max(u32::from(batch > 1));
@@ -200,10 +261,8 @@ impl Leases {
     /// Redis granted `granted` slots (at least one); the caller keeps `keep` of them to spend
     /// now, the rest go into the lease.
     pub(crate) fn granted(&self, lease: &Lease, asked: u32, granted: u32, keep: u32) {
-        self.counts.leases.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .granted
-            .fetch_add(u64::from(granted), Ordering::Relaxed);
+        self.counts.add(Count::Leases, 1);
+        self.counts.add(Count::Granted, u64::from(granted));
         lease.denied_until.store(0, Ordering::Release);
         let put = granted.saturating_sub(keep);
         let before = lease.left.fetch_add(put, Ordering::AcqRel);
@@ -225,7 +284,7 @@ impl Leases {
     /// Redis has no slot free for `wait`: answered locally for that long, or `max_hold` if
     /// sooner (slots another process gives back are seen within `max_hold`).
     pub(crate) fn denied(&self, lease: &Lease, wait: Duration) {
-        self.counts.leases.fetch_add(1, Ordering::Relaxed);
+        self.counts.add(Count::Leases, 1);
         let remembered = wait.min(self.max_hold);
         lease.denied_until.store(
             self.now().saturating_add(nanos(remembered)),
@@ -244,24 +303,18 @@ impl Leases {
     pub(crate) fn hold(&self, key: &str, d: Duration) {
         let lease = self.lease(key);
         let dropped = lease.left.swap(0, Ordering::AcqRel);
-        self.counts
-            .stranded
-            .fetch_add(u64::from(dropped), Ordering::Relaxed);
+        self.counts.add(Count::Stranded, u64::from(dropped));
         lease
             .denied_until
             .fetch_max(self.now().saturating_add(nanos(d)), Ordering::AcqRel);
     }
 
     pub(crate) fn returned(&self, n: u32) {
-        self.counts
-            .returned
-            .fetch_add(u64::from(n), Ordering::Relaxed);
+        self.counts.add(Count::Returned, u64::from(n));
     }
 
     pub(crate) fn stranded(&self, n: u32) {
-        self.counts
-            .stranded
-            .fetch_add(u64::from(n), Ordering::Relaxed);
+        self.counts.add(Count::Stranded, u64::from(n));
     }
 
     /// Every key's unspent slots, taken out of the leases (to give back on drop).

@@ -906,6 +906,9 @@ impl<K> RedisRateLimiterBuilder<K> {
             .map_err(ConnectError::Redis)?;
             Conn::Single(conn)
         };
+        let leases = self
+            .lease
+            .map(|(max_batch, max_hold)| Leases::new(max_batch, max_hold, &self.prefix));
         Ok(RedisRateLimiter {
             inner: Arc::new(Inner {
                 conn,
@@ -921,9 +924,7 @@ impl<K> RedisRateLimiterBuilder<K> {
                     clock: MonotonicClock,
                     until: Mutex::new(HashMap::new()),
                 }),
-                leases: self
-                    .lease
-                    .map(|(max_batch, max_hold)| Leases::new(max_batch, max_hold)),
+                leases,
             }),
             key: PhantomData,
         })

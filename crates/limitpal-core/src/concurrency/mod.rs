@@ -171,6 +171,7 @@ impl Bulkhead {
     /// `limitpal_bulkhead_rejected_total` counter of a named bulkhead) and returns the error.
     /// What a caller whose wait for a slot timed out returns.
     #[cold]
+    #[must_use]
     pub fn refuse(&self) -> BulkheadFull {
         let full = self.full();
         #[cfg(feature = "tracing")]
