@@ -285,10 +285,25 @@ async fn leased_slots_outlive_a_redis_restart_and_leases_resume() {
         spent += 1;
     }
     assert!(spent > 0, "the lease held slots");
-    // then the failure policy answers (deny)
-    assert!(limiter.check(&key).await.is_err());
-    server.restart();
+    // then the failure policy answers (deny), also for callers queued behind the key's
+    // trip: they take its failure rather than time out in turn (20 × 100 ms)
     let clock = MonotonicClock::new();
+    let before = clock.now();
+    let queued: Vec<_> = (0..20)
+        .map(|_| {
+            let (limiter, key) = (limiter.clone(), key.clone());
+            tokio::spawn(async move { limiter.check(&key).await })
+        })
+        .collect();
+    for answer in queued {
+        assert!(answer.await.unwrap().is_err());
+    }
+    let waited = clock.now().saturating_sub(before);
+    assert!(
+        waited < Duration::from_millis(700),
+        "{waited:?} for 20 queued callers"
+    );
+    server.restart();
     let back = clock.now();
     loop {
         if check(&limiter, &key).await {

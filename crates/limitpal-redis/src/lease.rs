@@ -132,6 +132,10 @@ pub(crate) struct Lease {
     denied_until: AtomicU64,
     /// A refill is in flight (one per key).
     refilling: AtomicBool,
+    /// Round trips finished for this key, and whether the last one failed: a caller that
+    /// waited for another's trip takes its failure instead of making its own.
+    trips: AtomicU64,
+    last_failed: AtomicBool,
     /// Serialises the round trips of callers that found no slot.
     pub(crate) trip: tokio::sync::Mutex<()>,
 }
@@ -186,6 +190,8 @@ impl Leases {
             batch: AtomicU32::new(1),
             denied_until: AtomicU64::new(0),
             refilling: AtomicBool::new(false),
+            trips: AtomicU64::new(0),
+            last_failed: AtomicBool::new(false),
             trip: tokio::sync::Mutex::new(()),
         });
         shard.insert(key.to_owned(), Arc::clone(&lease));
@@ -248,6 +254,22 @@ impl Leases {
         }
     }
 
+    /// Round trips finished for the key so far.
+    pub(crate) fn trips(&self, lease: &Lease) -> u64 {
+        lease.trips.load(Ordering::Acquire)
+    }
+
+    /// Whether a trip finished since `seen` and the last one failed (Redis unavailable).
+    pub(crate) fn failed_since(&self, lease: &Lease, seen: u64) -> bool {
+        lease.trips.load(Ordering::Acquire) != seen && lease.last_failed.load(Ordering::Acquire)
+    }
+
+    fn finished(lease: &Lease, failed: bool) {
+        lease.last_failed.store(failed, Ordering::Release);
+        lease.trips.fetch_add(1, Ordering::AcqRel);
+        lease.refilling.store(false, Ordering::Release);
+    }
+
     /// Whether the caller should start the key's refill (none in flight yet).
     pub(crate) fn start_refill(&self, lease: &Lease) -> bool {
         !lease.refilling.swap(true, Ordering::AcqRel)
@@ -278,7 +300,7 @@ impl Leases {
             let next = asked.saturating_mul(2).min(self.max_batch);
             lease.batch.fetch_max(next, Ordering::Relaxed);
         }
-        lease.refilling.store(false, Ordering::Release);
+        Self::finished(lease, false);
     }
 
     /// Redis has no slot free for `wait`: answered locally for that long, or `max_hold` if
@@ -290,12 +312,12 @@ impl Leases {
             self.now().saturating_add(nanos(remembered)),
             Ordering::Release,
         );
-        lease.refilling.store(false, Ordering::Release);
+        Self::finished(lease, false);
     }
 
     /// The refill failed (Redis unavailable): another may start.
     pub(crate) fn failed(&self, lease: &Lease) {
-        lease.refilling.store(false, Ordering::Release);
+        Self::finished(lease, true);
     }
 
     /// A hold (pushback) for `d`: the slots left are dropped (a hold admits nothing), and

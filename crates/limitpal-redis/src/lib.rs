@@ -48,7 +48,8 @@
 //!   until its `retry_after` or for `max_hold`, whichever is sooner, so a denied key costs
 //!   no round trips either, and slots another process gives back are seen within `max_hold`.
 //! - **Redis down**: slots already leased are still spent; then the [`FailurePolicy`]
-//!   answers, as in exact mode.
+//!   answers, as in exact mode — once per key's trip: callers queued behind a trip that
+//!   failed take the policy's answer at once instead of timing out one after another.
 //!
 //! Waiting for quota (`reserve`, `until_ready`) reserves exactly, in one round trip, without
 //! the lease; a hold (pushback) drops the key's leased slots and is answered locally until it
@@ -474,9 +475,15 @@ impl Inner {
         if let Some(answer) = self.spend(&key, &lease) {
             return answer;
         }
+        let seen = leases.trips(&lease);
         let _trip = lease.trip.lock().await;
         if let Some(answer) = self.spend(&key, &lease) {
             return answer;
+        }
+        if leases.failed_since(&lease, seen) {
+            // the trip this caller waited for found Redis unavailable: its answer is the
+            // policy's, now, not another timeout in turn
+            return self.apply_policy(&key);
         }
         let batch = leases.batch(&lease);
         let _ = leases.start_refill(&lease);
