@@ -111,7 +111,11 @@ impl RedisCluster {
     }
 
     fn try_start() -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("limitpal-cluster-{}", std::process::id()));
+        // one directory per cluster: tests of one binary run their clusters side by side,
+        // and each removes its own directory when dropped
+        static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("limitpal-cluster-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut nodes = Vec::new();
         let mut urls = Vec::new();
@@ -139,13 +143,29 @@ impl RedisCluster {
             addrs.push(format!("127.0.0.1:{port}"));
         }
         let cluster = Self { nodes, dir, urls };
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()?;
+            .spawn()?;
+        // bounded: a node that died makes `--cluster create` wait for it forever
+        let mut created = None;
+        for _ in 0..600 {
+            if let Some(status) = create.try_wait()? {
+                created = Some(status);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let Some(created) = created else {
+            let _ = create.kill();
+            let _ = create.wait();
+            return Err(std::io::Error::other(
+                "redis-cli --cluster create took over 30 s",
+            ));
+        };
         if !created.success() {
             return Err(std::io::Error::other(format!(
                 "redis-cli --cluster create: {created}"
