@@ -62,8 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             concurrency,
             decisions,
             &sha,
-            interval_us,
-            burst_us,
+            [interval_us, burst_us],
+            false,
         )?;
         println!(
             "{concurrency:>11} {ours:>12.0} {theirs:>17.0} {:>6.2}",
@@ -120,7 +120,7 @@ async fn leases(
             );
         }
     }
-    let theirs = redis_benchmark_one_key(host, port, 16, 50_000, sha, interval_us, burst_us)?;
+    let theirs = redis_benchmark(host, port, 16, 50_000, sha, [interval_us, burst_us], true)?;
     println!("redis-benchmark EVALSHA, one key, 16 clients: {theirs:.0}/s");
     Ok(())
 }
@@ -221,25 +221,6 @@ async fn ours(limiter: &RedisRateLimiter<String>, concurrency: u64, total: u64) 
     rate
 }
 
-/// `redis-benchmark` running the same script on one key; its requests per second.
-fn redis_benchmark_one_key(
-    host: &str,
-    port: &str,
-    concurrency: u64,
-    total: u64,
-    sha: &str,
-    interval_us: u64,
-    burst_us: u64,
-) -> Result<f64, Box<dyn std::error::Error>> {
-    let out = Command::new("redis-benchmark")
-        .args(["-h", host, "-p", port, "-q", "-P", "1"])
-        .args(["-c", &concurrency.to_string(), "-n", &total.to_string()])
-        .args(["EVALSHA", sha, "1", "bench:{hot}"])
-        .args([&interval_us.to_string(), &burst_us.to_string(), "1"])
-        .output()?;
-    parse_rate(&String::from_utf8_lossy(&out.stdout))
-}
-
 /// "EVALSHA ...: 12345.67 requests per second, p50=...": the rate.
 fn parse_rate(text: &str) -> Result<f64, Box<dyn std::error::Error>> {
     text.split("requests per second")
@@ -249,21 +230,29 @@ fn parse_rate(text: &str) -> Result<f64, Box<dyn std::error::Error>> {
         .ok_or_else(|| format!("cannot read redis-benchmark output: {text}").into())
 }
 
-/// `redis-benchmark` running the same script; returns its requests per second.
+/// `redis-benchmark` running the same script over the bench's keys (or, `one_key`, on one
+/// hot key); returns its requests per second.
 fn redis_benchmark(
     host: &str,
     port: &str,
     concurrency: u64,
     total: u64,
     sha: &str,
-    interval_us: u64,
-    burst_us: u64,
+    [interval_us, burst_us]: [u64; 2],
+    one_key: bool,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let out = Command::new("redis-benchmark")
+    let mut command = Command::new("redis-benchmark");
+    command
         .args(["-h", host, "-p", port, "-q", "-P", "1"])
-        .args(["-c", &concurrency.to_string(), "-n", &total.to_string()])
-        .args(["-r", &KEYS.to_string()])
-        .args(["EVALSHA", sha, "1", "bench:{__rand_int__}"])
+        .args(["-c", &concurrency.to_string(), "-n", &total.to_string()]);
+    if one_key {
+        command.args(["EVALSHA", sha, "1", "bench:{hot}"]);
+    } else {
+        command
+            .args(["-r", &KEYS.to_string()])
+            .args(["EVALSHA", sha, "1", "bench:{__rand_int__}"]);
+    }
+    let out = command
         .args([&interval_us.to_string(), &burst_us.to_string(), "1"])
         .output()?;
     parse_rate(&String::from_utf8_lossy(&out.stdout))
