@@ -148,6 +148,59 @@ async fn max_hedges_spaces_the_hedges_by_the_delay_and_stops_there() {
     assert_eq!(seen.dropped.load(Ordering::SeqCst), 3);
 }
 
+// The layer keeps one timer per attempt: set for the hedge first, then for the attempt
+// timeout. These pin down both orders.
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_still_bounds_a_hedged_call() {
+    // the hedge at 100 ms answers at 250 ms, inside the primary's 300 ms timeout
+    let (svc, seen) = upstream::<u32>(|n| if n == 1 { 1000 * MS } else { 150 * MS });
+    let svc = ResilienceLayer::builder()
+        .hedge(Hedge::after(100 * MS))
+        .attempt_timeout(300 * MS)
+        .build()
+        .unwrap()
+        .layer(svc);
+    let start = TokioClock::new();
+    assert_eq!(svc.clone().oneshot(0).await.unwrap(), 2);
+    assert_eq!(start.now(), 250 * MS);
+
+    // every call slow: the primary times out at 300 ms, its hedge (started at 100 ms, with
+    // a timeout of its own) at 400 ms, and the run fails then
+    let (svc, seen_slow) = upstream::<u32>(|_| 1000 * MS);
+    let svc = ResilienceLayer::builder()
+        .hedge(Hedge::after(100 * MS))
+        .attempt_timeout(300 * MS)
+        .build()
+        .unwrap()
+        .layer(svc);
+    let start = TokioClock::new();
+    let failed = svc.oneshot(0).await;
+    assert!(failed.is_err(), "both calls timed out: {failed:?}");
+    assert_eq!(start.now(), 400 * MS);
+    assert_eq!(
+        *seen_slow.started.lock().unwrap(),
+        vec![Duration::ZERO, 100 * MS]
+    );
+    assert_eq!(seen_slow.dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_timeout_shorter_than_the_hedge_delay_leaves_no_hedge() {
+    let (svc, seen) = upstream::<u32>(|_| 1000 * MS);
+    let svc = ResilienceLayer::builder()
+        .hedge(Hedge::after(100 * MS))
+        .attempt_timeout(50 * MS)
+        .build()
+        .unwrap()
+        .layer(svc);
+    let start = TokioClock::new();
+    assert!(svc.oneshot(0).await.is_err());
+    assert_eq!(start.now(), 50 * MS, "timed out at the attempt timeout");
+    assert_eq!(seen.calls(), 1, "never hedged");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_executor_hedges_the_same_way() {
     let calls = Arc::new(AtomicU32::new(0));

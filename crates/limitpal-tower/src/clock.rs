@@ -56,3 +56,15 @@ impl Clock for TokioClock {
         Instant::now().saturating_duration_since(self.origin)
     }
 }
+
+/// The instant `delay` from now on tokio's clock, as `tokio::time::sleep(delay)` sets its
+/// timer (a delay past the clock's range: about 30 years, as tokio's), for a timer reset to
+/// another deadline.
+pub(crate) fn deadline_in(delay: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    #[allow(clippy::disallowed_methods)] // the clock module is where time is read
+    let now = Instant::now();
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}

@@ -39,24 +39,35 @@ where
         .then_some(Attempt::TimedOut)
 }
 
-/// An attempt's hedges in flight (no allocation until the first one starts).
-pub(crate) struct Lanes<F> {
+/// An attempt's hedges in flight: one pointer in every request's future, allocated when
+/// the first hedge is asked of the limiter or started.
+pub(crate) struct Lanes<F>(Option<Box<Flight<F>>>);
+
+struct Flight<F> {
     lanes: Vec<Lane<F>>,
     check: Option<Check>,
 }
 
 struct Lane<F> {
-    number: u32,
+    number: usize,
     call: Pin<Box<F>>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<F> Default for Lanes<F> {
     fn default() -> Self {
-        Self {
-            lanes: Vec::new(),
-            check: None,
-        }
+        Self(None)
+    }
+}
+
+impl<F> Lanes<F> {
+    fn flight(&mut self) -> &mut Flight<F> {
+        self.0.get_or_insert_with(|| {
+            Box::new(Flight {
+                lanes: Vec::new(),
+                check: None,
+            })
+        })
     }
 }
 
@@ -65,8 +76,8 @@ where
     F: Future<Output = Result<T, E>>,
 {
     /// Starts lane `number`'s call, bounded by `timeout`.
-    pub(crate) fn start(&mut self, number: u32, call: F, timeout: Option<Duration>) {
-        self.lanes.push(Lane {
+    pub(crate) fn start(&mut self, number: usize, call: F, timeout: Option<Duration>) {
+        self.flight().lanes.push(Lane {
             number,
             call: Box::pin(call),
             timer: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
@@ -74,9 +85,19 @@ where
     }
 
     /// Drops every hedge in flight (the losers) and a pending limiter answer.
+    #[inline(always)]
     pub(crate) fn clear(&mut self) {
-        self.lanes.clear();
-        self.check = None;
+        if self.0.is_some() {
+            self.drop_flight();
+        }
+    }
+
+    #[inline(never)]
+    fn drop_flight(&mut self) {
+        if let Some(flight) = &mut self.0 {
+            flight.lanes.clear();
+            flight.check = None;
+        }
     }
 
     /// Asks `limiter` about a hedge for `key`: a local limiter's answer is the event to report
@@ -92,27 +113,31 @@ where
         match limiter.check(key) {
             LimitCheck::Now(answer) => Some(Event::HedgeLimit(answer)),
             LimitCheck::Later(answer) => {
-                self.check = Some(answer);
+                self.flight().check = Some(answer);
                 None
             }
         }
     }
 
     /// The next thing that happened to the hedges: a lane's end or the limiter's answer.
+    #[inline]
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Event<T, E>> {
-        if let Some(check) = &mut self.check
+        let Some(flight) = &mut self.0 else {
+            return Poll::Pending;
+        };
+        if let Some(check) = &mut flight.check
             && let Poll::Ready(answer) = check.as_mut().poll(cx)
         {
-            self.check = None;
+            flight.check = None;
             return Poll::Ready(Event::HedgeLimit(answer));
         }
-        for index in 0..self.lanes.len() {
-            let lane = &mut self.lanes[index];
+        for index in 0..flight.lanes.len() {
+            let lane = &mut flight.lanes[index];
             let timer = lane.timer.as_mut().map(Pin::as_mut);
             let Some(attempt) = poll_attempt(lane.call.as_mut(), timer, cx) else {
                 continue;
             };
-            let lane = self.lanes.swap_remove(index);
+            let lane = flight.lanes.swap_remove(index);
             return Poll::Ready(Event::HedgeCalled {
                 lane: lane.number,
                 attempt,

@@ -11,6 +11,9 @@
 //! `compare reqwest` compares reqwest middleware: limitpal's `Resilience` next to reqwest-retry,
 //! the overhead alone (a canned answer) and the loopback round trip, time and allocations.
 //!
+//! `compare layers` times only the tower layers (overheads, allocations, metrics on / off),
+//! for comparing two builds in turn.
+//!
 //! `compare keyed 10000 200000 1000000` times only keyed checks, at each live-key count given
 //! (every key kept live, as in the 1 M-key line), to see where the tables leave the caches.
 
@@ -105,6 +108,12 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("hedging") {
         hedging(&mut report);
+        println!("targets: {} met, {} missed", report.met, report.missed);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("layers") {
+        layers(&mut report);
+        metrics_overhead(&mut report);
         println!("targets: {} met, {} missed", report.met, report.missed);
         return;
     }

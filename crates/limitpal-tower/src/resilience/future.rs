@@ -4,17 +4,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use limitpal_core::pipeline::{Action, Event, Run};
+use limitpal_core::pipeline::{Action, Attempt, Event, Run};
 use limitpal_core::{Classify, Reservation, ReserveFuture};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
 use super::admission::{LimitFuture, Next, Pending, advance};
 use super::layer::Shared;
 use crate::bulkhead::future::{SlotWait, Waited, poll_wait};
+use crate::clock::deadline_in;
 use crate::error::boxed;
-use crate::hedge::{Lanes, poll_attempt};
+use crate::hedge::Lanes;
 use crate::retry::ReplayRequest;
 
 pin_project! {
@@ -72,12 +73,29 @@ pin_project! {
         Queued { wait: SlotWait },
         // admitted, slot taken: call now
         Starting { timeout: Option<Duration> },
-        // the primary call (`None` once it ended while hedges run), its timeout, and the
-        // timer of the next hedge (armed per `Run::hedge_in` once the call is pending)
-        Calling { #[pin] future: Option<F>, #[pin] timer: Option<Sleep>, #[pin] hedge: Option<Sleep> },
+        // the primary call (`None` once it ended while hedges run) and its one timer: the
+        // attempt timeout, or first the next hedge (armed per `Run::hedge_in` once the call
+        // is pending), one `Sleep` either way to keep every request's future small
+        Calling { #[pin] future: Option<F>, #[pin] timer: Option<Sleep>, timing: Timing },
         Sleeping { #[pin] sleep: Sleep },
         Readying,
     }
+}
+
+/// What the attempt's timer is set for.
+#[derive(Debug, Clone, Copy)]
+enum Timing {
+    /// The attempt timeout (no timer: none).
+    Timeout,
+    /// The next hedge, or the attempt timeout `then` if that comes first (and after the
+    /// hedge, the timer is set to `then`).
+    Hedge { then: Option<Instant> },
+}
+
+/// What the attempt's timer said.
+enum Fired {
+    Timeout,
+    Hedge,
 }
 
 impl<F> From<Pending> for State<F> {
@@ -109,17 +127,32 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         }
     }
 
-    /// The first attempt's call is made: poll it.
+    /// The first attempt's call is made: poll it, bounded by `timeout`.
     pub(crate) fn running(
         future: S::Future,
-        timer: Option<Sleep>,
+        timeout: Option<Duration>,
         parts: Parts<S, Req, K, Cl, R>,
     ) -> Self {
+        // Built apart: a `None` timer moved in copied the whole of a `Sleep`'s bytes into
+        // every request's future (5 % of a request, with a store-forwarding stall)
+        let timer = match timeout {
+            None => {
+                return Self::start(
+                    State::Calling {
+                        future: Some(future),
+                        timer: None,
+                        timing: Timing::Timeout,
+                    },
+                    parts,
+                );
+            }
+            Some(timeout) => tokio::time::sleep(timeout),
+        };
         Self::start(
             State::Calling {
                 future: Some(future),
-                timer,
-                hedge: None,
+                timer: Some(timer),
+                timing: Timing::Timeout,
             },
             parts,
         )
@@ -200,42 +233,38 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<S::Response, BoxError>> {
         let mut this = self.project();
         loop {
+            // whether the primary call just ended (a hedge may still run)
+            let mut ended = false;
             let event = match this.state.as_mut().project() {
                 StateProj::Calling {
                     mut future,
                     mut timer,
-                    mut hedge,
+                    timing,
                 } => {
-                    let attempt = future
-                        .as_mut()
-                        .as_pin_mut()
-                        .and_then(|call| poll_attempt(call, timer.as_mut().as_pin_mut(), cx));
-                    if let Some(attempt) = attempt {
-                        future.set(None);
-                        timer.set(None);
-                        if this.service.is_none() || this.request.is_none() {
-                            // nothing to retry with
-                            Event::CalledOnce(attempt)
-                        } else {
-                            Event::Called(attempt)
-                        }
-                    } else if let Poll::Ready(event) = this.lanes.poll(cx) {
-                        event
+                    // nothing to retry with: `CalledOnce`
+                    let again = this.service.is_some() && this.request.is_some();
+                    if let Some(call) = future.as_mut().as_pin_mut()
+                        && let Poll::Ready(result) = call.poll(cx)
+                    {
+                        ended = true;
+                        called(again, Attempt::Done(result))
                     } else {
-                        if hedge.is_none()
+                        if matches!(timing, Timing::Timeout)
                             && let Some(delay) = this.run.hedge_in()
                         {
-                            hedge.set(Some(tokio::time::sleep(delay)));
+                            *timing = arm_hedge(timer.as_mut(), delay);
                         }
-                        let due = hedge
-                            .as_mut()
-                            .as_pin_mut()
-                            .is_some_and(|due| due.poll(cx).is_ready());
-                        if !due {
-                            return Poll::Pending;
+                        match poll_timer(timer, timing, cx) {
+                            Some(Fired::Hedge) => Event::HedgeDue,
+                            Some(Fired::Timeout) if future.is_some() => {
+                                ended = true;
+                                called(again, Attempt::TimedOut)
+                            }
+                            _ => match this.lanes.poll(cx) {
+                                Poll::Ready(event) => event,
+                                Poll::Pending => return Poll::Pending,
+                            },
                         }
-                        hedge.set(None);
-                        Event::HedgeDue
                     }
                 }
                 StateProj::Sleeping { sleep } => {
@@ -285,7 +314,7 @@ where
                     this.state.set(State::Calling {
                         future: Some(future),
                         timer,
-                        hedge: None,
+                        timing: Timing::Timeout,
                     });
                     continue;
                 }
@@ -323,6 +352,9 @@ where
                 pushback(this.shared, this.run, this.key.as_ref());
             };
             if matches!(action, Action::Await) {
+                if ended {
+                    primary_ended(this.state.as_mut());
+                }
                 continue; // the calls in flight (and the hedge timer) are polled again
             }
             this.lanes.clear();
@@ -332,6 +364,78 @@ where
                 Next::Done(result) => return Poll::Ready(result.map_err(boxed)),
                 Next::Lanes(_) => return Poll::Ready(Err("a hedge out of a call".into())),
             }
+        }
+    }
+}
+
+/// How a primary call ended, as the machine hears it: `again`, whether the request can be
+/// sent again.
+fn called<T, E>(again: bool, attempt: Attempt<T, E>) -> Event<T, E> {
+    if again {
+        Event::Called(attempt)
+    } else {
+        Event::CalledOnce(attempt)
+    }
+}
+
+/// Sets the attempt's timer for the hedge due in `delay`, unless its timeout comes first.
+fn arm_hedge(mut timer: Pin<&mut Option<Sleep>>, delay: Duration) -> Timing {
+    let at = deadline_in(delay);
+    if let Some(sleep) = timer.as_mut().as_pin_mut() {
+        let then = sleep.deadline();
+        sleep.reset(at.min(then));
+        Timing::Hedge { then: Some(then) }
+    } else {
+        timer.set(Some(tokio::time::sleep_until(at)));
+        Timing::Hedge { then: None }
+    }
+}
+
+/// Polls the attempt's timer: whether the hedge is due (the timer then set to the timeout)
+/// or the attempt timed out.
+fn poll_timer(
+    mut timer: Pin<&mut Option<Sleep>>,
+    timing: &mut Timing,
+    cx: &mut Context<'_>,
+) -> Option<Fired> {
+    let mut sleep = timer.as_mut().as_pin_mut()?;
+    if sleep.as_mut().poll(cx).is_pending() {
+        return None;
+    }
+    let Timing::Hedge { then } = *timing else {
+        return Some(Fired::Timeout);
+    };
+    if then.is_some_and(|then| then <= sleep.deadline()) {
+        return Some(Fired::Timeout); // the timeout came first
+    }
+    *timing = Timing::Timeout;
+    match then {
+        Some(then) => sleep.reset(then),
+        None => timer.set(None),
+    }
+    Some(Fired::Hedge)
+}
+
+/// The primary call ended while its hedges run: it goes, and so does its timeout; a timer
+/// set for the next hedge stays.
+fn primary_ended<F>(state: Pin<&mut State<F>>) {
+    let StateProj::Calling {
+        mut future,
+        mut timer,
+        timing,
+    } = state.project()
+    else {
+        return;
+    };
+    future.set(None);
+    let deadline = timer.as_ref().as_pin_ref().map(|sleep| sleep.deadline());
+    match *timing {
+        Timing::Hedge { then } if deadline.is_some() && deadline != then => {
+            *timing = Timing::Hedge { then: None };
+        }
+        _ => {
+            timer.set(None);
+            *timing = Timing::Timeout;
         }
     }
 }

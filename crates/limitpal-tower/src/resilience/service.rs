@@ -143,12 +143,11 @@ where
                 );
             }
         };
-        let timer = timeout.map(tokio::time::sleep);
         if shared.pipeline.retry_policy().is_none() && run.hedge_in().is_none() {
             let future = self.inner.call(req);
             return ResponseFuture::running(
                 future,
-                timer,
+                timeout,
                 Parts {
                     service: None,
                     request: None,
@@ -166,7 +165,7 @@ where
         let future = service.call(req);
         ResponseFuture::running(
             future,
-            timer,
+            timeout,
             Parts {
                 service: Some(service),
                 request: replay,
