@@ -128,6 +128,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
     }
 
     /// The first attempt's call is made: poll it, bounded by `timeout`.
+    #[inline(always)]
     pub(crate) fn running(
         future: S::Future,
         timeout: Option<Duration>,
@@ -164,6 +165,7 @@ impl<S: Service<Req>, Req, K, Cl, R> ResponseFuture<S, Req, K, Cl, R> {
         Self::start(pending.into(), parts)
     }
 
+    #[inline(always)]
     fn start(state: State<S::Future>, parts: Parts<S, Req, K, Cl, R>) -> Self {
         let Parts {
             service,
