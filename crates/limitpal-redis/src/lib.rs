@@ -913,9 +913,10 @@ impl<K> RedisRateLimiterBuilder<K> {
             .map_err(ConnectError::Redis)?;
             Conn::Single(conn)
         };
-        let leases = self
-            .lease
-            .map(|(max_batch, max_hold)| Leases::new(max_batch, max_hold, &self.prefix));
+        let leases = self.lease.map(|(max_batch, max_hold)| {
+            let quota = (Duration::from_micros(interval_us), self.capacity);
+            Leases::new(max_batch, max_hold, quota, &self.prefix)
+        });
         Ok(RedisRateLimiter {
             inner: Arc::new(Inner {
                 conn,
