@@ -20,9 +20,19 @@ use limitpal_core::{Clock, DefaultHashBuilder, MonotonicClock};
 
 const SHARDS: usize = 16;
 
+/// Leases a limiter keeps, unless more are busy at once: past this, adding a key first drops
+/// the leases that hold nothing (about 150 bytes each, 15 MB at the bound).
+const MAX_LEASES: usize = 100_000;
+
 /// One shard of the leases' table: read-locked to spend (callers on one hot key share it),
 /// write-locked only to add a key.
-type Shard = RwLock<HashMap<String, Arc<Lease>, DefaultHashBuilder>>;
+type Shard = RwLock<Table>;
+
+struct Table {
+    leases: HashMap<String, Arc<Lease>, DefaultHashBuilder>,
+    /// The size at which adding a key sweeps the shard first.
+    sweep_at: usize,
+}
 
 /// What the leases of one limiter did, counted since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +54,8 @@ pub struct LeaseStats {
 
 #[derive(Default)]
 struct Counts {
+    /// Local decisions of leases since dropped (the others count their own).
+    swept_local: AtomicU64,
     leases: AtomicU64,
     granted: AtomicU64,
     returned: AtomicU64,
@@ -185,7 +197,12 @@ impl Leases {
             clock: MonotonicClock,
             hasher: DefaultHashBuilder::default(),
             shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::default()))
+                .map(|_| {
+                    RwLock::new(Table {
+                        leases: HashMap::default(),
+                        sweep_at: MAX_LEASES / SHARDS,
+                    })
+                })
                 .collect(),
             counts: Counts::new(prefix),
         }
@@ -200,18 +217,27 @@ impl Leases {
         &self.shards[index]
     }
 
-    /// The key's lease, made on first use.
-    pub(crate) fn lease(&self, key: &str) -> Arc<Lease> {
+    /// The key's lease, made on first use, and the lapsed slots of leases dropped to make
+    /// room (to give back).
+    pub(crate) fn lease(&self, key: &str) -> (Arc<Lease>, Vec<(String, u32)>) {
         if let Some(lease) = self.with(key, Arc::clone) {
-            return lease;
+            return (lease, Vec::new());
         }
         let mut shard = self
             .shard(key)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(lease) = shard.get(key) {
-            return Arc::clone(lease); // added since the read
+        if let Some(lease) = shard.leases.get(key) {
+            return (Arc::clone(lease), Vec::new()); // added since the read
         }
+        let lapsed = if shard.leases.len() >= shard.sweep_at {
+            let lapsed = self.sweep(&mut shard);
+            // while more are busy than the bound, sweep again only when the shard doubles
+            shard.sweep_at = (MAX_LEASES / SHARDS).max(shard.leases.len().saturating_mul(2));
+            lapsed
+        } else {
+            Vec::new()
+        };
         let lease = Arc::new(Lease {
             local: AtomicU64::new(0),
             left: AtomicU32::new(0),
@@ -223,8 +249,36 @@ impl Leases {
             last_failed: AtomicBool::new(false),
             trip: tokio::sync::Mutex::new(()),
         });
-        shard.insert(key.to_owned(), Arc::clone(&lease));
-        lease
+        shard.leases.insert(key.to_owned(), Arc::clone(&lease));
+        (lease, lapsed)
+    }
+
+    /// Drops the shard's leases that hold nothing a fresh lease would not: no caller or
+    /// refill holding them, no refusal still remembered, no slot left that has not lapsed
+    /// (lapsed ones are returned, to give back). What is lost is the key's batch size: its
+    /// next trip asks for one slot, as a key seen for the first time.
+    fn sweep(&self, shard: &mut Table) -> Vec<(String, u32)> {
+        let now = self.now();
+        let mut lapsed = Vec::new();
+        shard.leases.retain(|key, lease| {
+            let lapses = lease.lapses_at.load(Ordering::Acquire);
+            let left = lease.left.load(Ordering::Acquire);
+            let idle = Arc::strong_count(lease) == 1 // the table's own: under its write lock
+                && !lease.refilling.load(Ordering::Acquire)
+                && lease.denied_until.load(Ordering::Acquire) <= now
+                && (left == 0 || (lapses != 0 && now >= lapses));
+            if !idle {
+                return true;
+            }
+            if left > 0 {
+                lapsed.push((key.clone(), left));
+            }
+            self.counts
+                .swept_local
+                .fetch_add(lease.local.load(Ordering::Relaxed), Ordering::Relaxed);
+            false
+        });
+        lapsed
     }
 
     /// `f` of the key's lease if it has one (the hot path: no allocation, no reference
@@ -234,7 +288,7 @@ impl Leases {
             .shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        shard.get(key).map(f)
+        shard.leases.get(key).map(f)
     }
 
     /// Spends one slot of `lease`, if it has one that has not lapsed.
@@ -362,14 +416,17 @@ impl Leases {
     }
 
     /// A hold (pushback) for `d`: the slots left are dropped (a hold admits nothing), and
-    /// nothing is spent before it ends.
-    pub(crate) fn hold(&self, key: &str, d: Duration) {
-        let lease = self.lease(key);
+    /// nothing is spent before it ends. Returns the lapsed slots of leases dropped to make
+    /// room for the key's (to give back).
+    #[must_use]
+    pub(crate) fn hold(&self, key: &str, d: Duration) -> Vec<(String, u32)> {
+        let (lease, lapsed) = self.lease(key);
         let dropped = lease.left.swap(0, Ordering::AcqRel);
         self.counts.add(Count::Stranded, u64::from(dropped));
         lease
             .denied_until
             .fetch_max(self.now().saturating_add(nanos(d)), Ordering::AcqRel);
+        lapsed
     }
 
     pub(crate) fn returned(&self, n: u32) {
@@ -385,7 +442,7 @@ impl Leases {
         let mut out = Vec::new();
         for shard in &self.shards {
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (key, lease) in shard.iter() {
+            for (key, lease) in &shard.leases {
                 let left = lease.left.swap(0, Ordering::AcqRel);
                 if left > 0 {
                     out.push((key.clone(), left));
@@ -403,11 +460,13 @@ impl Leases {
             .map(|shard| {
                 let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
                 shard
+                    .leases
                     .values()
                     .map(|lease| lease.local.load(Ordering::Relaxed))
                     .sum::<u64>()
             })
-            .sum();
+            .sum::<u64>()
+            .saturating_add(c.swept_local.load(Ordering::Relaxed));
         LeaseStats {
             local,
             leases: c.leases.load(Ordering::Relaxed),
@@ -415,5 +474,67 @@ impl Leases {
             returned: c.returned.load(Ordering::Relaxed),
             stranded: c.stranded.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(leases: &Leases) -> usize {
+        leases
+            .shards
+            .iter()
+            .map(|shard| shard.read().unwrap().leases.len())
+            .sum()
+    }
+
+    fn leases(max_hold: Duration) -> Leases {
+        Leases::new(64, max_hold, (Duration::from_micros(1_000), 100), "test")
+    }
+
+    #[test]
+    fn rotating_keys_stay_bounded_and_busy_or_stocked_leases_stay() {
+        let leases = leases(Duration::from_secs(60));
+        // a caller holds this one; this other one holds slots that have not lapsed
+        let (busy, _) = leases.lease("busy");
+        let (stocked, _) = leases.lease("stocked");
+        leases.granted(&stocked, 8, 8, 0);
+        drop(stocked);
+        for i in 0..3 * MAX_LEASES {
+            let (_, lapsed) = leases.lease(&format!("key-{i}"));
+            assert!(lapsed.is_empty(), "nothing had slots to give back");
+        }
+        assert!(
+            held(&leases) <= MAX_LEASES + SHARDS,
+            "{} leases held",
+            held(&leases)
+        );
+        assert!(
+            Arc::ptr_eq(&busy, &leases.lease("busy").0),
+            "the busy lease stayed"
+        );
+        let (stocked, _) = leases.lease("stocked");
+        assert_eq!(stocked.left.load(Ordering::Relaxed), 8, "its slots stayed");
+    }
+
+    #[test]
+    fn a_swept_lease_gives_its_lapsed_slots_back_and_keeps_its_count() {
+        let leases = leases(Duration::from_nanos(1));
+        let (lapsing, _) = leases.lease("lapsing");
+        leases.granted(&lapsing, 5, 5, 0);
+        // one slot spent before it lapses is a local decision; make it so by hand
+        lapsing.local.fetch_add(1, Ordering::Relaxed);
+        drop(lapsing);
+        let mut given = Vec::new();
+        for i in 0..2 * MAX_LEASES {
+            given.extend(leases.lease(&format!("key-{i}")).1);
+        }
+        assert_eq!(given, vec![("lapsing".to_owned(), 5)]);
+        assert_eq!(
+            leases.stats().local,
+            1,
+            "the dropped lease's decisions still count"
+        );
     }
 }

@@ -45,8 +45,14 @@
 //!   refilled on a task, one refill in flight per key, while callers go on spending what is
 //!   left; a caller that finds the lease empty makes the key's round trip, and the callers
 //!   behind it wait for that one instead of making their own. A refusal from Redis is kept
-//!   until its `retry_after` or for `max_hold`, whichever is sooner, so a denied key costs
-//!   no round trips either, and slots another process gives back are seen within `max_hold`.
+//!   until its `retry_after` and a quarter of the burst has accrued (at most `max_batch`
+//!   slots, the next trip's batch), or for `max_hold`, whichever is sooner: a saturated key
+//!   costs a round trip per batch, not per slot, and slots another process gives back are
+//!   seen within `max_hold`.
+//! - **Bounded memory**: a limiter keeps at most 100 000 leases while fewer are busy; past
+//!   that, a new key first drops the leases holding nothing (no caller, no refill, no
+//!   remembered refusal, no slot that has not lapsed; lapsed slots are given back). A dropped
+//!   key's next trip asks for a batch of 1, as a new key's does.
 //! - **Redis down**: slots already leased are still spent; then the [`FailurePolicy`]
 //!   answers, as in exact mode — once per key's trip: callers queued behind a trip that
 //!   failed take the policy's answer at once instead of timing out one after another.
@@ -471,7 +477,10 @@ impl Inner {
         let Some(leases) = &self.leases else {
             return self.decide(key).await;
         };
-        let lease = leases.lease(&key);
+        let (lease, lapsed) = leases.lease(&key);
+        for (key, n) in lapsed {
+            self.spawn_give_back(key, n);
+        }
         if let Some(answer) = self.spend(&key, &lease) {
             return answer;
         }
@@ -770,7 +779,9 @@ where
         }
         // the deny cache knows the hold from here on, with or without a runtime
         if let Some(leases) = &self.inner.leases {
-            leases.hold(&self.redis_key(key), d);
+            for (key, n) in leases.hold(&self.redis_key(key), d) {
+                self.inner.spawn_give_back(key, n);
+            }
         }
         let hold = Arc::clone(&self.inner).hold(self.redis_key(key), d);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
