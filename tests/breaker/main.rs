@@ -693,22 +693,44 @@ mod keyed {
         assert!(breakers.len() <= 8, "len {}", breakers.len());
     }
 
-    /// A million rotating keys through `max_keys` 10 000: the bound holds, nothing panics.
+    /// Ten million rotating keys through `max_keys` 100 000 (half of them holding a count,
+    /// so only `max_keys` drops them): the bound holds, memory stops growing once the table
+    /// is full, nothing panics.
     #[test]
-    fn rotating_keys_stay_within_max_keys() {
+    fn ten_million_rotating_keys_stay_within_max_keys_and_memory() {
         let breakers: KeyedCircuitBreaker<u64> = KeyedCircuitBreaker::builder()
-            .max_keys(10_000)
+            .max_keys(100_000)
             .build()
             .unwrap();
-        for key in 0..1_000_000_u64 {
-            let permit = breakers.try_acquire(&key).unwrap();
-            if key % 2 == 0 {
-                permit.failure(); // a count: not fresh, so only max_keys drops it
-            } else {
-                permit.success();
+        let rotate = |keys: std::ops::Range<u64>| {
+            for key in keys {
+                let permit = breakers.try_acquire(&key).unwrap();
+                if key % 2 == 0 {
+                    permit.failure(); // a count: not fresh
+                } else {
+                    permit.success();
+                }
             }
+        };
+        rotate(0..1_000_000);
+        assert!(breakers.len() <= 100_000, "len {}", breakers.len());
+        let full = resident_bytes();
+        rotate(1_000_000..10_000_000);
+        assert!(breakers.len() <= 100_000, "len {}", breakers.len());
+        if let (Some(full), Some(after)) = (full, resident_bytes()) {
+            // 9 M more keys at a registry's few hundred bytes each would be gigabytes
+            assert!(
+                after.saturating_sub(full) < 64 << 20,
+                "resident {full} -> {after} bytes over 9 M more keys"
+            );
         }
-        assert!(breakers.len() <= 10_000, "len {}", breakers.len());
+    }
+
+    /// This process's resident memory (Linux: `/proc/self/statm`), if the system says.
+    fn resident_bytes() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
     }
 
     #[test]

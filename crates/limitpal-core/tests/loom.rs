@@ -141,6 +141,32 @@ fn bulkhead_hands_a_released_slot_to_a_waiter_exactly_once() {
 }
 
 #[test]
+fn keyed_bulkhead_hands_a_keys_slot_over_once_and_keys_stay_apart() {
+    loom::model(|| {
+        let bulkheads = limitpal_core::concurrency::KeyedBulkhead::<u64>::builder(1)
+            .queue(1, Duration::from_secs(1))
+            .max_keys(1)
+            .build()
+            .unwrap();
+        let held = bulkheads.try_acquire(&1).unwrap();
+        let b = bulkheads.clone();
+        let waiter = thread::spawn(move || {
+            let permit = wait(b.acquire(&1));
+            assert!(permit.is_some(), "the queued caller gets key 1's slot");
+            assert_eq!(b.in_flight(&1), 1);
+        });
+        // key 2's slot is its own, whatever key 1's queue does (and key 1, busy, is kept
+        // past max_keys 1)
+        let other = bulkheads.try_acquire(&2).unwrap();
+        assert!(bulkheads.try_acquire(&2).is_err(), "key 2 has one slot");
+        drop(held);
+        waiter.join().unwrap();
+        drop(other);
+        assert_eq!((bulkheads.in_flight(&1), bulkheads.in_flight(&2)), (0, 0));
+    });
+}
+
+#[test]
 fn bulkhead_wait_cancelled_while_the_slot_is_released_leaks_nothing() {
     loom::model(|| {
         let bulkhead = limitpal_core::Bulkhead::builder(1)
