@@ -61,6 +61,9 @@ struct Inner<K, C: Clock + Clone> {
     breakers: Breakers<C>,
     store: Store<K, Breakers<C>, DefaultHashBuilder>,
     idle_ttl: u64,
+    /// Whether a key's last use matters (an `idle_ttl` to wait out, or `max_keys` to pick
+    /// the least recent by): only then does an admission of a held key read the clock.
+    recency: bool,
 }
 
 /// How every key's breaker is made.
@@ -159,6 +162,7 @@ impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
                     keyed.max_keys,
                 ),
                 idle_ttl: nanos(keyed.idle_ttl),
+                recency: keyed.max_keys.is_some() || !keyed.idle_ttl.is_zero(),
             }),
         })
     }
@@ -169,13 +173,20 @@ impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
         now_nanos(&self.inner.breakers.template.clock)
     }
 
-    /// `key`'s breaker (made when the key is new), its use noted.
-    fn breaker<Q>(&self, key: &Q) -> CircuitBreaker<C>
+    /// `f` of `key`'s breaker (made when the key is new), its use noted (when it matters:
+    /// without `max_keys` and `idle_ttl` a held key's admission reads no clock).
+    #[inline]
+    fn with_breaker<Q, R>(&self, key: &Q, f: impl Fn(&CircuitBreaker<C>) -> R) -> R
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let inner = &*self.inner;
+        if !inner.recency
+            && let Some(answer) = inner.store.peek_cell(key, |cell| f(&cell.breaker))
+        {
+            return answer;
+        }
         inner.store.with_cell(
             &inner.breakers,
             key,
@@ -183,9 +194,18 @@ impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
             inner.idle_ttl,
             |cell, now| {
                 cell.used.store(now, Ordering::Relaxed);
-                cell.breaker.clone()
+                f(&cell.breaker)
             },
         )
+    }
+
+    /// `key`'s breaker (made when the key is new), its use noted.
+    fn breaker<Q>(&self, key: &Q) -> CircuitBreaker<C>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.with_breaker(key, CircuitBreaker::clone)
     }
 
     /// `key`'s breaker as a pipeline stage (made when the key is new): what
@@ -208,7 +228,14 @@ impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        self.breaker(key).try_acquire()
+        // a closed breaker admits in the store (no clone of the key's breaker to take and
+        // drop); any other runs outside the store's lock, as its listeners may call back
+        match self.with_breaker(key, |breaker| {
+            breaker.try_acquire_closed().ok_or_else(|| breaker.clone())
+        }) {
+            Ok(permit) => Ok(permit),
+            Err(breaker) => breaker.try_acquire(),
+        }
     }
 
     /// `key`'s state now (Closed for a key not held: a new key's).

@@ -203,6 +203,18 @@ impl<C: Clock> CircuitBreaker<C> {
         self.permit(inner.admit(|| now_nanos(&inner.clock)))
     }
 
+    /// [`try_acquire`](Self::try_acquire) of a Closed breaker (`None` otherwise): no
+    /// transition, no listener, so a keyed breaker admits this way under its store's lock.
+    #[inline]
+    pub(crate) fn try_acquire_closed(&self) -> Option<CallPermit> {
+        let inner = &*self.inner;
+        let w = inner.load();
+        (w.state() == CircuitState::Closed).then(|| CallPermit {
+            breaker: Some(Arc::clone(&self.inner) as Arc<dyn Sink>),
+            ticket: inner.closed_ticket(w, || now_nanos(&inner.clock)),
+        })
+    }
+
     /// [`try_acquire`](Self::try_acquire) as of `now`, read from this breaker's clock: lets a
     /// pipeline read the clock once for the limiter and the breaker.
     ///
