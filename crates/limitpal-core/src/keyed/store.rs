@@ -139,16 +139,18 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let (shard, hash) = self.locate(key);
+        // read before the probe, so the clock's read overlaps the probe's cache miss (a cold
+        // key's slot) instead of following it
+        let now = now();
         {
             let read = read(shard);
             let tag = self.tag(&read, key, hash);
             if let Some(cell) = read.table.find(tag, |k| k.borrow() == key) {
-                return f(cell, now());
+                return f(cell, now);
             }
         }
         let mut guard = write(shard);
         let shard = &mut *guard;
-        let now = now();
         let tag = self.tag(shard, key, hash);
         if let Some(cell) = shard.table.find(tag, |k| k.borrow() == key) {
             return f(cell, now);
