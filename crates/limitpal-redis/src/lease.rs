@@ -150,6 +150,9 @@ pub(crate) struct Lease {
     /// Decisions answered from this lease: counted here, in the line the spend has just
     /// taken, not in one counter every thread's decisions would pass through.
     local: AtomicU64,
+    /// Lapsed slots to give back with the key's next trip (the spend that finds them
+    /// lapsed is followed by that trip: one round trip for both, not two).
+    lapsed: AtomicU32,
     /// When the slots left lapse, in the limiter's clock (ns); 0: none held.
     lapses_at: AtomicU64,
     /// The next batch to ask for.
@@ -172,7 +175,9 @@ pub(crate) enum Spend {
     Spent { low: bool },
     /// Redis said no slot is free for this long.
     Denied(Duration),
-    /// Nothing to spend (never leased, spent, or lapsed: `lapsed` slots to give back).
+    /// Nothing to spend (never leased, spent, or lapsed: `lapsed` slots just moved to the
+    /// lease's give-back, for the key's next trip or a give-back of their own,
+    /// [`Leases::take_lapsed`]).
     Empty { lapsed: u32 },
 }
 
@@ -240,6 +245,7 @@ impl Leases {
         };
         let lease = Arc::new(Lease {
             local: AtomicU64::new(0),
+            lapsed: AtomicU32::new(0),
             left: AtomicU32::new(0),
             lapses_at: AtomicU64::new(0),
             batch: AtomicU32::new(1),
@@ -270,8 +276,9 @@ impl Leases {
             if !idle {
                 return true;
             }
-            if left > 0 {
-                lapsed.push((key.clone(), left));
+            let back = left.saturating_add(self.take_lapsed(lease));
+            if back > 0 {
+                lapsed.push((key.clone(), back));
             }
             self.counts
                 .swept_local
@@ -300,6 +307,7 @@ impl Leases {
             // the batch lapsed: whoever empties it gives the rest back
             let lapsed = lease.left.swap(0, Ordering::AcqRel);
             if lapsed > 0 {
+                lease.lapsed.fetch_add(lapsed, Ordering::AcqRel);
                 let _ = lease.lapses_at.compare_exchange(
                     lapses,
                     0,
@@ -336,6 +344,11 @@ impl Leases {
                 Err(now_left) => left = now_left,
             }
         }
+    }
+
+    /// The lapsed slots waiting to go back with the key's next trip, taken for it.
+    pub(crate) fn take_lapsed(&self, lease: &Lease) -> u32 {
+        lease.lapsed.swap(0, Ordering::AcqRel)
     }
 
     /// Round trips finished for the key so far.
@@ -443,7 +456,10 @@ impl Leases {
         for shard in &self.shards {
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
             for (key, lease) in &shard.leases {
-                let left = lease.left.swap(0, Ordering::AcqRel);
+                let left = lease
+                    .left
+                    .swap(0, Ordering::AcqRel)
+                    .saturating_add(self.take_lapsed(lease));
                 if left > 0 {
                     out.push((key.clone(), left));
                 }

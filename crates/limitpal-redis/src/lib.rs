@@ -120,7 +120,12 @@ local max_wait = tonumber(ARGV[4]) or 0
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
 local lease = tonumber(ARGV[6])
+local give = tonumber(ARGV[7])
 if lease then
+  if give and give > 0 then
+    tat = tat - give * interval
+    if tat < now then tat = now end
+  end
   local avail = math.floor((now + burst - tat) / interval)
   if avail < 1 then return {0, tat + interval - burst - now} end
   if avail > lease then avail = lease end
@@ -128,7 +133,6 @@ if lease then
   redis.call('SET', KEYS[1], string.format('%d', leased), 'PX', math.ceil((leased - now) / 1000))
   return {avail, 0}
 end
-local give = tonumber(ARGV[7])
 if give then
   local stored = tonumber(redis.call('GET', KEYS[1]))
   if stored then
@@ -442,7 +446,13 @@ impl Inner {
     /// Leases up to `batch` of `key`'s slots in one round trip: `Ok(granted)` (at least 1),
     /// `Err(Ok(wait))` when none is free, `Err(Err(()))` when Redis did not answer (the
     /// failure counted and logged).
-    async fn lease_trip(&self, key: &str, batch: u32) -> Result<u32, Result<Duration, ()>> {
+    /// `give`: lapsed slots of the key given back in the same trip, before the grant.
+    async fn lease_trip(
+        &self,
+        key: &str,
+        batch: u32,
+        give: u32,
+    ) -> Result<u32, Result<Duration, ()>> {
         let mut invocation = self.script.key(key);
         invocation
             .arg(self.interval_us)
@@ -450,8 +460,27 @@ impl Inner {
             .arg(1_u32)
             .arg(0_u64)
             .arg("")
-            .arg(batch);
-        let answer = match self.invoke(&invocation).await {
+            .arg(batch)
+            .arg(give);
+        let answer = self.lease_answer(&invocation).await;
+        if let Some(leases) = &self.leases
+            && give > 0
+        {
+            match answer {
+                // Redis answered: the script gave them back first
+                Ok(_) | Err(Ok(_)) => leases.returned(give),
+                // perhaps run, perhaps not: never counted as back (no over-admission)
+                Err(Err(())) => leases.stranded(give),
+            }
+        }
+        answer
+    }
+
+    async fn lease_answer(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<u32, Result<Duration, ()>> {
+        let answer = match self.invoke(invocation).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 self.note_failure(&error);
@@ -496,7 +525,10 @@ impl Inner {
         }
         let batch = leases.batch(&lease);
         let _ = leases.start_refill(&lease);
-        match self.lease_trip(&key, batch).await {
+        match self
+            .lease_trip(&key, batch, leases.take_lapsed(&lease))
+            .await
+        {
             Ok(granted) => {
                 leases.granted(&lease, batch, granted, 1);
                 Ok(())
@@ -530,7 +562,7 @@ impl Inner {
             Spend::Denied(wait) => Some(Err(RateLimited::new(wait))),
             Spend::Empty { lapsed } => {
                 if lapsed > 0 {
-                    self.spawn_give_back(key.to_owned(), lapsed);
+                    self.spawn_lapsed_give_back(key.to_owned(), Arc::clone(lease));
                 }
                 None
             }
@@ -550,10 +582,33 @@ impl Inner {
         runtime.spawn(async move {
             let Some(leases) = &inner.leases else { return };
             let batch = leases.batch(&lease);
-            match inner.lease_trip(&key, batch).await {
+            match inner
+                .lease_trip(&key, batch, leases.take_lapsed(&lease))
+                .await
+            {
                 Ok(granted) => leases.granted(&lease, batch, granted, 0),
                 Err(Ok(wait)) => leases.denied(&lease, wait),
                 Err(Err(())) => leases.failed(&lease),
+            }
+        });
+    }
+
+    /// Gives a lease's lapsed slots back, on a task of the current runtime that first lets
+    /// the caller go on: the trip an empty lease usually leads to takes them along (one
+    /// round trip for both), and then this finds none left to give.
+    fn spawn_lapsed_give_back(self: &Arc<Self>, key: String, lease: Arc<Lease>) {
+        let Some(leases) = &self.leases else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            leases.stranded(leases.take_lapsed(&lease));
+            return;
+        };
+        let inner = Arc::clone(self);
+        runtime.spawn(async move {
+            tokio::task::yield_now().await;
+            let Some(leases) = &inner.leases else { return };
+            let n = leases.take_lapsed(&lease);
+            if n > 0 {
+                inner.give_back_counted(key, n).await;
             }
         });
     }
@@ -565,25 +620,27 @@ impl Inner {
             leases.stranded(n);
             return;
         };
-        let inner = Arc::clone(self);
-        runtime.spawn(async move {
-            let given = give_back(
-                inner.conn.clone(),
-                &inner.script,
-                inner.timeout,
-                [inner.interval_us, inner.burst_us],
-                &key,
-                n,
-            )
-            .await;
-            if let Some(leases) = &inner.leases {
-                if given {
-                    leases.returned(n);
-                } else {
-                    leases.stranded(n);
-                }
+        runtime.spawn(Arc::clone(self).give_back_counted(key, n));
+    }
+
+    /// Gives `n` unspent slots of `key` back to Redis now, counted as returned or stranded.
+    async fn give_back_counted(self: Arc<Self>, key: String, n: u32) {
+        let given = give_back(
+            self.conn.clone(),
+            &self.script,
+            self.timeout,
+            [self.interval_us, self.burst_us],
+            &key,
+            n,
+        )
+        .await;
+        if let Some(leases) = &self.leases {
+            if given {
+                leases.returned(n);
+            } else {
+                leases.stranded(n);
             }
-        });
+        }
     }
 
     /// Holds `key` in Redis for `d` (the same script, hold mode), for every process. The
