@@ -489,10 +489,9 @@ async fn two_instances_queue_waiters_on_one_schedule_in_one_round_trip_each() {
     for t in tasks {
         let (slot, at) = t.await.unwrap();
         slots.push(slot);
-        went.push(at);
+        went.push((slot, at));
     }
     slots.sort();
-    went.sort();
     let interval = Duration::from_millis(5);
     let ms = Duration::from_millis(1);
     for pair in slots.windows(2) {
@@ -507,13 +506,14 @@ async fn two_instances_queue_waiters_on_one_schedule_in_one_round_trip_each() {
     let span = last - first;
     assert!(span + u0 + u1 + ms >= interval * 99, "{span:?}");
     assert!(span <= interval * 99 + u0 + u1 + ms, "{span:?}");
-    // what was admitted went no faster than the quota (allowing for scheduler jitter)
-    for (i, &at) in went.iter().enumerate() {
-        let within = went[i..]
-            .iter()
-            .take_while(|&&t| t < at + interval * 10)
-            .count();
-        assert!(within <= 12, "{within} waiters went within 50 ms");
+    // what was admitted went no faster than the quota: no waiter before its slot (a busy
+    // scheduler may wake several late and together, which admits nothing early; a count of
+    // waiters per 50 ms flaked on that under the whole suite's load)
+    for ((slot, uncertainty), at) in went {
+        assert!(
+            at + uncertainty + ms >= slot,
+            "a waiter went at {at:?}, before its slot {slot:?}"
+        );
     }
     assert_eq!(a.errors() + b.errors(), 0);
     // until_ready on the Redis limiter: refused at once past max_wait, with the wait. The

@@ -91,34 +91,21 @@ fn main() {
         "metric", "ours", "peer", "unit", "ratio"
     );
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("workloads") {
-        workloads(&mut report);
-        println!("targets: {} met, {} missed", report.met, report.missed);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("waiting") {
-        waiting(&mut report);
-        println!("targets: {} met, {} missed", report.met, report.missed);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("reqwest") {
-        reqwest(&mut report);
-        println!("targets: {} met, {} missed", report.met, report.missed);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("hedging") {
-        hedging(&mut report);
-        println!("targets: {} met, {} missed", report.met, report.missed);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("layers") {
-        layers(&mut report);
-        metrics_overhead(&mut report);
-        println!("targets: {} met, {} missed", report.met, report.missed);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("breakers") {
-        breakers(&mut report);
+    // one section alone, then its targets
+    let section: Option<fn(&mut Report)> = match args.first().map(String::as_str) {
+        Some("workloads") => Some(workloads),
+        Some("waiting") => Some(waiting),
+        Some("reqwest") => Some(reqwest),
+        Some("hedging") => Some(hedging),
+        Some("layers") => Some(|report| {
+            layers(report);
+            metrics_overhead(report);
+        }),
+        Some("breakers") => Some(breakers),
+        _ => None,
+    };
+    if let Some(section) = section {
+        section(&mut report);
         println!("targets: {} met, {} missed", report.met, report.missed);
         return;
     }
