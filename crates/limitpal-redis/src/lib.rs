@@ -122,12 +122,20 @@ if tat < now then tat = now end
 local lease = tonumber(ARGV[6])
 local give = tonumber(ARGV[7])
 if lease then
-  if give and give > 0 then
+  local gave = give and give > 0
+  if gave then
     tat = tat - give * interval
     if tat < now then tat = now end
   end
   local avail = math.floor((now + burst - tat) / interval)
-  if avail < 1 then return {0, tat + interval - burst - now} end
+  if avail < 1 then
+    -- refused even with the lapsed slots back (a hold runs): they are back all the same
+    -- (tat is past now here, as burst >= interval)
+    if gave then
+      redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+    end
+    return {0, tat + interval - burst - now}
+  end
   if avail > lease then avail = lease end
   local leased = tat + avail * interval
   redis.call('SET', KEYS[1], string.format('%d', leased), 'PX', math.ceil((leased - now) / 1000))
