@@ -151,16 +151,28 @@ async fn max_hedges_spaces_the_hedges_by_the_delay_and_stops_there() {
 // The layer keeps one timer per attempt: set for the hedge first, then for the attempt
 // timeout. These pin down both orders.
 
+/// `svc` behind a layer that hedges after 100 ms and bounds each call by `timeout`.
+fn hedged_with_timeout<S, Req>(
+    svc: S,
+    timeout: Duration,
+) -> impl Service<Req, Response = u32, Error = BoxError> + Clone
+where
+    S: Service<Req, Response = u32, Error = BoxError, Future: Send> + Clone + Send + 'static,
+    Req: Clone + Send + 'static,
+{
+    ResilienceLayer::builder()
+        .hedge(Hedge::after(100 * MS))
+        .attempt_timeout(timeout)
+        .build()
+        .unwrap()
+        .layer(svc)
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_attempt_timeout_still_bounds_a_hedged_call() {
     // the hedge at 100 ms answers at 250 ms, inside the primary's 300 ms timeout
     let (svc, seen) = upstream::<u32>(|n| if n == 1 { 1000 * MS } else { 150 * MS });
-    let svc = ResilienceLayer::builder()
-        .hedge(Hedge::after(100 * MS))
-        .attempt_timeout(300 * MS)
-        .build()
-        .unwrap()
-        .layer(svc);
+    let svc = hedged_with_timeout(svc, 300 * MS);
     let start = TokioClock::new();
     assert_eq!(svc.clone().oneshot(0).await.unwrap(), 2);
     assert_eq!(start.now(), 250 * MS);
@@ -168,12 +180,7 @@ async fn the_attempt_timeout_still_bounds_a_hedged_call() {
     // every call slow: the primary times out at 300 ms, its hedge (started at 100 ms, with
     // a timeout of its own) at 400 ms, and the run fails then
     let (svc, seen_slow) = upstream::<u32>(|_| 1000 * MS);
-    let svc = ResilienceLayer::builder()
-        .hedge(Hedge::after(100 * MS))
-        .attempt_timeout(300 * MS)
-        .build()
-        .unwrap()
-        .layer(svc);
+    let svc = hedged_with_timeout(svc, 300 * MS);
     let start = TokioClock::new();
     let failed = svc.oneshot(0).await;
     assert!(failed.is_err(), "both calls timed out: {failed:?}");
@@ -189,12 +196,7 @@ async fn the_attempt_timeout_still_bounds_a_hedged_call() {
 #[tokio::test(start_paused = true)]
 async fn an_attempt_timeout_shorter_than_the_hedge_delay_leaves_no_hedge() {
     let (svc, seen) = upstream::<u32>(|_| 1000 * MS);
-    let svc = ResilienceLayer::builder()
-        .hedge(Hedge::after(100 * MS))
-        .attempt_timeout(50 * MS)
-        .build()
-        .unwrap()
-        .layer(svc);
+    let svc = hedged_with_timeout(svc, 50 * MS);
     let start = TokioClock::new();
     assert!(svc.oneshot(0).await.is_err());
     assert_eq!(start.now(), 50 * MS, "timed out at the attempt timeout");
