@@ -289,19 +289,6 @@ impl<Cl> Pipeline<Cl> {
         }
     }
 
-    /// Takes what the driver saw and answers what it does next.
-    ///
-    /// A run that ends in an error the pipeline's fallback answers ends with the fallback's
-    /// value instead (counted and traced).
-    #[inline(always)]
-    pub fn step<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
-    where
-        Cl: Classify<T, E>,
-        E: 'static,
-    {
-        self.next(run, event)
-    }
-
     /// The run ends in `error`, or in the fallback's answer to it. (Asked where each error
     /// is made, not of every action `step` answers: that match copied every action once
     /// more, 5 % of a request without a fallback.)
@@ -343,8 +330,12 @@ impl<Cl> Pipeline<Cl> {
         }
     }
 
+    /// Takes what the driver saw and answers what it does next.
+    ///
+    /// A run that ends in an error the pipeline's fallback answers ends with the fallback's
+    /// value instead (counted and traced).
     #[inline(always)]
-    fn next<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
+    pub fn step<T, E>(&self, run: &mut Run, event: Event<T, E>) -> Action<T, E>
     where
         Cl: Classify<T, E>,
         E: 'static,
