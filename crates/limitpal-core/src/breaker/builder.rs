@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     CircuitBreaker, CircuitState, Config, FailureWindow, Inner, Listener, RateTrigger,
-    RejectionListener, SlowState, Word,
+    RejectionListener, Shared, SlowState, Word,
 };
 use crate::clock::nanos;
 use crate::metrics::BreakerMetrics;
@@ -255,7 +255,10 @@ impl<C, T> CircuitBreakerBuilder<C, T> {
     }
 
     /// Checks every option once: what makes each breaker built from it.
-    pub(super) fn into_template(self) -> Result<(Template<C>, Option<String>, T), ConfigError> {
+    ///
+    /// `named`: whether the breaker's metrics carry its `name` (a keyed breaker's keys are
+    /// never labels, so it records none).
+    pub(super) fn into_template(self, named: bool) -> Result<(Template<C>, T), ConfigError> {
         let nonzero = |value: u32, field| {
             if value == 0 {
                 Err(ConfigError::Zero { field })
@@ -301,23 +304,27 @@ impl<C, T> CircuitBreakerBuilder<C, T> {
             Some(0) => return Err(ConfigError::Zero { field: "slow_call" }),
             other => other,
         };
+        let metrics = BreakerMetrics::new(if named { self.name.as_deref() } else { None });
         let template = Template {
-            config: Config {
-                failure_threshold,
-                rate,
-                budget,
-                slow_call,
-                recovery: nanos(self.recovery_timeout),
-                half_open_max_calls,
-                half_open_success_threshold,
-            },
+            shared: Arc::new(Shared {
+                config: Config {
+                    failure_threshold,
+                    rate,
+                    budget,
+                    slow_call,
+                    recovery: nanos(self.recovery_timeout),
+                    half_open_max_calls,
+                    half_open_success_threshold,
+                },
+                clock: self.clock,
+                listener: self.listener,
+                shadow: self.shadow,
+                on_rejection: self.on_rejection,
+                metrics,
+            }),
             window,
-            clock: self.clock,
-            listener: self.listener,
-            shadow: self.shadow,
-            on_rejection: self.on_rejection,
         };
-        Ok((template, self.name, self.target))
+        Ok((template, self.target))
     }
 }
 
@@ -333,63 +340,47 @@ impl<C> CircuitBreakerBuilder<C> {
     where
         C: Clock,
     {
-        let (template, name, Single) = self.into_template()?;
-        Ok(template.into_breaker(name.as_deref()))
+        let (template, Single) = self.into_template(true)?;
+        Ok(template.make())
     }
 }
 
-/// A validated configuration: makes a breaker, or one per key.
-#[derive(Clone)]
+/// A validated configuration: makes a breaker, or one per key, each pointing at the same
+/// settings.
 pub(super) struct Template<C> {
-    config: Config,
+    pub(super) shared: Arc<Shared<C>>,
     window: Option<FailureWindow>,
-    pub(super) clock: C,
-    listener: Option<Listener>,
-    shadow: bool,
-    on_rejection: Option<RejectionListener>,
 }
 
 impl<C> Template<C> {
-    /// The breaker (`name`: its metrics label).
-    fn into_breaker(self, name: Option<&str>) -> CircuitBreaker<C> {
+    /// A fresh breaker, Closed: for a plain breaker the only one, for a keyed breaker a new
+    /// key's.
+    pub(super) fn make(&self) -> CircuitBreaker<C> {
         CircuitBreaker {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(Word::INITIAL.0),
                 opened_at: AtomicU64::new(0),
-                open_span: AtomicU64::new(self.config.recovery),
+                open_span: AtomicU64::new(self.shared.config.recovery),
                 budget: AtomicU64::new(0),
-                config: self.config,
                 slow: Mutex::new(SlowState {
                     in_flight: 0,
                     successes: 0,
-                    window: self.window.map(Box::new),
+                    window: self.window.clone().map(Box::new),
                 }),
-                clock: self.clock,
-                listener: self.listener,
-                shadow: self.shadow,
-                on_rejection: self.on_rejection,
-                metrics: BreakerMetrics::new(name),
+                shared: Arc::clone(&self.shared),
             }),
         }
     }
 
-    /// A fresh breaker for a new key (no metrics: a key is never a label).
-    pub(super) fn make(&self) -> CircuitBreaker<C>
-    where
-        C: Clone,
-    {
-        self.clone().into_breaker(None)
-    }
-
     pub(super) fn config_debug(&self) -> &impl fmt::Debug {
-        &self.config
+        &self.shared.config
     }
 
     /// The longest a used breaker takes to look fresh again by itself: its failure-rate
     /// window or its error budget's refill (nanoseconds).
     pub(super) fn window(&self) -> u64 {
         let rate = self.window.as_ref().map_or(0, FailureWindow::span);
-        let budget = self.config.budget.map_or(0, Gcra::window_nanos);
+        let budget = self.shared.config.budget.map_or(0, Gcra::window_nanos);
         rate.max(budget)
     }
 }

@@ -118,7 +118,7 @@ impl<C: Clock> CircuitBreaker<C> {
         {
             return false;
         }
-        if let Some(budget) = inner.config.budget
+        if let Some(budget) = inner.shared.config.budget
             && !budget.cell_full(&inner.budget, now)
         {
             return false;
@@ -149,7 +149,7 @@ impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
     /// # Errors
     /// As [`CircuitBreakerBuilder::build`], and [`ConfigError::Zero`] for a zero `max_keys`.
     pub fn build(self) -> Result<KeyedCircuitBreaker<K, C>, ConfigError> {
-        let (template, _name, keyed) = self.into_template()?;
+        let (template, keyed) = self.into_template(false)?;
         if keyed.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });
         }
@@ -170,7 +170,7 @@ impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
 
 impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
     fn now(&self) -> u64 {
-        now_nanos(&self.inner.breakers.template.clock)
+        now_nanos(&self.inner.breakers.template.shared.clock)
     }
 
     /// `f` of `key`'s breaker (made when the key is new), its use noted (when it matters:

@@ -127,8 +127,15 @@ struct Inner<C> {
     open_span: AtomicU64,
     /// The error budget's meter (a GCRA TAT over failures).
     budget: AtomicU64,
-    config: Config,
     slow: Mutex<SlowState>,
+    /// What every breaker made from one configuration shares: a keyed breaker's keys hold
+    /// their state and a pointer here, nothing more.
+    shared: Arc<Shared<C>>,
+}
+
+/// A breaker's settings, its clock and who is told about it.
+struct Shared<C> {
+    config: Config,
     clock: C,
     listener: Option<Listener>,
     shadow: bool,
@@ -183,7 +190,9 @@ impl<C: Clock> CircuitBreaker<C> {
     pub fn state(&self) -> CircuitState {
         let inner = &*self.inner;
         let w = inner.load();
-        if w.state() == CircuitState::Open && inner.recovery_left(now_nanos(&inner.clock)) == 0 {
+        if w.state() == CircuitState::Open
+            && inner.recovery_left(now_nanos(&inner.shared.clock)) == 0
+        {
             CircuitState::HalfOpen
         } else {
             w.state()
@@ -200,7 +209,7 @@ impl<C: Clock> CircuitBreaker<C> {
     #[inline]
     pub fn try_acquire(&self) -> Result<CallPermit, CircuitOpen> {
         let inner = &*self.inner;
-        self.permit(inner.admit(|| now_nanos(&inner.clock)))
+        self.permit(inner.admit(|| now_nanos(&inner.shared.clock)))
     }
 
     /// [`try_acquire`](Self::try_acquire) of a Closed breaker (`None` otherwise): no
@@ -211,7 +220,7 @@ impl<C: Clock> CircuitBreaker<C> {
         let w = inner.load();
         (w.state() == CircuitState::Closed).then(|| CallPermit {
             breaker: Some(Arc::clone(&self.inner) as Arc<dyn Sink>),
-            ticket: inner.closed_ticket(w, || now_nanos(&inner.clock)),
+            ticket: inner.closed_ticket(w, || now_nanos(&inner.shared.clock)),
         })
     }
 
@@ -234,10 +243,10 @@ impl<C: Clock> CircuitBreaker<C> {
         let w = inner.load();
         if w.state() == CircuitState::Closed {
             // built in place: no intermediate `Result` to copy on the hot path
-            let ticket = inner.closed_ticket(w, || now_nanos(&inner.clock));
+            let ticket = inner.closed_ticket(w, || now_nanos(&inner.shared.clock));
             return Ok(BreakerTicket(Admission::Closed(ticket)));
         }
-        match inner.admit(|| now_nanos(&inner.clock)) {
+        match inner.admit(|| now_nanos(&inner.shared.clock)) {
             Ok(ticket) if !ticket.probe => Ok(BreakerTicket(Admission::Closed(ticket))),
             admitted => self
                 .permit(admitted)
@@ -274,7 +283,7 @@ impl<C: Clock> CircuitBreaker<C> {
         if inner.load().state() != CircuitState::Open {
             return None;
         }
-        match inner.recovery_left(now_nanos(&inner.clock)) {
+        match inner.recovery_left(now_nanos(&inner.shared.clock)) {
             0 => None,
             left => Some(Duration::from_nanos(left)),
         }
@@ -294,7 +303,7 @@ impl<C: Clock> CircuitBreaker<C> {
     /// The clock this breaker reads.
     #[must_use]
     pub fn clock(&self) -> &C {
-        &self.inner.clock
+        &self.inner.shared.clock
     }
 }
 
@@ -308,14 +317,14 @@ impl<C: Clock> Inner<C> {
         tracing::debug!(
             target: "limitpal::breaker",
             retry_after = ?open.retry_after,
-            shadow = self.shadow,
+            shadow = self.shared.shadow,
             "circuit open: call rejected"
         );
-        self.metrics.rejected();
-        if let Some(listener) = &self.on_rejection {
+        self.shared.metrics.rejected();
+        if let Some(listener) = &self.shared.on_rejection {
             listener(&open);
         }
-        if self.shadow {
+        if self.shared.shadow {
             Ok(CallPermit {
                 breaker: None,
                 ticket: Ticket {
@@ -374,7 +383,7 @@ impl<C: Clock> Inner<C> {
     fn closed_ticket(&self, w: Word, now: impl FnOnce() -> u64) -> Ticket {
         Ticket {
             epoch: w.epoch(),
-            start: if self.config.slow_call.is_some() {
+            start: if self.shared.config.slow_call.is_some() {
                 now()
             } else {
                 0
@@ -402,7 +411,7 @@ impl<C: Clock> Inner<C> {
                     start: now,
                     probe: false,
                 }),
-                _ if slow.in_flight < self.config.half_open_max_calls => {
+                _ if slow.in_flight < self.shared.config.half_open_max_calls => {
                     slow.in_flight = slow.in_flight.saturating_add(1); // below a u32 bound
                     Ok(Ticket {
                         epoch: w.epoch(),
@@ -431,13 +440,18 @@ impl<C: Clock> Inner<C> {
             }
             return;
         }
-        let needs_now = self.config.slow_call.is_some()
-            || self.config.rate.is_some()
+        let needs_now = self.shared.config.slow_call.is_some()
+            || self.shared.config.rate.is_some()
             || verdict == Verdict::Failure
             || ticket.probe;
-        let now = if needs_now { now_nanos(&self.clock) } else { 0 };
+        let now = if needs_now {
+            now_nanos(&self.shared.clock)
+        } else {
+            0
+        };
         let failed = verdict == Verdict::Failure
             || self
+                .shared
                 .config
                 .slow_call
                 .is_some_and(|slow| now.saturating_sub(ticket.start) >= slow);
@@ -457,10 +471,16 @@ impl<C: Clock> Inner<C> {
             }
             slow.in_flight = slow.in_flight.saturating_sub(1);
             if failed {
-                self.transition(&mut slow, w, CircuitState::Open, now, self.config.recovery)
+                self.transition(
+                    &mut slow,
+                    w,
+                    CircuitState::Open,
+                    now,
+                    self.shared.config.recovery,
+                )
             } else {
                 slow.successes = slow.successes.saturating_add(1);
-                if slow.successes >= self.config.half_open_success_threshold {
+                if slow.successes >= self.shared.config.half_open_success_threshold {
                     self.transition(&mut slow, w, CircuitState::Closed, now, 0)
                 } else {
                     None
@@ -490,12 +510,12 @@ impl<C: Clock> Inner<C> {
                 .word
                 .compare_exchange_weak(w.0, next.0, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => break failures >= self.config.failure_threshold,
+                Ok(_) => break failures >= self.shared.config.failure_threshold,
                 Err(actual) => w = Word(actual),
             }
         };
-        let mut span = self.config.recovery;
-        if failed && let Some(budget) = self.config.budget {
+        let mut span = self.shared.config.recovery;
+        if failed && let Some(budget) = self.shared.config.budget {
             // this failure spends one (a budget already spent by a racing failure stays so)
             let _ = budget.check_cell(&self.budget, now, 1);
             let wait = budget.wait_cell(&self.budget, now, 1);
@@ -506,7 +526,7 @@ impl<C: Clock> Inner<C> {
                 tripped = true;
             }
         }
-        let Some(rate) = self.config.rate else {
+        let Some(rate) = self.shared.config.rate else {
             if tripped {
                 self.trip(ticket, now, span);
             }
@@ -546,14 +566,14 @@ impl<C: Clock> Inner<C> {
     }
 
     fn force(&self, to: CircuitState) {
-        let now = now_nanos(&self.clock);
+        let now = now_nanos(&self.shared.clock);
         let changed = {
             let mut slow = lock(&self.slow);
             let w = self.load();
             if to == CircuitState::Closed {
                 self.budget.store(0, Ordering::Relaxed); // a reset forgets the budget's count too
             }
-            self.transition(&mut slow, w, to, now, self.config.recovery)
+            self.transition(&mut slow, w, to, now, self.shared.config.recovery)
         };
         self.announce(changed);
     }
@@ -609,8 +629,8 @@ impl<C: Clock> Inner<C> {
             to = ?to,
             "circuit breaker state changed"
         );
-        self.metrics.state(to);
-        if let Some(listener) = &self.listener {
+        self.shared.metrics.state(to);
+        if let Some(listener) = &self.shared.listener {
             listener(from, to);
         }
     }
@@ -622,7 +642,7 @@ impl<C> fmt::Debug for CircuitBreaker<C> {
         f.debug_struct("CircuitBreaker")
             .field("state", &w.state())
             .field("consecutive_failures", &w.failures())
-            .field("config", &self.inner.config)
+            .field("config", &self.inner.shared.config)
             .finish_non_exhaustive()
     }
 }
