@@ -45,11 +45,11 @@ use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
 /// assert_eq!(breakers.len(), 1, "db-2 looks fresh again: only db-1 is held");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct KeyedCircuitBreaker<K, C: Clock + Clone = MonotonicClock> {
+pub struct KeyedCircuitBreaker<K, C: Clock = MonotonicClock> {
     inner: Arc<Inner<K, C>>,
 }
 
-impl<K, C: Clock + Clone> Clone for KeyedCircuitBreaker<K, C> {
+impl<K, C: Clock> Clone for KeyedCircuitBreaker<K, C> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -57,7 +57,7 @@ impl<K, C: Clock + Clone> Clone for KeyedCircuitBreaker<K, C> {
     }
 }
 
-struct Inner<K, C: Clock + Clone> {
+struct Inner<K, C: Clock> {
     breakers: Breakers<C>,
     store: Store<K, Breakers<C>, DefaultHashBuilder>,
     idle_ttl: u64,
@@ -77,7 +77,7 @@ struct KeyCell<C> {
     used: AtomicU64,
 }
 
-impl<C: Clock + Clone> Cells for Breakers<C> {
+impl<C: Clock> Cells for Breakers<C> {
     type Cell = KeyCell<C>;
 
     fn new_cell(&self) -> KeyCell<C> {
@@ -128,7 +128,7 @@ impl<C: Clock> CircuitBreaker<C> {
     }
 }
 
-impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
+impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
     /// Holds at most `max_keys` keys whose breakers are Closed and idle (memory bound); see
     /// [`KeyedCircuitBreaker`] for what is dropped first.
     #[must_use]
@@ -168,7 +168,7 @@ impl<K: Hash + Eq, C: Clock + Clone> CircuitBreakerBuilder<C, Keyed<K>> {
     }
 }
 
-impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
+impl<K: Hash + Eq, C: Clock> KeyedCircuitBreaker<K, C> {
     fn now(&self) -> u64 {
         now_nanos(&self.inner.breakers.template.shared.clock)
     }
@@ -273,7 +273,7 @@ impl<K: Hash + Eq, C: Clock + Clone> KeyedCircuitBreaker<K, C> {
     }
 }
 
-impl<K, C: Clock + Clone> fmt::Debug for KeyedCircuitBreaker<K, C> {
+impl<K, C: Clock> fmt::Debug for KeyedCircuitBreaker<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreaker")
             .field("config", &self.inner.breakers.template.config_debug())

@@ -133,7 +133,7 @@ impl<Req> PerRequest<Req> for NoStages {
 /// A breaker per key found in the request by `X` (then `P`'s stages); made by
 /// [`ResilienceLayerBuilder::circuit_breaker_per`].
 #[derive(Debug, Clone)]
-pub struct BreakerPer<KC, C: Clock + Clone, X, P> {
+pub struct BreakerPer<KC, C: Clock, X, P> {
     keyed: KeyedCircuitBreaker<KC, C>,
     key: X,
     inner: P,
@@ -143,7 +143,7 @@ impl<Req, KC, C, X, P> PerRequest<Req> for BreakerPer<KC, C, X, P>
 where
     X: KeyExtractor<Req, Key = KC>,
     KC: Hash + Eq + Clone,
-    C: Clock + Clone + 'static,
+    C: Clock + 'static,
     P: PerRequest<Req>,
 {
     fn stages(&self, req: &Req) -> Stages {
@@ -282,7 +282,7 @@ impl<X, K, Cl, R, P, Fb> ResilienceLayerBuilder<X, K, Cl, R, P, Fb> {
         key: XC,
     ) -> ResilienceLayerBuilder<X, K, Cl, R, BreakerPer<KC, C, XC, P>, Fb>
     where
-        C: Clock + Clone,
+        C: Clock,
     {
         ResilienceLayerBuilder {
             pipeline: self.pipeline,
