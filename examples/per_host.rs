@@ -10,10 +10,17 @@
 //! (`KeyedCircuitBreaker`, 3 consecutive failures, 500 ms recovery): `b`'s opens, its probes
 //! go every 500 ms while it is down, and it closes again at the first probe after `b` is back
 //! (until then `b`'s calls are refused locally); `a` and `c` never see a refusal. With one breaker for all three, `b`'s failures would open it for everybody.
+//!
+//! Then the same three hosts behind per-host adaptive concurrency limits
+//! (`KeyedAdaptiveLimit` with `Aimd`): every 10 ms the client offers each host 8 calls; `b`
+//! answers "overloaded" for 400 ms. Its limit falls ×0.9 per round trip to 1, so it is sent
+//! one call per round instead of 8 while it struggles, and climbs back once it recovers; `a`
+//! and `c` keep every call and their limits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use limitpal::concurrency::{Aimd, KeyedAdaptiveLimit};
 use limitpal::{CircuitState, KeyedCircuitBreaker, ManualClock};
 
 /// What each host saw.
@@ -60,6 +67,62 @@ pub(crate) fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
     Ok((hosts, breakers.state("b")))
 }
 
+/// What each host saw behind its adaptive limit: calls offered, sent, refused locally, and
+/// its limit at the end; and `b`'s lowest limit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limited {
+    pub(crate) offered: u32,
+    pub(crate) sent: u32,
+    pub(crate) refused: u32,
+    pub(crate) limit: u32,
+    pub(crate) lowest: u32,
+}
+
+/// Runs the adaptive-limit scenario: 100 rounds of 10 ms, `b` overloaded in rounds 20..60.
+pub(crate) fn run_limits() -> Result<BTreeMap<&'static str, Limited>, Box<dyn std::error::Error>> {
+    let clock = ManualClock::new();
+    let limits = KeyedAdaptiveLimit::builder(Aimd::new())
+        .initial_limit(8)
+        .max_limit(16)
+        .max_keys(10_000)
+        .clock(clock.clone())
+        .build()?;
+    let mut hosts: BTreeMap<&'static str, Limited> = BTreeMap::new();
+    for round in 0..100_u32 {
+        let mut calls = Vec::new();
+        for host in ["a", "b", "c"] {
+            let counts = hosts.entry(host).or_default();
+            for _ in 0..8 {
+                counts.offered += 1;
+                match limits.try_acquire(host) {
+                    Ok(permit) => {
+                        counts.sent += 1;
+                        calls.push((host, permit));
+                    }
+                    Err(_full) => counts.refused += 1,
+                }
+            }
+        }
+        clock.advance(Duration::from_millis(10)); // the calls take 10 ms
+        for (host, permit) in calls {
+            if host == "b" && (20..60).contains(&round) {
+                permit.failure(); // "overloaded"
+            } else {
+                permit.success();
+            }
+        }
+        for (host, counts) in &mut hosts {
+            counts.limit = limits.limit(*host);
+            counts.lowest = if round == 0 {
+                counts.limit
+            } else {
+                counts.lowest.min(counts.limit)
+            };
+        }
+    }
+    Ok(hosts)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (hosts, b_state) = run()?;
     println!(
@@ -73,5 +136,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("b's breaker at the end: {b_state:?}");
+
+    println!("\nper-host adaptive limits (8 calls offered per host every 10 ms):");
+    println!(
+        "{:<6} {:>8} {:>6} {:>8} {:>7} {:>10}",
+        "host", "offered", "sent", "refused", "lowest", "limit now"
+    );
+    for (host, c) in run_limits()? {
+        println!(
+            "{host:<6} {:>8} {:>6} {:>8} {:>7} {:>10}",
+            c.offered, c.sent, c.refused, c.lowest, c.limit
+        );
+    }
     Ok(())
 }

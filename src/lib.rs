@@ -52,10 +52,11 @@ pub use limitpal_core::{
     AdaptiveLimit, Algorithm, All, AsyncLimiter, Backoff, Bulkhead, BulkheadFull, BulkheadPermit,
     CallPermit, CheckNError, CircuitBreaker, CircuitBreakerBuilder, CircuitOpen, CircuitState,
     Classify, Clock, ConfigError, DefaultClassifier, DefaultHashBuilder, Error, Hedge, Jitter,
-    KeyedBulkhead, KeyedCircuitBreaker, LeakyBucket, ManualClock, MonotonicClock, Outcome,
-    OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder, Reservation, Reserve,
-    ReserveFuture, ResilientExecutor, ResilientExecutorBuilder, RetryBudget, RetryIf, RetryPolicy,
-    RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep, SlidingWindow, TokenBucket,
+    KeyedAdaptiveLimit, KeyedBulkhead, KeyedCircuitBreaker, LeakyBucket, ManualClock,
+    MonotonicClock, Outcome, OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder,
+    Reservation, Reserve, ReserveFuture, ResilientExecutor, ResilientExecutorBuilder, RetryBudget,
+    RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep,
+    SlidingWindow, TokenBucket,
 };
 
 /// Concurrency limits: [`Bulkhead`], [`AdaptiveLimit`] and its algorithms.

@@ -802,3 +802,28 @@ fn the_per_host_example_isolates_the_dead_host() {
         "closed again once b answered"
     );
 }
+
+/// The example's adaptive-limit numbers: `a` and `c` send every call and never shrink; `b`'s
+/// limit falls to 1 while it is overloaded (one call per round instead of 8: most of its
+/// 320 calls in those 40 rounds are refused locally) and climbs back after.
+#[test]
+fn the_per_host_example_throttles_only_the_overloaded_host() {
+    let hosts = per_host::run_limits().unwrap();
+    for host in ["a", "c"] {
+        let h = hosts[host];
+        assert_eq!(
+            (h.offered, h.sent, h.refused),
+            (800, 800, 0),
+            "{host}: {h:?}"
+        );
+        assert!(h.lowest >= 8, "{host}: {h:?}");
+    }
+    let b = hosts["b"];
+    assert_eq!(b.offered, 800);
+    assert_eq!(b.lowest, 1, "{b:?}");
+    assert!(
+        b.refused >= 200,
+        "b was spared most calls while overloaded: {b:?}"
+    );
+    assert!(b.limit > 8, "and recovered its limit after: {b:?}");
+}

@@ -667,3 +667,46 @@ async fn per_key_bulkheads_through_the_layer_and_the_executor() {
     drop(held);
     assert_eq!(breakers.state("b"), CircuitState::Open);
 }
+
+/// `adaptive_limit_per` on the layer and the executor: the failing host's limit falls with
+/// each classified failure, the healthy host keeps its own.
+#[tokio::test(start_paused = true)]
+async fn per_key_adaptive_limits_through_the_layer_and_the_executor() {
+    use limitpal::concurrency::{Aimd, KeyedAdaptiveLimit};
+    let limits: KeyedAdaptiveLimit<u32> = KeyedAdaptiveLimit::builder(Aimd::new())
+        .initial_limit(10)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let svc = ResilienceLayer::builder()
+        .adaptive_limit_per(limits.clone(), |req: &u32| req % 2)
+        .build()
+        .unwrap()
+        .layer(service_fn(|req: u32| async move {
+            if req % 2 == 1 {
+                Err::<u32, BoxError>("host 1 is overloaded".into())
+            } else {
+                Ok(req)
+            }
+        }));
+    for req in 0..10_u32 {
+        let answer = svc.clone().oneshot(req).await;
+        assert_eq!(answer.is_ok(), req % 2 == 0, "{answer:?}");
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    assert_eq!(limits.limit(&1), 5, "five failures: 10 x 0.9^5");
+    assert_eq!(limits.limit(&0), 10, "host 0 keeps its limit");
+
+    let exec = AsyncResilientExecutor::builder()
+        .adaptive_limit_per(limits.clone(), |host: &u32| *host)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let failed = exec.run(&3, || async { Err::<(), _>(()) }).await;
+        assert!(matches!(failed, Err(Error::Failed(()))), "{failed:?}");
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    assert_eq!(limits.limit(&3), 7, "10 x 0.9^3");
+    assert_eq!(exec.run(&0, || async { Ok::<_, ()>(1) }).await, Ok(1));
+    assert_eq!(limits.limit(&0), 10);
+}

@@ -246,6 +246,21 @@ impl<K, Cl, T, Fb> ResilientExecutorBuilder<K, Cl, T, Fb> {
         self
     }
 
+    /// An adaptive limit per key: each run takes its slot from the limit of `key(&run_key)`
+    /// in `keyed`, whose size follows that key's outcomes (see
+    /// [`PipelineBuilder::adaptive_limit_per`]).
+    #[must_use]
+    pub fn adaptive_limit_per<K2>(
+        self,
+        keyed: crate::KeyedAdaptiveLimit<K2>,
+        key: impl Fn(&K) -> K2 + Send + Sync + 'static,
+    ) -> Self
+    where
+        K2: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        self.bulkhead_per(keyed.into(), key)
+    }
+
     /// Classifies with a predicate: an `Err` is retried only when `retryable(&err)`.
     #[must_use]
     pub fn retry_if<F, E>(self, retryable: F) -> ResilientExecutorBuilder<K, RetryIf<F>, T, Fb>

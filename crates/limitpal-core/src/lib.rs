@@ -50,7 +50,7 @@ pub use breaker::{
 };
 pub use classify::{Classify, DefaultClassifier, Outcome, OwnRejection, Verdict};
 pub use clock::{Clock, ManualClock, MonotonicClock};
-pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadPermit, KeyedBulkhead};
+pub use concurrency::{AdaptiveLimit, Bulkhead, BulkheadPermit, KeyedAdaptiveLimit, KeyedBulkhead};
 pub use error::{BulkheadFull, CheckNError, CircuitOpen, ConfigError, Error, RateLimited};
 pub use executor::{
     BuildTarget, CheckFn, ExecutorParts, LimitCheck, ResilientExecutor, ResilientExecutorBuilder,

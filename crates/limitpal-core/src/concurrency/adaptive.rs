@@ -20,6 +20,25 @@ pub(super) struct Adaptive {
 }
 
 impl Adaptive {
+    /// A limit at `bounds.initial`, moved by `algorithm`.
+    fn new(clock: Arc<dyn Clock>, bounds: Bounds, algorithm: Box<dyn LimitAlgorithm>) -> Self {
+        Self {
+            clock,
+            min: f64::from(bounds.min),
+            max: f64::from(bounds.max),
+            state: Mutex::new((f64::from(bounds.initial), algorithm)),
+        }
+    }
+
+    /// Whether a new limit starting at `initial` would answer every later call as this one
+    /// does. Asked only with no call in flight (see [`LimitAlgorithm::is_fresh`]).
+    pub(super) fn is_fresh(&self, initial: u32) -> bool {
+        let state = lock(&self.state);
+        #[allow(clippy::float_cmp)] // exactly the start: any step taken moves it
+        let at_start = state.0 == f64::from(initial);
+        at_start && state.1.is_fresh()
+    }
+
     /// Folds one call into the limit and moves the semaphore's limit with it.
     pub(super) fn sample(&self, semaphore: &Semaphore, metrics: &BulkheadMetrics, sample: &Sample) {
         let mut state = lock(&self.state);
@@ -89,11 +108,7 @@ impl AdaptiveLimit {
     pub fn builder<A: LimitAlgorithm>(algorithm: A) -> AdaptiveLimitBuilder {
         AdaptiveLimitBuilder {
             algorithm: Box::new(algorithm),
-            initial: 20,
-            min: 1,
-            max: 1000,
-            queue: Queue::default(),
-            clock: None,
+            settings: Settings::default(),
             name: None,
         }
     }
@@ -150,22 +165,97 @@ impl From<AdaptiveLimit> for Bulkhead {
 /// Configures an [`AdaptiveLimit`]; made by [`AdaptiveLimit::builder`].
 pub struct AdaptiveLimitBuilder {
     algorithm: Box<dyn LimitAlgorithm>,
-    initial: u32,
-    min: u32,
-    max: u32,
-    queue: Queue,
-    clock: Option<Arc<dyn Clock>>,
+    settings: Settings,
     name: Option<String>,
+}
+
+/// What a plain and a keyed adaptive limit are both configured with.
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub(super) bounds: Bounds,
+    pub(super) queue: Queue,
+    pub(super) clock: Option<Arc<dyn Clock>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bounds: Bounds {
+                initial: 20,
+                min: 1,
+                max: 1000,
+            },
+            queue: Queue::default(),
+            clock: None,
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("bounds", &self.bounds)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a limit starts and the range it moves in.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    pub(super) initial: u32,
+    pub(super) min: u32,
+    pub(super) max: u32,
+}
+
+impl Settings {
+    /// Checks the bounds and the queue; returns the clock to time calls by.
+    ///
+    /// # Errors
+    /// See [`AdaptiveLimitBuilder::build`].
+    pub(super) fn checked(&self) -> Result<Arc<dyn Clock>, ConfigError> {
+        let Bounds { initial, min, max } = self.bounds;
+        if min == 0 {
+            return Err(ConfigError::Zero { field: "min_limit" });
+        }
+        if max < min {
+            return Err(ConfigError::out_of_range(
+                "max_limit",
+                max,
+                "at least min_limit",
+            ));
+        }
+        if !(min..=max).contains(&initial) {
+            return Err(ConfigError::out_of_range(
+                "initial_limit",
+                initial,
+                "in [min_limit, max_limit]",
+            ));
+        }
+        self.queue.validate()?;
+        Ok(self
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(MonotonicClock)))
+    }
+
+    /// A bulkhead at the initial limit moved by `algorithm` (settings already checked).
+    pub(super) fn limit(
+        &self,
+        clock: Arc<dyn Clock>,
+        algorithm: Box<dyn LimitAlgorithm>,
+        name: Option<&str>,
+    ) -> Bulkhead {
+        let adaptive = Adaptive::new(clock, self.bounds, algorithm);
+        Bulkhead::with(self.bounds.initial, self.queue, name, Some(adaptive))
+    }
 }
 
 impl fmt::Debug for AdaptiveLimitBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveLimitBuilder")
             .field("algorithm", &self.algorithm)
-            .field("initial", &self.initial)
-            .field("min", &self.min)
-            .field("max", &self.max)
-            .field("queue", &self.queue)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -174,28 +264,28 @@ impl AdaptiveLimitBuilder {
     /// The limit to start with (default 20).
     #[must_use]
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.initial = limit;
+        self.settings.bounds.initial = limit;
         self
     }
 
     /// The limit never falls below this (default 1).
     #[must_use]
     pub fn min_limit(mut self, limit: u32) -> Self {
-        self.min = limit;
+        self.settings.bounds.min = limit;
         self
     }
 
     /// The limit never rises above this (default 1000).
     #[must_use]
     pub fn max_limit(mut self, limit: u32) -> Self {
-        self.max = limit;
+        self.settings.bounds.max = limit;
         self
     }
 
     /// Lets up to `max_waiting` callers wait up to `max_wait` for a slot (default: no queue).
     #[must_use]
     pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
-        self.queue = Queue::new(max_waiting, max_wait);
+        self.settings.queue = Queue::new(max_waiting, max_wait);
         self
     }
 
@@ -210,7 +300,7 @@ impl AdaptiveLimitBuilder {
     /// [`ManualClock`](crate::ManualClock) in tests).
     #[must_use]
     pub fn clock<C: Clock>(mut self, clock: C) -> Self {
-        self.clock = Some(Arc::new(clock));
+        self.settings.clock = Some(Arc::new(clock));
         self
     }
 
@@ -220,33 +310,11 @@ impl AdaptiveLimitBuilder {
     /// [`ConfigError`] for a zero `min_limit`, `max_limit` below `min_limit`, an
     /// `initial_limit` outside `[min_limit, max_limit]`, or a zero `max_wait` with a queue.
     pub fn build(self) -> Result<AdaptiveLimit, ConfigError> {
-        if self.min == 0 {
-            return Err(ConfigError::Zero { field: "min_limit" });
-        }
-        if self.max < self.min {
-            return Err(ConfigError::out_of_range(
-                "max_limit",
-                self.max,
-                "at least min_limit",
-            ));
-        }
-        if !(self.min..=self.max).contains(&self.initial) {
-            return Err(ConfigError::out_of_range(
-                "initial_limit",
-                self.initial,
-                "in [min_limit, max_limit]",
-            ));
-        }
-        let queue = self.queue.validate()?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(MonotonicClock));
-        let adaptive = Adaptive {
-            clock,
-            min: f64::from(self.min),
-            max: f64::from(self.max),
-            state: Mutex::new((f64::from(self.initial), self.algorithm)),
-        };
+        let clock = self.settings.checked()?;
         Ok(AdaptiveLimit {
-            bulkhead: Bulkhead::with(self.initial, queue, self.name.as_deref(), Some(adaptive)),
+            bulkhead: self
+                .settings
+                .limit(clock, self.algorithm, self.name.as_deref()),
         })
     }
 }

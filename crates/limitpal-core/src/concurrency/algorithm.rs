@@ -48,6 +48,16 @@ pub trait LimitAlgorithm: fmt::Debug + Send + 'static {
     fn enforced(&self, limit: f64) -> f64 {
         limit
     }
+
+    /// Whether this algorithm would answer every later sample exactly as a new one (a clone
+    /// of the one the limit was built with) would, given the same limit. A
+    /// [`KeyedAdaptiveLimit`](super::KeyedAdaptiveLimit) asks only when the key has no call
+    /// in flight and its limit is back at `initial_limit`, and then drops the key
+    /// unobservably. The default, `false`, keeps such keys until `max_keys` or
+    /// `forget_after` removes them; say `true` only if no history of yours survives.
+    fn is_fresh(&self) -> bool {
+        false
+    }
 }
 
 /// Additive increase, multiplicative decrease, with TCP congestion avoidance's pacing: a
@@ -145,6 +155,12 @@ impl LimitAlgorithm for Aimd {
             // not using half the limit: success says nothing about a higher one
             limit
         }
+    }
+
+    /// Always: the only history is the last decrease, which matters only to calls started
+    /// before it, and none is in flight when this is asked.
+    fn is_fresh(&self) -> bool {
+        true
     }
 }
 
@@ -387,6 +403,12 @@ impl LimitAlgorithm for Gradient2 {
         };
         let target = limit * gradient + growth;
         limit * (1.0 - self.smoothing) + target * self.smoothing
+    }
+
+    /// Before its first sample only: the baseline and the window count are history.
+    fn is_fresh(&self) -> bool {
+        let s = &self.state;
+        s.start.is_none() && s.windows == 0 && s.lows.is_empty()
     }
 
     fn enforced(&self, limit: f64) -> f64 {

@@ -40,7 +40,9 @@ use std::time::Duration;
 use adaptive::Adaptive;
 pub use adaptive::{AdaptiveLimit, AdaptiveLimitBuilder};
 pub use algorithm::{Aimd, Gradient2, LimitAlgorithm, Sample};
-pub use keyed::{KeyedBulkhead, KeyedBulkheadBuilder};
+pub use keyed::{
+    KeyedAdaptiveLimit, KeyedAdaptiveLimitBuilder, KeyedBulkhead, KeyedBulkheadBuilder,
+};
 use permit::AcquireState;
 pub use permit::{Acquire, BulkheadPermit};
 use semaphore::{Entry, Semaphore};

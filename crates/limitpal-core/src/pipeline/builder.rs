@@ -186,6 +186,20 @@ impl<K, Cl, Fb> PipelineBuilder<K, Cl, Fb> {
         self
     }
 
+    /// An adaptive limit per key (step 4): like [`bulkhead_per`](Self::bulkhead_per), with
+    /// each key's limit following that key's latency and classified outcomes.
+    #[must_use]
+    pub fn adaptive_limit_per<K2>(
+        self,
+        keyed: crate::KeyedAdaptiveLimit<K2>,
+        key: impl Fn(&K) -> K2 + Send + Sync + 'static,
+    ) -> Self
+    where
+        K2: Hash + Eq + Clone + Send + Sync + 'static,
+    {
+        self.bulkhead_per(keyed.into(), key)
+    }
+
     /// Classifies results: `Fn(Result<&T, &E>) -> Outcome` (see [`Outcome`](crate::Outcome)).
     #[must_use]
     pub fn classifier<Cl2>(self, classifier: Cl2) -> PipelineBuilder<K, Cl2, Fb> {

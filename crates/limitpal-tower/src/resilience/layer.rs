@@ -319,6 +319,18 @@ impl<X, K, Cl, R, P, Fb> ResilienceLayerBuilder<X, K, Cl, R, P, Fb> {
         }
     }
 
+    /// An adaptive limit per key that `key` finds in the request: like
+    /// [`bulkhead_per`](Self::bulkhead_per), each key's limit following the latency and
+    /// classified outcomes of that key's attempts (one slow host is throttled, the others
+    /// keep their limits).
+    pub fn adaptive_limit_per<KB, XB>(
+        self,
+        keyed: limitpal_core::KeyedAdaptiveLimit<KB>,
+        key: XB,
+    ) -> ResilienceLayerBuilder<X, K, Cl, R, BulkheadPer<KB, XB, P>, Fb> {
+        self.bulkhead_per(keyed.into(), key)
+    }
+
     /// What to do with a request whose key cannot be found (default: reject with
     /// [`KeyMissing`](crate::KeyMissing)).
     #[must_use]
