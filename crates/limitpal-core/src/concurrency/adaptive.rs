@@ -162,6 +162,50 @@ impl From<AdaptiveLimit> for Bulkhead {
     }
 }
 
+/// The setters every adaptive-limit builder has (its `settings: Settings` field), written
+/// once for [`AdaptiveLimitBuilder`] and the keyed builder.
+macro_rules! settings_setters {
+    () => {
+        /// The limit to start with (every key's, for a keyed limit; default 20).
+        #[must_use]
+        pub fn initial_limit(mut self, limit: u32) -> Self {
+            self.settings.bounds.initial = limit;
+            self
+        }
+
+        /// The limit never falls below this (default 1).
+        #[must_use]
+        pub fn min_limit(mut self, limit: u32) -> Self {
+            self.settings.bounds.min = limit;
+            self
+        }
+
+        /// The limit never rises above this (default 1000).
+        #[must_use]
+        pub fn max_limit(mut self, limit: u32) -> Self {
+            self.settings.bounds.max = limit;
+            self
+        }
+
+        /// Lets up to `max_waiting` callers (per key, for a keyed limit) wait in FIFO order up
+        /// to `max_wait` each for a slot (default: no queue).
+        #[must_use]
+        pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
+            self.settings.queue = Queue::new(max_waiting, max_wait);
+            self
+        }
+
+        /// The clock that times calls (and notes a keyed limit's last uses; default
+        /// [`MonotonicClock`]; `TokioClock` or [`ManualClock`](crate::ManualClock) in tests).
+        #[must_use]
+        pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+            self.settings.clock = Some(Arc::new(clock));
+            self
+        }
+    };
+}
+pub(super) use settings_setters;
+
 /// Configures an [`AdaptiveLimit`]; made by [`AdaptiveLimit::builder`].
 pub struct AdaptiveLimitBuilder {
     algorithm: Box<dyn LimitAlgorithm>,
@@ -261,46 +305,12 @@ impl fmt::Debug for AdaptiveLimitBuilder {
 }
 
 impl AdaptiveLimitBuilder {
-    /// The limit to start with (default 20).
-    #[must_use]
-    pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.settings.bounds.initial = limit;
-        self
-    }
-
-    /// The limit never falls below this (default 1).
-    #[must_use]
-    pub fn min_limit(mut self, limit: u32) -> Self {
-        self.settings.bounds.min = limit;
-        self
-    }
-
-    /// The limit never rises above this (default 1000).
-    #[must_use]
-    pub fn max_limit(mut self, limit: u32) -> Self {
-        self.settings.bounds.max = limit;
-        self
-    }
-
-    /// Lets up to `max_waiting` callers wait up to `max_wait` for a slot (default: no queue).
-    #[must_use]
-    pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
-        self.settings.queue = Queue::new(max_waiting, max_wait);
-        self
-    }
+    settings_setters!();
 
     /// A name for its metrics (feature `metrics`: label `name`; the limit is a gauge).
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
-        self
-    }
-
-    /// The clock that times calls (default [`MonotonicClock`]; `TokioClock` or
-    /// [`ManualClock`](crate::ManualClock) in tests).
-    #[must_use]
-    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
-        self.settings.clock = Some(Arc::new(clock));
         self
     }
 

@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::adaptive::Settings;
+use super::adaptive::{Settings, settings_setters};
 use super::{Acquire, Bulkhead, BulkheadPermit, LimitAlgorithm, Queue};
 use crate::clock::{nanos, now_nanos};
 use crate::keyed::{Cells, DefaultHashBuilder, Store, default_shards};
@@ -500,41 +500,7 @@ impl<K> fmt::Debug for KeyedAdaptiveLimitBuilder<K> {
 }
 
 impl<K> KeyedAdaptiveLimitBuilder<K> {
-    /// The limit every key starts with (default 20).
-    #[must_use]
-    pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.settings.bounds.initial = limit;
-        self
-    }
-
-    /// No key's limit falls below this (default 1).
-    #[must_use]
-    pub fn min_limit(mut self, limit: u32) -> Self {
-        self.settings.bounds.min = limit;
-        self
-    }
-
-    /// No key's limit rises above this (default 1000).
-    #[must_use]
-    pub fn max_limit(mut self, limit: u32) -> Self {
-        self.settings.bounds.max = limit;
-        self
-    }
-
-    /// Lets up to `max_waiting` callers *per key* wait (FIFO) up to `max_wait` each for one
-    /// of the key's slots (default: no queue).
-    #[must_use]
-    pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
-        self.settings.queue = Queue::new(max_waiting, max_wait);
-        self
-    }
-
-    /// The clock that times calls and notes keys' last uses (default [`MonotonicClock`]).
-    #[must_use]
-    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
-        self.settings.clock = Some(Arc::new(clock));
-        self
-    }
+    settings_setters!();
 
     /// Holds at most `max_keys` keys with nothing in flight: past it, a key like a new one
     /// goes first, else the least recently used free key (forgetting its limit). Busy keys
