@@ -8,7 +8,8 @@
 //! valgrind --tool=cachegrind --branch-sim=yes target/release/profile keyed-ours 1000000 10000
 //! ```
 //!
-//! Workloads: `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
+//! Workloads: `reqwest-bare`, `reqwest-retry`, `reqwest-ours`, `reqwest-pipeline` (canned
+//! `GET`s through the `compare reqwest` stacks), `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
 //! layer), `http-ours`, `http-governor` (allowed requests through one axum router),
 //! `refilling-ours`, `refilling-governor` (round-robin over the keys given third, each full
 //! again when it comes back), `deny-ours`, `deny-governor` (a spent unkeyed quota), `zipf-ours`, `zipf-governor` (the
@@ -19,6 +20,7 @@
 use std::hint::black_box;
 
 use limitpal_bench::drive::{complete, request, runtime};
+use limitpal_bench::http_client::{CANNED_URL, Stack, client, client_runtime, get};
 use limitpal_bench::layers::{Echo, ours_bulkhead, ours_resilience, tower_concurrency_limit};
 use limitpal_bench::limiters::{governor_keyed_live, ours_keyed_live};
 use tower::Service;
@@ -27,6 +29,15 @@ fn requests<S: Service<u64>>(mut svc: S, n: u64) {
     let rt = runtime();
     for i in 0..n {
         let _ = black_box(request(&rt, &mut svc, i));
+    }
+}
+
+/// `n` canned `GET`s (answered by a last middleware, no network) through one stack.
+fn canned(stack: Stack, n: u64) {
+    let rt = client_runtime();
+    let client = client(stack, true);
+    for _ in 0..n {
+        black_box(get(&rt, &client, CANNED_URL));
     }
 }
 
@@ -54,6 +65,10 @@ fn main() {
         .unwrap_or(1_000_000);
     match workload.as_str() {
         "bare" => requests(Echo, n),
+        "reqwest-bare" => canned(Stack::Bare, n),
+        "reqwest-retry" => canned(Stack::ReqwestRetry, n),
+        "reqwest-ours" => canned(Stack::OursRetry, n),
+        "reqwest-pipeline" => canned(Stack::OursPipeline, n),
         "resilience" => requests(ours_resilience(), n),
         "bulkhead" => requests(ours_bulkhead(), n),
         "tower-concurrency" => requests(tower_concurrency_limit(), n),
