@@ -36,10 +36,13 @@
 //! - Time: [`Clock`], [`MonotonicClock`], [`ManualClock`].
 //! - Rate limiting: [`TokenBucket`], [`LeakyBucket`], [`SlidingWindow`], composites with
 //!   [`Algorithm::and`], the keyed [`RateLimiter`], [`AsyncLimiter`].
-//! - Circuit breaking: [`CircuitBreaker`], [`CallPermit`], [`CircuitState`].
+//! - Circuit breaking: [`CircuitBreaker`], [`CallPermit`], [`CircuitState`]; one per key
+//!   (a host) with [`KeyedCircuitBreaker`].
 //! - Retries: [`RetryPolicy`] ([`Backoff`], [`Jitter`]), [`RetryBudget`], [`RetryState`].
 //! - Concurrency: [`Bulkhead`] (at most N at once, optional wait queue), [`AdaptiveLimit`]
-//!   (N follows the callee: [`concurrency::Aimd`], [`concurrency::Gradient2`]), [`BulkheadFull`].
+//!   (N follows the callee: [`concurrency::Aimd`], [`concurrency::Gradient2`]), [`BulkheadFull`];
+//!   per key (a tenant, a host) with [`KeyedBulkhead`] and [`KeyedAdaptiveLimit`], in the
+//!   rate limiter's bounded keyed store.
 //! - The pipeline: [`ResilientExecutor`] (sync), [`Error`]; with `tower`:
 //!   `tower::ResilienceLayer` and `tower::AsyncResilientExecutor`; the step machine they
 //!   all drive, [`pipeline`].
