@@ -194,3 +194,73 @@ fn an_error_budget_comes_from_configuration_and_bad_ones_name_their_path() {
             .unwrap_err();
     assert!(typo.to_string().contains("max_failure"), "{typo}");
 }
+
+/// The keyed stages from configuration: a breaker per host, a bulkhead per tenant and an
+/// adaptive limit per host, each with its store's bound; bad values name their path.
+#[test]
+fn keyed_breakers_bulkheads_and_adaptive_limits_come_from_configuration() {
+    use limitpal::config::{KeyedAdaptiveLimitConfig, KeyedBreakerConfig, KeyedBulkheadConfig};
+
+    let breakers: KeyedBreakerConfig = toml::from_str(
+        r#"
+max_keys = 1000
+idle_ttl = "1m"
+[breaker]
+failure_threshold = 2
+recovery_timeout = "5s"
+"#,
+    )
+    .unwrap();
+    let per_host = breakers.build::<String>().unwrap();
+    for _ in 0..2 {
+        per_host.try_acquire("b").unwrap().failure();
+    }
+    assert_eq!(per_host.state("b"), CircuitState::Open);
+    assert_eq!(per_host.state("a"), CircuitState::Closed);
+    assert!(per_host.try_acquire("a").is_ok());
+
+    let tenants: KeyedBulkheadConfig = serde_json::from_str(
+        r#"{ "max_keys": 100, "bulkhead": { "max_concurrent": 1, "max_waiting": 2, "max_wait": "50ms" } }"#,
+    )
+    .unwrap();
+    let per_tenant = tenants.build::<String>().unwrap();
+    let _held = per_tenant.try_acquire("t1").unwrap();
+    assert!(per_tenant.try_acquire("t1").is_err());
+    assert!(per_tenant.try_acquire("t2").is_ok());
+    assert_eq!(per_tenant.max_wait(), Duration::from_millis(50));
+
+    let limits: KeyedAdaptiveLimitConfig = toml::from_str(
+        r#"
+forget_after = "10m"
+[adaptive_limit]
+algorithm = "aimd"
+initial_limit = 10
+"#,
+    )
+    .unwrap();
+    let per_host = limits.build::<String>().unwrap();
+    assert_eq!(per_host.limit("a"), 10);
+    per_host.try_acquire("a").unwrap().failure();
+    assert_eq!(per_host.limit("a"), 9);
+
+    let zero: KeyedBreakerConfig = toml::from_str("max_keys = 0\n").unwrap();
+    assert_eq!(zero.build::<u64>().unwrap_err().path, "max_keys");
+    let bad: KeyedBreakerConfig = toml::from_str("[breaker]\nfailure_threshold = 0\n").unwrap();
+    assert_eq!(
+        bad.build::<u64>().unwrap_err().path,
+        "breaker.failure_threshold"
+    );
+    let bad: KeyedAdaptiveLimitConfig =
+        toml::from_str("forget_after = \"0s\"\n[adaptive_limit]\nalgorithm = \"gradient2\"\n")
+            .unwrap();
+    assert_eq!(bad.build::<u64>().unwrap_err().path, "forget_after");
+    let bad: KeyedAdaptiveLimitConfig =
+        toml::from_str("[adaptive_limit]\nalgorithm = \"aimd\"\nmin_limit = 0\n").unwrap();
+    assert_eq!(
+        bad.build::<u64>().unwrap_err().path,
+        "adaptive_limit.min_limit"
+    );
+    let unknown =
+        toml::from_str::<KeyedBulkheadConfig>("max_key = 3\n[bulkhead]\nmax_concurrent = 1\n");
+    assert!(unknown.is_err(), "unknown fields are refused");
+}

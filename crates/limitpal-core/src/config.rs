@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::concurrency::{Aimd, Gradient2};
+use crate::breaker::CircuitBreakerBuilder;
+use crate::concurrency::{Aimd, Gradient2, KeyedAdaptiveLimit, KeyedBulkhead};
 use crate::{
-    AdaptiveLimit, Backoff, Bulkhead, CircuitBreaker, ConfigError, Jitter, RateLimiter,
-    ResilientExecutor, RetryBudget, RetryPolicy, TokenBucket,
+    AdaptiveLimit, Backoff, Bulkhead, CircuitBreaker, ConfigError, Jitter, KeyedCircuitBreaker,
+    MonotonicClock, RateLimiter, ResilientExecutor, RetryBudget, RetryPolicy, TokenBucket,
 };
 
 /// A configuration value was rejected; `path` says where (`retry.max_delay`).
@@ -192,7 +193,17 @@ impl BreakerConfig {
     /// # Errors
     /// [`ConfigPathError`] under `breaker.`.
     pub fn build(&self) -> Result<CircuitBreaker, ConfigPathError> {
-        let mut builder = CircuitBreaker::builder()
+        self.configure(CircuitBreaker::builder())
+            .build()
+            .map_err(at("breaker"))
+    }
+
+    /// These settings on a plain or a keyed breaker's builder.
+    fn configure<T>(
+        &self,
+        builder: CircuitBreakerBuilder<MonotonicClock, T>,
+    ) -> CircuitBreakerBuilder<MonotonicClock, T> {
+        let mut builder = builder
             .failure_threshold(self.failure_threshold)
             .recovery_timeout(self.recovery_timeout)
             .half_open_max_calls(self.half_open_max_calls)
@@ -210,7 +221,67 @@ impl BreakerConfig {
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }
-        builder.build().map_err(at("breaker"))
+        builder
+    }
+}
+
+/// A breaker per key: `KeyedCircuitBreaker::builder()` with `breaker`'s settings, plus the
+/// store's bound. The key extractor is code (`circuit_breaker_per(keyed, |req| ..)`).
+///
+/// ```
+/// use limitpal_core::config::KeyedBreakerConfig;
+///
+/// let config: KeyedBreakerConfig = serde_json::from_str(r#"{
+///     "max_keys": 10000,
+///     "breaker": { "failure_threshold": 3, "recovery_timeout": "5s" }
+/// }"#)?;
+/// let per_host = config.build::<String>()?;
+/// for _ in 0..3 {
+///     per_host.try_acquire("db-2:5432")?.failure();
+/// }
+/// assert!(per_host.try_acquire("db-2:5432").is_err());
+/// assert!(per_host.try_acquire("db-1:5432").is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyedBreakerConfig {
+    /// Every key's breaker (the plain breaker's fields and defaults).
+    pub breaker: BreakerConfig,
+    /// Keys held at most (default: unbounded; fresh keys are dropped anyway).
+    pub max_keys: Option<usize>,
+    /// How long a key must look fresh before it may be dropped (default 0).
+    #[serde(deserialize_with = "optional_duration")]
+    pub idle_ttl: Option<Duration>,
+}
+
+impl KeyedBreakerConfig {
+    /// Builds the keyed breaker.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `breaker.` (a zero `max_keys`: `max_keys`).
+    pub fn build<K: std::hash::Hash + Eq>(
+        &self,
+    ) -> Result<KeyedCircuitBreaker<K>, ConfigPathError> {
+        let mut builder = self.breaker.configure(KeyedCircuitBreaker::builder());
+        if let Some(max) = self.max_keys {
+            builder = builder.max_keys(max);
+        }
+        if let Some(ttl) = self.idle_ttl {
+            builder = builder.idle_ttl(ttl);
+        }
+        builder.build().map_err(keyed_at("breaker"))
+    }
+}
+
+/// Errors of a keyed stage: the store's own fields at the top, the rest under `section`.
+fn keyed_at(section: &str) -> impl Fn(ConfigError) -> ConfigPathError + '_ {
+    move |error| match error.field() {
+        "max_keys" | "forget_after" => ConfigPathError {
+            path: error.field().to_owned(),
+            error,
+        },
+        _ => at(section)(error),
     }
 }
 
@@ -360,6 +431,35 @@ impl BulkheadConfig {
     }
 }
 
+/// A bulkhead per key: `KeyedBulkhead::builder(..)` with `bulkhead`'s settings (its `name`
+/// unused: keys are never metric labels), plus the store's bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedBulkheadConfig {
+    /// Every key's bulkhead.
+    pub bulkhead: BulkheadConfig,
+    /// Keys with nothing in flight held at most (default: unbounded; free keys are dropped
+    /// anyway).
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+}
+
+impl KeyedBulkheadConfig {
+    /// Builds the keyed bulkhead.
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `bulkhead.` (a zero `max_keys`: `max_keys`).
+    pub fn build<K: std::hash::Hash + Eq>(&self) -> Result<KeyedBulkhead<K>, ConfigPathError> {
+        let b = &self.bulkhead;
+        let mut builder = KeyedBulkhead::builder(b.max_concurrent)
+            .queue(b.max_waiting, b.max_wait.unwrap_or_default());
+        if let Some(max) = self.max_keys {
+            builder = builder.max_keys(max);
+        }
+        builder.build().map_err(keyed_at("bulkhead"))
+    }
+}
+
 /// Which algorithm moves an adaptive limit (each with its defaults).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -406,20 +506,51 @@ impl AdaptiveLimitConfig {
             AlgorithmConfig::Aimd => AdaptiveLimit::builder(Aimd::new()),
             AlgorithmConfig::Gradient2 => AdaptiveLimit::builder(Gradient2::new()),
         }
-        .queue(self.max_waiting, self.max_wait.unwrap_or_default());
-        if let Some(limit) = self.initial_limit {
-            builder = builder.initial_limit(limit);
-        }
-        if let Some(limit) = self.min_limit {
-            builder = builder.min_limit(limit);
-        }
-        if let Some(limit) = self.max_limit {
-            builder = builder.max_limit(limit);
-        }
+        .queue(self.max_waiting, self.max_wait.unwrap_or_default())
+        .bounds(self.initial_limit, self.min_limit, self.max_limit);
         if let Some(name) = &self.name {
             builder = builder.name(name.clone());
         }
         builder.build().map_err(at("adaptive_limit"))
+    }
+}
+
+/// An adaptive limit per key: `KeyedAdaptiveLimit::builder(algorithm)` with
+/// `adaptive_limit`'s settings (its `name` unused: keys are never metric labels), plus the
+/// store's bound and how long an unused key's learned limit is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedAdaptiveLimitConfig {
+    /// Every key's limit.
+    pub adaptive_limit: AdaptiveLimitConfig,
+    /// Keys with nothing in flight held at most (default: unbounded).
+    #[serde(default)]
+    pub max_keys: Option<usize>,
+    /// A key unused this long forgets its limit (default: never).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub forget_after: Option<Duration>,
+}
+
+impl KeyedAdaptiveLimitConfig {
+    /// Builds the keyed limit (on [`MonotonicClock`]).
+    ///
+    /// # Errors
+    /// [`ConfigPathError`] under `adaptive_limit.` (`max_keys`, `forget_after` at the top).
+    pub fn build<K: std::hash::Hash + Eq>(&self) -> Result<KeyedAdaptiveLimit<K>, ConfigPathError> {
+        let a = &self.adaptive_limit;
+        let mut builder = match a.algorithm {
+            AlgorithmConfig::Aimd => KeyedAdaptiveLimit::builder(Aimd::new()),
+            AlgorithmConfig::Gradient2 => KeyedAdaptiveLimit::builder(Gradient2::new()),
+        }
+        .queue(a.max_waiting, a.max_wait.unwrap_or_default())
+        .bounds(a.initial_limit, a.min_limit, a.max_limit);
+        if let Some(max) = self.max_keys {
+            builder = builder.max_keys(max);
+        }
+        if let Some(after) = self.forget_after {
+            builder = builder.forget_after(after);
+        }
+        builder.build().map_err(keyed_at("adaptive_limit"))
     }
 }
 

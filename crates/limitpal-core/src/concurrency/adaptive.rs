@@ -195,6 +195,21 @@ macro_rules! settings_setters {
             self
         }
 
+        /// The bounds given, each left at its default where `None` (for configuration).
+        #[cfg(feature = "serde")]
+        pub(crate) fn bounds(
+            mut self,
+            initial: Option<u32>,
+            min: Option<u32>,
+            max: Option<u32>,
+        ) -> Self {
+            let b = &mut self.settings.bounds;
+            b.initial = initial.unwrap_or(b.initial);
+            b.min = min.unwrap_or(b.min);
+            b.max = max.unwrap_or(b.max);
+            self
+        }
+
         /// The clock that times calls (and notes a keyed limit's last uses; default
         /// [`MonotonicClock`]; `TokioClock` or [`ManualClock`](crate::ManualClock) in tests).
         #[must_use]
