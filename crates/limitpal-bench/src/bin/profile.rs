@@ -8,7 +8,7 @@
 //! valgrind --tool=cachegrind --branch-sim=yes target/release/profile keyed-ours 1000000 10000
 //! ```
 //!
-//! Workloads: `reqwest-bare`, `reqwest-retry`, `reqwest-ours`, `reqwest-pipeline` (canned
+//! Workloads: `breaker-plain`, `breaker-keyed` (admissions of one key), `reqwest-bare`, `reqwest-retry`, `reqwest-ours`, `reqwest-pipeline` (canned
 //! `GET`s through the `compare reqwest` stacks), `bare`, `resilience`, `bulkhead`, `tower-concurrency` (requests through the
 //! layer), `http-ours`, `http-governor` (allowed requests through one axum router),
 //! `refilling-ours`, `refilling-governor` (round-robin over the keys given third, each full
@@ -65,6 +65,31 @@ fn main() {
         .unwrap_or(1_000_000);
     match workload.as_str() {
         "bare" => requests(Echo, n),
+        "breaker-plain" => {
+            let plain = limitpal::CircuitBreaker::builder().build().expect("valid");
+            for _ in 0..n {
+                black_box(
+                    plain
+                        .try_acquire()
+                        .map(limitpal::CallPermit::success)
+                        .is_ok(),
+                );
+            }
+        }
+        "breaker-keyed" => {
+            let keyed: limitpal::KeyedCircuitBreaker<u64> =
+                limitpal::KeyedCircuitBreaker::builder()
+                    .build()
+                    .expect("valid");
+            for _ in 0..n {
+                black_box(
+                    keyed
+                        .try_acquire(&7)
+                        .map(limitpal::CallPermit::success)
+                        .is_ok(),
+                );
+            }
+        }
         "reqwest-bare" => canned(Stack::Bare, n),
         "reqwest-retry" => canned(Stack::ReqwestRetry, n),
         "reqwest-ours" => canned(Stack::OursRetry, n),
