@@ -9,7 +9,10 @@
 //! time). Host `b` dies at request 60 and comes back at request 240. One breaker per host
 //! (`KeyedCircuitBreaker`, 3 consecutive failures, 500 ms recovery): `b`'s opens, its probes
 //! go every 500 ms while it is down, and it closes again at the first probe after `b` is back
-//! (until then `b`'s calls are refused locally); `a` and `c` never see a refusal. With one breaker for all three, `b`'s failures would open it for everybody.
+//! (until then `b`'s calls are refused locally); `a` and `c` never see a refusal. With one
+//! breaker for all three, `b`'s failures would open it for everybody. The breaker reports
+//! each host's transitions with the host's name (`on_key_state_change`: keys are reported
+//! only where you ask for them).
 //!
 //! Then the same three hosts behind per-host adaptive concurrency limits
 //! (`KeyedAdaptiveLimit` with `Aimd`): every 10 ms the client offers each host 8 calls; `b`
@@ -18,10 +21,11 @@
 //! and `c` keep every call and their limits.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use limitpal::concurrency::{Aimd, KeyedAdaptiveLimit};
-use limitpal::{CircuitState, KeyedCircuitBreaker, ManualClock};
+use limitpal::{CircuitState, Clock, KeyedCircuitBreaker, ManualClock};
 
 /// What each host saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +38,27 @@ pub(crate) struct Host {
     pub(crate) refused: u32,
 }
 
-/// Each host's counts, and `b`'s breaker state at the end.
-pub(crate) type Outcome = (BTreeMap<&'static str, Host>, CircuitState);
+/// A breaker's transition: when (ms into the run), which host, from, to.
+pub(crate) type Transition = (u64, String, CircuitState, CircuitState);
+
+/// Each host's counts, `b`'s breaker state at the end, and every transition.
+pub(crate) type Outcome = (BTreeMap<&'static str, Host>, CircuitState, Vec<Transition>);
 
 /// Runs the scenario.
 pub(crate) fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
     let clock = ManualClock::new();
+    let transitions = Arc::new(Mutex::new(Vec::new()));
+    let (log, at) = (Arc::clone(&transitions), clock.clone());
     let breakers = KeyedCircuitBreaker::builder()
         .failure_threshold(3)
         .recovery_timeout(Duration::from_millis(500))
         .clock(clock.clone())
+        .on_key_state_change(move |host: &String, from, to| {
+            let ms = u64::try_from(at.now().as_millis()).unwrap_or(u64::MAX);
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((ms, host.clone(), from, to));
+        })
         .build()?;
     let mut hosts: BTreeMap<&'static str, Host> = BTreeMap::new();
     for request in 0..300_u32 {
@@ -64,7 +79,11 @@ pub(crate) fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
         }
         clock.advance(Duration::from_millis(10));
     }
-    Ok((hosts, breakers.state("b")))
+    let transitions = transitions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    Ok((hosts, breakers.state("b"), transitions))
 }
 
 /// What each host saw behind its adaptive limit: calls offered, sent, refused locally, and
@@ -124,7 +143,11 @@ pub(crate) fn run_limits() -> Result<BTreeMap<&'static str, Limited>, Box<dyn st
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (hosts, b_state) = run()?;
+    let (hosts, b_state, transitions) = run()?;
+    for (ms, host, from, to) in &transitions {
+        println!("{ms:>5} ms  {host}: {from:?} -> {to:?}");
+    }
+    println!();
     println!(
         "{:<6} {:>8} {:>9} {:>8}",
         "host", "reached", "answered", "refused"

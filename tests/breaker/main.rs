@@ -752,6 +752,75 @@ mod keyed {
         );
     }
 
+    /// `on_key_state_change` hears every transition with its key, outside the lock (it asks
+    /// the keyed breaker about that key), next to the keyless `on_state_change`; a key
+    /// dropped as fresh and made again still reports, and a failure-rate window (kept beside
+    /// the key's listener) still trips.
+    #[test]
+    fn key_listener_hears_each_keys_transitions_and_the_plain_one_no_keys() {
+        use std::sync::{Arc, Mutex, OnceLock};
+        type Heard = Arc<Mutex<Vec<(String, CircuitState, CircuitState, CircuitState)>>>;
+        let clock = ManualClock::new();
+        let keyed: Heard = Arc::default();
+        let plain = Arc::new(Mutex::new(Vec::new()));
+        let me: Arc<OnceLock<KeyedCircuitBreaker<String, ManualClock>>> = Arc::default();
+        let (log, back, unkeyed) = (Arc::clone(&keyed), Arc::clone(&me), Arc::clone(&plain));
+        let breakers = KeyedCircuitBreaker::<String, _>::builder()
+            .failure_threshold(2)
+            .failure_rate(0.5, 4, Duration::from_secs(10))
+            .recovery_timeout(5 * SEC)
+            .clock(clock.clone())
+            .on_state_change(move |from, to| unkeyed.lock().unwrap().push((from, to)))
+            .on_key_state_change(move |key: &String, from, to| {
+                let now = back.get().map_or(to, |b| b.state(key)); // may use the breaker
+                log.lock().unwrap().push((key.clone(), from, to, now));
+            })
+            .build()
+            .unwrap();
+        me.set(breakers.clone()).unwrap();
+        use CircuitState::{Closed, HalfOpen, Open};
+
+        breakers.try_acquire("a").unwrap().failure();
+        breakers.try_acquire("a").unwrap().failure(); // a: Closed -> Open
+        breakers.try_acquire("b").unwrap().success(); // b: nothing to say
+        clock.advance(5 * SEC);
+        breakers.try_acquire("a").unwrap().success(); // a: Open -> HalfOpen -> Closed
+        clock.advance(10 * SEC); // b's success slides out of the window
+        assert_eq!(breakers.len(), 0, "both look fresh: dropped");
+        // the failure-rate trigger: 2 of 4 fail, never 2 in a row
+        for fail in [true, false, false, true] {
+            let permit = breakers.try_acquire("c").unwrap();
+            if fail {
+                permit.failure();
+            } else {
+                permit.success();
+            }
+        }
+        breakers.try_acquire("a").unwrap().failure();
+        breakers.try_acquire("a").unwrap().failure(); // a again, made anew: Closed -> Open
+        let a = |from, to| ("a".to_owned(), from, to, to);
+        assert_eq!(
+            *keyed.lock().unwrap(),
+            [
+                a(Closed, Open),
+                a(Open, HalfOpen),
+                a(HalfOpen, Closed),
+                ("c".to_owned(), Closed, Open, Open),
+                a(Closed, Open),
+            ]
+        );
+        assert_eq!(
+            *plain.lock().unwrap(),
+            [
+                (Closed, Open),
+                (Open, HalfOpen),
+                (HalfOpen, Closed),
+                (Closed, Open),
+                (Closed, Open)
+            ]
+        );
+    }
+
     #[test]
     fn reset_closes_one_key() {
         let (breakers, _clock) = keyed(1);
@@ -772,7 +841,24 @@ mod per_host;
 /// timeout, and closes again at the first probe after it is back.
 #[test]
 fn the_per_host_example_isolates_the_dead_host() {
-    let (hosts, b_state) = per_host::run().unwrap();
+    let (hosts, b_state, transitions) = per_host::run().unwrap();
+    // only b moved, and the listener named it: opened, probed and reopened while it was
+    // down, closed at the first probe after it came back (request 240: 2.4 s)
+    assert!(transitions.iter().all(|t| t.1 == "b"), "{transitions:?}");
+    let states: Vec<_> = transitions.iter().map(|t| (t.2, t.3)).collect();
+    assert_eq!(
+        states.first(),
+        Some(&(CircuitState::Closed, CircuitState::Open))
+    );
+    assert_eq!(
+        states.last(),
+        Some(&(CircuitState::HalfOpen, CircuitState::Closed))
+    );
+    assert!(transitions.last().unwrap().0 >= 2_400, "{transitions:?}");
+    assert!(
+        states.windows(2).all(|pair| pair[0].1 == pair[1].0),
+        "each transition starts where the last ended: {states:?}"
+    );
     for host in ["a", "c"] {
         assert_eq!(
             hosts[host],

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    CircuitBreaker, CircuitState, Config, FailureWindow, Inner, Listener, RateTrigger,
+    CircuitBreaker, CircuitState, Config, Extras, FailureWindow, Inner, Listener, RateTrigger,
     RejectionListener, Shared, SlowState, Word,
 };
 use crate::clock::nanos;
@@ -97,15 +97,18 @@ pub struct Single;
 pub struct Keyed<K> {
     pub(super) max_keys: Option<usize>,
     pub(super) idle_ttl: Duration,
-    key: std::marker::PhantomData<fn() -> K>,
+    pub(super) on_key_change: Option<KeyListeners<K>>,
 }
+
+/// Makes a key's own state-change listener: the user's, bound to a copy of the key.
+pub(super) type KeyListeners<K> = Arc<dyn Fn(&K) -> Listener + Send + Sync>;
 
 impl<K> Default for Keyed<K> {
     fn default() -> Self {
         Self {
             max_keys: None,
             idle_ttl: Duration::ZERO,
-            key: std::marker::PhantomData,
+            on_key_change: None,
         }
     }
 }
@@ -115,6 +118,7 @@ impl<K> fmt::Debug for Keyed<K> {
         f.debug_struct("Keyed")
             .field("max_keys", &self.max_keys)
             .field("idle_ttl", &self.idle_ttl)
+            .field("on_key_state_change", &self.on_key_change.is_some())
             .finish()
     }
 }
@@ -356,6 +360,18 @@ impl<C> Template<C> {
     /// A fresh breaker, Closed: for a plain breaker the only one, for a keyed breaker a new
     /// key's.
     pub(super) fn make(&self) -> CircuitBreaker<C> {
+        self.make_with(None)
+    }
+
+    /// [`make`](Self::make), telling `on_key_change` (a key's own listener) of its
+    /// transitions.
+    pub(super) fn make_with(&self, on_key_change: Option<Listener>) -> CircuitBreaker<C> {
+        let extras = (self.window.is_some() || on_key_change.is_some()).then(|| {
+            Box::new(Extras {
+                window: self.window.clone(),
+                on_key_change,
+            })
+        });
         CircuitBreaker {
             inner: Arc::new(Inner {
                 word: AtomicU64::new(Word::INITIAL.0),
@@ -365,7 +381,7 @@ impl<C> Template<C> {
                 slow: Mutex::new(SlowState {
                     in_flight: 0,
                     successes: 0,
-                    window: self.window.clone().map(Box::new),
+                    extras,
                 }),
                 shared: Arc::clone(&self.shared),
             }),

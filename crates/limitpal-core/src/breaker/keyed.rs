@@ -5,7 +5,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use super::builder::{CircuitBreakerBuilder, Keyed, Template};
+use super::builder::{CircuitBreakerBuilder, KeyListeners, Keyed, Template};
 use super::{CallPermit, CircuitBreaker, CircuitState};
 use crate::clock::{nanos, now_nanos};
 use crate::keyed::{Cells, DefaultHashBuilder, Store, default_shards};
@@ -23,8 +23,10 @@ use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
 /// unobservably once it has been so for `idle_ttl`. An Open or `HalfOpen` breaker is never
 /// dropped, nor one with a permit out; under `max_keys` pressure the least recently used
 /// Closed key goes first, and while every key held is Open or busy the store holds them all
-/// (more than `max_keys`) rather than forget an open breaker. Keys are never metric labels:
-/// a keyed breaker records no per-key metrics.
+/// (more than `max_keys`) rather than forget an open breaker. Keys are never metric labels
+/// and never logged: a keyed breaker records no per-key metrics, and its `on_state_change`
+/// listener hears `(from, to)` alone. To hear which key moved, opt in with
+/// [`on_key_state_change`](CircuitBreakerBuilder::on_key_state_change).
 ///
 /// ```
 /// use limitpal_core::{CircuitState, KeyedCircuitBreaker, ManualClock};
@@ -58,8 +60,8 @@ impl<K, C: Clock> Clone for KeyedCircuitBreaker<K, C> {
 }
 
 struct Inner<K, C: Clock> {
-    breakers: Breakers<C>,
-    store: Store<K, Breakers<C>, DefaultHashBuilder>,
+    breakers: Breakers<K, C>,
+    store: Store<K, Breakers<K, C>, DefaultHashBuilder>,
     idle_ttl: u64,
     /// Whether a key's last use matters (an `idle_ttl` to wait out, or `max_keys` to pick
     /// the least recent by): only then does an admission of a held key read the clock.
@@ -67,8 +69,21 @@ struct Inner<K, C: Clock> {
 }
 
 /// How every key's breaker is made.
-struct Breakers<C> {
+struct Breakers<K, C> {
     template: Template<C>,
+    on_key_change: Option<KeyListeners<K>>,
+}
+
+impl<K, C> Breakers<K, C> {
+    /// A new key's cell: its breaker, told of its transitions with the key if so asked.
+    fn cell_for(&self, key: &K) -> KeyCell<C> {
+        KeyCell {
+            breaker: self
+                .template
+                .make_with(self.on_key_change.as_ref().map(|listeners| listeners(key))),
+            used: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A key's breaker and when it was last asked for a permit.
@@ -77,7 +92,7 @@ struct KeyCell<C> {
     used: AtomicU64,
 }
 
-impl<C: Clock> Cells for Breakers<C> {
+impl<K, C: Clock> Cells for Breakers<K, C> {
     type Cell = KeyCell<C>;
 
     fn new_cell(&self) -> KeyCell<C> {
@@ -124,7 +139,7 @@ impl<C: Clock> CircuitBreaker<C> {
             return false;
         }
         let slow = lock(&inner.slow);
-        slow.in_flight == 0 && slow.window.as_ref().is_none_or(|w| w.is_empty(now))
+        slow.in_flight == 0 && slow.window().is_none_or(|w| w.is_empty(now))
     }
 }
 
@@ -144,6 +159,51 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
         self
     }
 
+    /// Called with `(key, from, to)` after every transition of a key's breaker, outside its
+    /// lock (so it may use the keyed breaker): the opt-in way to hear which host or tenant
+    /// moved, for a log line or a metric of your own. Runs after
+    /// [`on_state_change`](CircuitBreakerBuilder::on_state_change), which never sees keys.
+    ///
+    /// Each key held keeps a copy of itself for this (one allocation per key made, none per
+    /// call); a key dropped as fresh and made again hears its transitions as before.
+    ///
+    /// ```
+    /// use limitpal_core::{CircuitState, KeyedCircuitBreaker, ManualClock};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let opened = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&opened);
+    /// let breakers = KeyedCircuitBreaker::<String, _>::builder()
+    ///     .failure_threshold(1)
+    ///     .clock(ManualClock::new())
+    ///     .on_key_state_change(move |host: &String, _from, to| {
+    ///         if to == CircuitState::Open {
+    ///             log.lock().unwrap().push(host.clone());
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// breakers.try_acquire("db-1")?.failure();
+    /// breakers.try_acquire("db-2")?.success();
+    /// assert_eq!(*opened.lock().unwrap(), ["db-1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_key_state_change(
+        mut self,
+        listener: impl Fn(&K, CircuitState, CircuitState) + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Clone + Send + Sync + 'static,
+    {
+        let listener = Arc::new(listener);
+        self.target_mut().on_key_change = Some(Arc::new(move |key: &K| {
+            let key = key.clone();
+            let listener = Arc::clone(&listener);
+            Arc::new(move |from, to| listener(&key, from, to))
+        }));
+        self
+    }
+
     /// Builds the keyed breaker, every key Closed.
     ///
     /// # Errors
@@ -155,7 +215,10 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
         }
         Ok(KeyedCircuitBreaker {
             inner: Arc::new(Inner {
-                breakers: Breakers { template },
+                breakers: Breakers {
+                    template,
+                    on_key_change: keyed.on_key_change,
+                },
                 store: Store::new(
                     DefaultHashBuilder::default(),
                     default_shards(),
@@ -187,11 +250,12 @@ impl<K: Hash + Eq, C: Clock> KeyedCircuitBreaker<K, C> {
         {
             return answer;
         }
-        inner.store.with_cell(
+        inner.store.with_cell_made(
             &inner.breakers,
             key,
             || self.now(),
             inner.idle_ttl,
+            |key| inner.breakers.cell_for(key),
             |cell, now| {
                 cell.used.store(now, Ordering::Relaxed);
                 f(&cell.breaker)

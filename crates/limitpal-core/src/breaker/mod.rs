@@ -150,9 +150,49 @@ type RejectionListener = Arc<dyn Fn(&CircuitOpen) + Send + Sync>;
 struct SlowState {
     in_flight: u32,
     successes: u32,
-    /// Boxed: only breakers with a failure-rate trigger pay for its ring (a keyed breaker
-    /// holds one state per key).
-    window: Option<Box<FailureWindow>>,
+    /// Boxed: only breakers with a failure-rate trigger or a key's listener pay for them (a
+    /// keyed breaker holds one state per key).
+    extras: Option<Box<Extras>>,
+}
+
+/// What only some breakers have.
+#[derive(Clone)]
+struct Extras {
+    /// The failure-rate trigger's ring.
+    window: Option<FailureWindow>,
+    /// A keyed breaker's `on_key_state_change`, bound to this breaker's key.
+    on_key_change: Option<Listener>,
+}
+
+impl fmt::Debug for Extras {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extras")
+            .field("window", &self.window)
+            .field("on_key_change", &self.on_key_change.is_some())
+            .finish()
+    }
+}
+
+impl SlowState {
+    fn window(&self) -> Option<&FailureWindow> {
+        self.extras
+            .as_deref()
+            .and_then(|extras| extras.window.as_ref())
+    }
+
+    fn window_mut(&mut self) -> Option<&mut FailureWindow> {
+        self.extras
+            .as_deref_mut()
+            .and_then(|extras| extras.window.as_mut())
+    }
+}
+
+/// A transition made, to announce once the mutex is released.
+struct Change {
+    from: CircuitState,
+    to: CircuitState,
+    /// The key's own listener, if its keyed breaker has one.
+    on_key_change: Option<Listener>,
 }
 
 /// What happened to a permitted call.
@@ -538,7 +578,7 @@ impl<C: Clock> Inner<C> {
             if w.epoch() != ticket.epoch {
                 return;
             }
-            if let Some(window) = slow.window.as_mut() {
+            if let Some(window) = slow.window_mut() {
                 let (calls, failures) = window.record(now, failed);
                 tripped |= failed
                     && calls >= rate.min_calls
@@ -588,7 +628,7 @@ impl<C: Clock> Inner<C> {
         to: CircuitState,
         now: u64,
         span: u64,
-    ) -> Option<(CircuitState, CircuitState)> {
+    ) -> Option<Change> {
         if to == CircuitState::Open {
             self.open_span.store(span, Ordering::Release);
             self.opened_at.store(now, Ordering::Release);
@@ -610,16 +650,28 @@ impl<C: Clock> Inner<C> {
         }
         slow.in_flight = 0;
         slow.successes = 0;
-        if let Some(window) = slow.window.as_mut() {
+        if let Some(window) = slow.window_mut() {
             window.clear();
         }
-        Some((from.state(), to))
+        Some(Change {
+            from: from.state(),
+            to,
+            on_key_change: slow
+                .extras
+                .as_ref()
+                .and_then(|extras| extras.on_key_change.clone()),
+        })
     }
 
     /// Tells listeners and tracing about a transition; called after the mutex is released so
     /// a listener may use the breaker.
-    fn announce(&self, changed: Option<(CircuitState, CircuitState)>) {
-        let Some((from, to)) = changed else {
+    fn announce(&self, changed: Option<Change>) {
+        let Some(Change {
+            from,
+            to,
+            on_key_change,
+        }) = changed
+        else {
             return;
         };
         #[cfg(feature = "tracing")]
@@ -631,6 +683,9 @@ impl<C: Clock> Inner<C> {
         );
         self.shared.metrics.state(to);
         if let Some(listener) = &self.shared.listener {
+            listener(from, to);
+        }
+        if let Some(listener) = on_key_change {
             listener(from, to);
         }
     }

@@ -138,6 +138,25 @@ where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.with_cell_made(alg, key, now, idle_ttl, |_| alg.new_cell(), f)
+    }
+
+    /// [`with_cell`](Self::with_cell), a new key's cell made by `make` from the key (a cell
+    /// that names its key: a keyed breaker's listener).
+    #[inline]
+    pub(crate) fn with_cell_made<Q, R>(
+        &self,
+        alg: &A,
+        key: &Q,
+        now: impl FnOnce() -> u64,
+        idle_ttl: u64,
+        make: impl FnOnce(&K) -> A::Cell,
+        f: impl FnOnce(&A::Cell, u64) -> R,
+    ) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let (shard, hash) = self.locate(key);
         // read before the probe, so the clock's read overlaps the probe's cache miss (a cold
         // key's slot) instead of following it
@@ -161,9 +180,10 @@ where
             shard.reclaim_or_grow(alg, now, idle_ttl, self.max_per_shard);
         }
         // Nobody else sees the new cell before it is in the table, so it can answer first.
-        let cell = alg.new_cell();
+        let key = key.to_owned();
+        let cell = make(&key);
         let answer = f(&cell, now);
-        let walk = shard.table.insert(tag, key.to_owned(), cell);
+        let walk = shard.table.insert(tag, key, cell);
         if (walk.run >= LONG_RUN || walk.same_tag >= SAME_TAG) && !shard.strong {
             self.strengthen(shard);
         }
