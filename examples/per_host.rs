@@ -2,7 +2,8 @@
 //! two keep answering every request.
 //!
 //! ```text
-//! cargo run --example per_host
+//! cargo run --example per_host                   # the two simulations below
+//! cargo run --example per_host --features http   # and the same over loopback HTTP
 //! ```
 //!
 //! A client calls three hosts in turn, 10 ms apart (a `ManualClock`, so the run takes no real
@@ -19,6 +20,12 @@
 //! answers "overloaded" for 400 ms. Its limit falls ×0.9 per round trip to 1, so it is sent
 //! one call per round instead of 8 while it struggles, and climbs back once it recovers; `a`
 //! and `c` keep every call and their limits.
+//!
+//! With `--features http`, the breakers over real HTTP: three axum servers on loopback, a
+//! hyper client stack with `circuit_breaker_per(breakers, Authority)` (a breaker per
+//! `host:port`), server `b` shut down after 10 of 30 rounds. Its connections are refused,
+//! three failures open its breaker, its last 17 requests fail fast without a connection
+//! attempt; `a` and `c` answer all 30.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -171,5 +178,177 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.offered, c.sent, c.refused, c.lowest, c.limit
         );
     }
+
+    #[cfg(feature = "http")]
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (seen, transitions, b) = runtime
+            .block_on(over_http::run())
+            .map_err(|e| e.to_string())?;
+        println!(
+            "\nover loopback HTTP, {} GETs per host, server b ({b}) gone from round {}:",
+            over_http::ROUNDS,
+            over_http::B_DIES_AT
+        );
+        for (host, from, to) in &transitions {
+            println!("  breaker {host}: {from:?} -> {to:?}");
+        }
+        println!(
+            "{:<6} {:>9} {:>7} {:>8} {:>12}",
+            "host", "answered", "failed", "refused", "server hits"
+        );
+        for (host, s) in &seen {
+            println!(
+                "{host:<6} {:>9} {:>7} {:>8} {:>12}",
+                s.answered, s.failed, s.refused, s.hits
+            );
+        }
+    }
+    #[cfg(not(feature = "http"))]
+    println!("\n(with --features http: the same per-host breakers over loopback HTTP)");
     Ok(())
+}
+
+/// The same idea over real HTTP (feature `http`): three axum servers on loopback and a hyper
+/// client stack whose breakers are picked per upstream by the request's authority
+/// (`circuit_breaker_per(breakers, Authority)`, one line). Server `b` shuts down after 10
+/// rounds; from then on its connections are refused, 3 failures open its breaker, and its
+/// later requests fail fast without touching the network, while `a` and `c` answer all 30.
+#[cfg(feature = "http")]
+pub(crate) mod over_http {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::Duration;
+
+    use http::Request;
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use limitpal::tower::ResilienceLayer;
+    use limitpal::tower::http::{Authority, HttpClassifier};
+    use limitpal::{CircuitOpen, CircuitState, KeyedCircuitBreaker};
+    use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+    /// Requests sent to each host.
+    pub(crate) const ROUNDS: u32 = 30;
+    /// The round from which `b` is gone.
+    pub(crate) const B_DIES_AT: u32 = 10;
+
+    /// What one host saw, over HTTP.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct Seen {
+        /// Requests its server answered.
+        pub(crate) answered: u32,
+        /// Requests that failed on the way (connection refused).
+        pub(crate) failed: u32,
+        /// Requests its breaker refused without a call.
+        pub(crate) refused: u32,
+        /// Requests its server received.
+        pub(crate) hits: u32,
+    }
+
+    /// Each host's counts (by name), and the breakers' transitions as `on_key_state_change`
+    /// reported them (`host:port`, from, to) with `b`'s authority.
+    pub(crate) type Outcome = (
+        BTreeMap<&'static str, Seen>,
+        Vec<(String, CircuitState, CircuitState)>,
+        String,
+    );
+
+    /// A server on a loopback port answering `GET /` with `200 ok`, counting its requests,
+    /// until `stop` fires.
+    async fn server(
+        hits: Arc<AtomicU32>,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<(String, tokio::task::JoinHandle<()>), BoxError> {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let authority = listener.local_addr()?.to_string();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+        Ok((authority, task))
+    }
+
+    /// Runs the scenario.
+    pub(crate) async fn run() -> Result<Outcome, BoxError> {
+        let mut hosts = Vec::new();
+        for name in ["a", "b", "c"] {
+            let hits = Arc::new(AtomicU32::new(0));
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let (authority, task) = server(Arc::clone(&hits), stopped).await?;
+            hosts.push((name, authority, hits, Some((stop, task))));
+        }
+        let transitions = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&transitions);
+        let breakers = KeyedCircuitBreaker::builder()
+            .failure_threshold(3)
+            .recovery_timeout(Duration::from_secs(60))
+            .on_key_state_change(move |host: &String, from, to| {
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((host.clone(), from, to));
+            })
+            .build()?;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let stack = ServiceBuilder::new()
+            .layer(
+                ResilienceLayer::builder()
+                    .circuit_breaker_per(breakers, Authority) // one breaker per host:port
+                    .classifier(HttpClassifier)
+                    .build()?,
+            )
+            .service(client);
+
+        let mut seen: BTreeMap<&'static str, Seen> = BTreeMap::new();
+        for round in 0..ROUNDS {
+            if round == B_DIES_AT
+                && let Some((stop, task)) = hosts[1].3.take()
+            {
+                let _ = stop.send(()); // b goes away: its listener closes
+                if tokio::time::timeout(Duration::from_secs(5), task)
+                    .await
+                    .is_err()
+                {
+                    return Err("server b did not stop".into());
+                }
+            }
+            for (name, authority, _, _) in &hosts {
+                // a connection per request, so that b's shutdown has no idle connection
+                // to wait for and its next request meets a closed port
+                let request = Request::get(format!("http://{authority}/"))
+                    .header(http::header::CONNECTION, "close")
+                    .body(Empty::new())?;
+                let counts = seen.entry(name).or_default();
+                match stack.clone().oneshot(request).await {
+                    Ok(response) if response.status().is_success() => counts.answered += 1,
+                    Err(e) if e.is::<CircuitOpen>() => counts.refused += 1,
+                    // an error status, or the connection refused
+                    Ok(_) | Err(_) => counts.failed += 1,
+                }
+            }
+        }
+        for (name, _, hits, _) in &hosts {
+            seen.entry(name).or_default().hits = hits.load(Ordering::SeqCst);
+        }
+        let transitions = transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok((seen, transitions, hosts[1].1.clone()))
+    }
 }

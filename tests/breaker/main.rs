@@ -889,6 +889,43 @@ fn the_per_host_example_isolates_the_dead_host() {
     );
 }
 
+/// The example over loopback HTTP: `circuit_breaker_per(breakers, Authority)` on a hyper
+/// client. After server `b` is gone its connections are refused: 3 failures open its
+/// breaker, the other 17 requests fail fast without reaching the network; `a` and `c`
+/// answer all 30, and the key listener names `b`'s authority.
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn the_per_host_example_over_http_opens_only_the_dead_hosts_breaker() {
+    use per_host::over_http::{B_DIES_AT, ROUNDS, Seen, run};
+    let (seen, transitions, b) = run().await.unwrap();
+    for host in ["a", "c"] {
+        assert_eq!(
+            seen[host],
+            Seen {
+                answered: ROUNDS,
+                failed: 0,
+                refused: 0,
+                hits: ROUNDS
+            },
+            "{host}"
+        );
+    }
+    assert_eq!(
+        seen["b"],
+        Seen {
+            answered: B_DIES_AT,
+            failed: 3,
+            refused: ROUNDS - B_DIES_AT - 3,
+            hits: B_DIES_AT
+        }
+    );
+    assert_eq!(
+        transitions,
+        [(b, CircuitState::Closed, CircuitState::Open)],
+        "only b's breaker moved, reported with its host:port"
+    );
+}
+
 /// The example's adaptive-limit numbers: `a` and `c` send every call and never shrink; `b`'s
 /// limit falls to 1 while it is overloaded (one call per round instead of 8: most of its
 /// 320 calls in those 40 rounds are refused locally) and climbs back after.
