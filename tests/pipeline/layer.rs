@@ -527,7 +527,7 @@ async fn the_layer_takes_retry_if_like_the_executors() {
 }
 
 /// `run_with_key(None, ..)` runs the pipeline without its limiter (a caller that computes
-/// its key only when `has_limiter()` says it is used); `Some(key)` is `run(&key, ..)`.
+/// its key only when `uses_key()` says it is used); `Some(key)` is `run(&key, ..)`.
 #[tokio::test(start_paused = true)]
 async fn a_run_without_a_key_skips_the_limiter_and_nothing_else() {
     let limiter = RateLimiter::builder(TokenBucket::new(1, 1.0).unwrap())
@@ -564,12 +564,20 @@ async fn a_run_without_a_key_skips_the_limiter_and_nothing_else() {
         matches!(refused, Err(Error::CircuitOpen(_))),
         "the breaker still applies: {refused:?}"
     );
-    assert!(
-        !AsyncResilientExecutor::<()>::builder()
-            .build()
-            .unwrap()
-            .has_limiter()
-    );
+    assert!(exec.uses_key());
+    let bare = AsyncResilientExecutor::<()>::builder().build().unwrap();
+    assert!(!bare.has_limiter() && !bare.uses_key());
+    // a per-key stage needs the key too, limiter or not
+    let per_key = AsyncResilientExecutor::<u32>::builder()
+        .circuit_breaker_per(
+            limitpal::KeyedCircuitBreaker::<u32>::builder()
+                .build()
+                .unwrap(),
+            |key: &u32| *key,
+        )
+        .build()
+        .unwrap();
+    assert!(!per_key.has_limiter() && per_key.uses_key());
 }
 
 /// `circuit_breaker_per`: one breaker per host found in the request. Host 1 always fails;

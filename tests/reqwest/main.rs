@@ -110,6 +110,79 @@ async fn an_open_breaker_fails_fast() {
     assert_eq!(hits.load(Ordering::SeqCst), 2, "the third call never left");
 }
 
+/// Per-host breakers on reqwest, with no limiter in the pipeline (the host's key is still
+/// computed for them): the failing host's breaker opens and fails fast, the healthy host on
+/// another port keeps answering. And the same with a bulkhead per host.
+#[tokio::test]
+async fn per_host_breakers_and_bulkheads_apply_without_a_limiter() {
+    use limitpal::{CircuitState, KeyedBulkhead, KeyedCircuitBreaker};
+    let (dead, dead_hits) = serve(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()).await;
+    let (alive, alive_hits) = serve(|_| "data".into_response()).await;
+    let breakers = KeyedCircuitBreaker::<HostKey>::builder()
+        .failure_threshold(2)
+        .recovery_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let guarded = client(
+        Resilience::builder()
+            .circuit_breaker_per(breakers.clone(), |host: &HostKey| *host)
+            .build()
+            .unwrap(),
+    );
+    for _ in 0..2 {
+        let response = guarded.get(&dead).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let error = guarded.get(&dead).send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(error) = error else {
+        panic!("not ours: {error:?}");
+    };
+    assert!(error.downcast_ref::<CircuitOpen>().is_some(), "{error:?}");
+    assert_eq!(
+        dead_hits.load(Ordering::SeqCst),
+        2,
+        "the third call never left"
+    );
+    let dead_key = HostKey::of(&dead.parse().unwrap());
+    assert_eq!(breakers.state(&dead_key), CircuitState::Open);
+    for _ in 0..5 {
+        let response = guarded.get(&alive).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the other host is unaffected"
+        );
+    }
+    assert_eq!(alive_hits.load(Ordering::SeqCst), 5);
+
+    // a bulkhead per host: the one slot of `alive`'s taken, its call is refused
+    let per_host = KeyedBulkhead::<HostKey>::builder(1).build().unwrap();
+    let bulkheaded = client(
+        Resilience::builder()
+            .bulkhead_per(per_host.clone(), |host: &HostKey| *host)
+            .build()
+            .unwrap(),
+    );
+    let alive_key = HostKey::of(&alive.parse().unwrap());
+    let held = per_host.try_acquire(&alive_key).unwrap();
+    let error = bulkheaded.get(&alive).send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(error) = error else {
+        panic!("not ours: {error:?}");
+    };
+    assert!(
+        error.downcast_ref::<limitpal::BulkheadFull>().is_some(),
+        "{error:?}"
+    );
+    assert_eq!(
+        alive_hits.load(Ordering::SeqCst),
+        5,
+        "refused before the network"
+    );
+    drop(held);
+    let response = bulkheaded.get(&alive).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_streaming_body_is_sent_once_and_the_error_says_why() {
     let (url, hits) = serve(|_| StatusCode::SERVICE_UNAVAILABLE.into_response()).await;

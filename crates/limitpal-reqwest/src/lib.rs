@@ -204,8 +204,8 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response, Error> {
-        // the key is computed only when a limiter uses it
-        let key = self.executor.has_limiter().then(|| (self.key)(&req));
+        // the key is computed only when a limiter or a per-key stage uses it
+        let key = self.executor.uses_key().then(|| (self.key)(&req));
         let retries = self.executor.retries();
         if !retries || req.body().is_some_and(|body| body.as_bytes().is_none()) {
             // one attempt: no retry policy, or a streaming body that cannot be sent again

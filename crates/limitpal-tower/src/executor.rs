@@ -100,7 +100,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
 
     /// [`run`](Self::run) with a key that may be absent: without one the limiter is skipped
     /// and the rest of the pipeline runs, as a layer's `MissingKey::Allow` does. For callers
-    /// that compute a key only when [`has_limiter`](Self::has_limiter) says it is used.
+    /// that compute a key only when [`uses_key`](Self::uses_key) says it is used.
     ///
     /// # Errors
     /// As [`run`](Self::run).
@@ -151,10 +151,18 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         self.drive(key, move || call.take(), false).await
     }
 
-    /// Whether the pipeline has a limiter, and so uses the key of each run.
+    /// Whether the pipeline has a limiter.
     #[must_use]
     pub fn has_limiter(&self) -> bool {
         self.limiter.is_some()
+    }
+
+    /// Whether the pipeline uses the key of each run: it has a limiter or a per-key stage
+    /// (`circuit_breaker_per`, `bulkhead_per`, `adaptive_limit_per`). A caller that computes
+    /// keys lazily ([`run_with_key`](Self::run_with_key)) must pass one when this says so.
+    #[must_use]
+    pub fn uses_key(&self) -> bool {
+        self.limiter.is_some() || self.per_key.is_some()
     }
 
     /// Whether a failed call may be attempted again (a retry policy is set).

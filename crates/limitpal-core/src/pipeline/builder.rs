@@ -75,6 +75,12 @@ impl<K> PerKey<K> {
         }
     }
 
+    /// Whether there is a per-key stage, which needs each run's key.
+    #[must_use]
+    pub fn is_some(&self) -> bool {
+        self.breaker.is_some() || self.bulkhead.is_some()
+    }
+
     /// The stages of `key` (nothing without per-key stages; no allocation then).
     #[inline]
     pub fn stages(&self, key: &K) -> Stages {
