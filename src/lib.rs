@@ -48,7 +48,7 @@
 //!   all drive, [`pipeline`].
 //! - Hedging and fallback: [`Hedge`] (`.hedge(..)` on every pipeline builder, `tower::HedgeLayer`
 //!   alone), `.fallback(..)` on every pipeline builder.
-//! - Classification: [`Outcome`], [`Classify`], [`DefaultClassifier`].
+//! - Classification: [`Outcome`], [`Verdict`], [`Classify`], [`DefaultClassifier`].
 //! - Errors: [`ConfigError`], [`RateLimited`], [`CheckNError`], [`CircuitOpen`], [`BulkheadFull`].
 
 pub use limitpal_core::{
@@ -59,7 +59,7 @@ pub use limitpal_core::{
     MonotonicClock, Outcome, OwnRejection, Quota, RateLimited, RateLimiter, RateLimiterBuilder,
     Reservation, Reserve, ReserveFuture, ResilientExecutor, ResilientExecutorBuilder, RetryBudget,
     RetryIf, RetryPolicy, RetryPolicyBuilder, RetryRng, RetrySchedule, RetryState, RetryStep,
-    SlidingWindow, TokenBucket,
+    SlidingWindow, TokenBucket, Verdict,
 };
 
 /// Concurrency limits: [`Bulkhead`], [`AdaptiveLimit`] and its algorithms.

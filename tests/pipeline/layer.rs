@@ -718,3 +718,55 @@ async fn per_key_adaptive_limits_through_the_layer_and_the_executor() {
     assert_eq!(exec.run(&0, || async { Ok::<_, ()>(1) }).await, Ok(1));
     assert_eq!(limits.limit(&0), 10);
 }
+
+/// A classifier that notes the `pushback` flag of each `verdict_with` and says success.
+#[derive(Clone, Default)]
+struct NotesPushback(std::sync::Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl limitpal::Classify<u32, ()> for NotesPushback {
+    fn classify(&self, _: Result<&u32, &()>) -> limitpal::Outcome {
+        limitpal::Outcome::Success
+    }
+
+    fn verdict_with(&self, result: Result<&u32, &()>, pushback: bool) -> limitpal::Verdict {
+        self.0.lock().unwrap().push(pushback);
+        self.verdict(result)
+    }
+}
+
+/// The pipeline tells its classifier whether a result's wait will be held (only with a
+/// limiter in the run and `respect_pushback` on), so an HTTP classifier can skip reading the
+/// headers of a `2xx` that nothing would hold.
+#[tokio::test(start_paused = true)]
+async fn the_classifier_learns_whether_pushback_will_be_held() {
+    let limiter = || {
+        RateLimiter::builder(TokenBucket::new(10, 1.0).unwrap())
+            .clock(TokioClock::new())
+            .build()
+            .unwrap()
+    };
+    let notes = NotesPushback::default();
+    let with_limiter = AsyncResilientExecutor::builder()
+        .limiter(limiter())
+        .classifier(notes.clone())
+        .build()
+        .unwrap();
+    let without = AsyncResilientExecutor::<&str>::builder()
+        .classifier(notes.clone())
+        .build()
+        .unwrap();
+    let ignoring = AsyncResilientExecutor::builder()
+        .limiter(limiter())
+        .respect_pushback(false)
+        .classifier(notes.clone())
+        .build()
+        .unwrap();
+    for exec in [&with_limiter, &without, &ignoring] {
+        assert_eq!(exec.run(&"k", || async { Ok::<u32, ()>(1) }).await, Ok(1));
+    }
+    // a run without its key skips the limiter: nothing to hold either
+    let _ = with_limiter
+        .run_with_key(None, || async { Ok::<u32, ()>(1) })
+        .await;
+    assert_eq!(*notes.0.lock().unwrap(), [true, false, false, false]);
+}

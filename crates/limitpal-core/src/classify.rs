@@ -68,6 +68,17 @@ pub trait Classify<Res, Err>: Clone + Send + Sync + 'static {
         Verdict::from(self.classify(result))
     }
 
+    /// [`verdict`](Self::verdict), told whether the `retry_after` of a result that is not
+    /// retried will be used: the pipeline passes `pushback: false` when it would hold
+    /// nothing with it (`respect_pushback` off, or no limiter in the run), and a classifier
+    /// may then leave that wait unread (the HTTP classifiers read no header of a `2xx`).
+    /// A retried result's `retry_after` is always used. By default `verdict`.
+    #[inline(always)]
+    fn verdict_with(&self, result: Result<&Res, &Err>, pushback: bool) -> Verdict {
+        let _ = pushback;
+        self.verdict(result)
+    }
+
     /// The substitute answer for a run that ended in `error`, if there is one: `None` by
     /// default. A pipeline given `.fallback(f)` classifies with a [`WithFallback`](crate::pipeline::WithFallback)
     /// whose `fallback` is `f`; the step machine asks it once, where the run ends.

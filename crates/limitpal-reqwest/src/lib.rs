@@ -44,7 +44,7 @@ use http::Extensions;
 use limitpal_core::{
     BuildTarget, Classify, Clock, ExecutorParts, Outcome, ResilientExecutorBuilder, Verdict,
 };
-use limitpal_tower::http::status_verdict;
+use limitpal_tower::http::status_verdict_with;
 use limitpal_tower::{AsyncResilientExecutor, AsyncTarget, TimedOut, TokioClock};
 use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Error, Next};
@@ -80,8 +80,12 @@ impl Classify<Response, Error> for ReqwestClassifier {
     }
 
     fn verdict(&self, result: Result<&Response, &Error>) -> Verdict {
+        self.verdict_with(result, true)
+    }
+
+    fn verdict_with(&self, result: Result<&Response, &Error>, pushback: bool) -> Verdict {
         match result {
-            Ok(response) => status_verdict(response.status(), response.headers()),
+            Ok(response) => status_verdict_with(response.status(), response.headers(), pushback),
             Err(Error::Reqwest(e)) if e.is_builder() || e.is_redirect() => {
                 Verdict::from(Outcome::FATAL)
             }

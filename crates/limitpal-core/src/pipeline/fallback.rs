@@ -102,6 +102,11 @@ where
         self.classifier.verdict(result)
     }
 
+    #[inline(always)]
+    fn verdict_with(&self, result: Result<&T, &E>, pushback: bool) -> Verdict {
+        self.classifier.verdict_with(result, pushback)
+    }
+
     fn fallback(&self, error: &Error<E>) -> Option<T> {
         (self.fallback)(error)
     }

@@ -699,7 +699,9 @@ impl<Cl> Pipeline<Cl> {
                     retry_after: None,
                 },
                 None => {
-                    let verdict = self.classifier.verdict(result.as_ref());
+                    // a wait on a result not retried is only held in a limiter
+                    let pushback = self.respect_pushback && run.limited;
+                    let verdict = self.classifier.verdict_with(result.as_ref(), pushback);
                     if self.respect_pushback
                         && let Some(after) = verdict.retry_after.filter(|d| !d.is_zero())
                     {

@@ -43,10 +43,14 @@ impl<B, E> Classify<Response<B>, E> for HttpClassifier {
     }
 
     fn verdict(&self, result: Result<&Response<B>, &E>) -> Verdict {
+        self.verdict_with(result, true)
+    }
+
+    fn verdict_with(&self, result: Result<&Response<B>, &E>, pushback: bool) -> Verdict {
         let Ok(response) = result else {
             return Verdict::from(Outcome::RETRYABLE);
         };
-        status_verdict(response.status(), response.headers())
+        status_verdict_with(response.status(), response.headers(), pushback)
     }
 }
 
@@ -66,7 +70,22 @@ impl<B, E> Classify<Response<B>, E> for HttpClassifier {
 /// ```
 #[must_use]
 pub fn status_verdict(status: StatusCode, headers: &HeaderMap) -> Verdict {
-    let after = pushback(headers);
+    status_verdict_with(status, headers, true)
+}
+
+/// [`status_verdict`], reading the headers of an answer that is not retried (a `2xx`, a
+/// `404`) only when `wanted` says its wait will be used as pushback; see
+/// [`Classify::verdict_with`](limitpal_core::Classify::verdict_with).
+#[must_use]
+pub fn status_verdict_with(status: StatusCode, headers: &HeaderMap, wanted: bool) -> Verdict {
+    let retried = status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT;
+    let after = if retried || wanted {
+        pushback(headers)
+    } else {
+        None
+    };
     if status == StatusCode::TOO_MANY_REQUESTS {
         Verdict {
             breaker: Outcome::Ignore,
@@ -214,6 +233,35 @@ pub fn replay_always<B: Clone>(req: &Request<B>) -> Option<Request<B>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `2xx`'s wait is read only when it will be held; a retried answer's always.
+    #[test]
+    fn an_unwanted_pushback_leaves_a_2xx_unread_but_not_a_retried_answer() {
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit", r#""default";r=0;t=2"#.parse().unwrap());
+        headers.insert("retry-after", "3".parse().unwrap());
+        let two = Some(Duration::from_secs(3));
+        assert_eq!(
+            status_verdict_with(StatusCode::OK, &headers, true).retry_after,
+            two
+        );
+        assert_eq!(
+            status_verdict_with(StatusCode::OK, &headers, false).retry_after,
+            None
+        );
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let verdict = status_verdict_with(status, &headers, false);
+            assert!(verdict.retry);
+            assert_eq!(verdict.retry_after, two, "{status}");
+        }
+        assert_eq!(
+            status_verdict(StatusCode::OK, &headers),
+            status_verdict_with(StatusCode::OK, &headers, true)
+        );
+    }
 
     fn status(code: u16) -> Response<()> {
         Response::builder().status(code).body(()).unwrap()

@@ -69,6 +69,7 @@ mod service;
 
 pub use classify::{
     GrpcClassifier, HttpClassifier, idempotent, replay_always, replay_idempotent, status_verdict,
+    status_verdict_with,
 };
 pub use extract::{Authority, ForwardedIp, GlobalKey, HeaderKey, PeerIp};
 pub use future::ResponseFuture;
