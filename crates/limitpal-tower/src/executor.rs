@@ -20,7 +20,8 @@ use crate::hedge::{Lanes, poll_attempt};
 /// timeouts and a deadline, sleeping with tokio's timer. Built with the same builder as
 /// [`ResilientExecutor`](limitpal_core::ResilientExecutor); without `.clock(..)` it measures
 /// time with [`TokioClock`], so paused test time drives it. Dropping a run's future cancels it:
-/// its breaker permit is released unrecorded.
+/// its breaker permit is released unrecorded. A run allocates nothing of its own, except
+/// with `.hedge(..)`: each attempt that may hedge keeps its calls in one allocation.
 ///
 /// ```
 /// use limitpal_core::{Error, Jitter, RetryPolicy};
@@ -87,15 +88,16 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     /// # Errors
     /// [`Error`]: our breaker, limiter or bulkhead refused, retries ran out, the call failed
     /// for good, or the deadline passed.
-    pub async fn run<T, E, F, Fut>(&self, key: &K, op: F) -> Result<T, Error<E>>
+    pub fn run<T, E, F, Fut>(&self, key: &K, op: F) -> impl Future<Output = Result<T, Error<E>>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         Cl: Classify<T, E>,
         E: 'static,
     {
+        // `drive`'s future itself, not one around it: no second copy of it and its output
         let mut op = op;
-        self.drive(Some(key), move || Some(op()), true).await
+        self.drive(Some(key), move || Some(op()), true)
     }
 
     /// [`run`](Self::run) with a key that may be absent: without one the limiter is skipped
@@ -104,7 +106,11 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    pub async fn run_with_key<T, E, F, Fut>(&self, key: Option<&K>, op: F) -> Result<T, Error<E>>
+    pub fn run_with_key<T, E, F, Fut>(
+        &self,
+        key: Option<&K>,
+        op: F,
+    ) -> impl Future<Output = Result<T, Error<E>>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -112,7 +118,7 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         E: 'static,
     {
         let mut op = op;
-        self.drive(key, move || Some(op()), true).await
+        self.drive(key, move || Some(op()), true)
     }
 
     /// Runs one call through the pipeline (limiter with its wait, breaker, bulkhead, attempt
@@ -122,14 +128,18 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     ///
     /// # Errors
     /// As [`run`](Self::run), without `RetryExhausted`.
-    pub async fn run_once<T, E, Fut>(&self, key: &K, call: Fut) -> Result<T, Error<E>>
+    pub fn run_once<T, E, Fut>(
+        &self,
+        key: &K,
+        call: Fut,
+    ) -> impl Future<Output = Result<T, Error<E>>>
     where
         Fut: Future<Output = Result<T, E>>,
         Cl: Classify<T, E>,
         E: 'static,
     {
         let mut call = Some(call);
-        self.drive(Some(key), move || call.take(), false).await
+        self.drive(Some(key), move || call.take(), false)
     }
 
     /// [`run_once`](Self::run_once) with a key that may be absent (see
@@ -137,18 +147,18 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
     ///
     /// # Errors
     /// As [`run_once`](Self::run_once).
-    pub async fn run_once_with_key<T, E, Fut>(
+    pub fn run_once_with_key<T, E, Fut>(
         &self,
         key: Option<&K>,
         call: Fut,
-    ) -> Result<T, Error<E>>
+    ) -> impl Future<Output = Result<T, Error<E>>>
     where
         Fut: Future<Output = Result<T, E>>,
         Cl: Classify<T, E>,
         E: 'static,
     {
         let mut call = Some(call);
-        self.drive(key, move || call.take(), false).await
+        self.drive(key, move || call.take(), false)
     }
 
     /// Whether the pipeline has a limiter.
@@ -232,7 +242,10 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
                         return Err(Error::TimedOut { attempts });
                     };
                     if run.hedge_in().is_some() {
-                        self.hedged(&mut run, key, call, timeout, &mut op).await
+                        // boxed: its calls, timers and lanes would make every run's future
+                        // (and every copy of it) 256 bytes larger; a run that may hedge pays
+                        // one allocation per attempt instead
+                        Box::pin(self.hedged(&mut run, key, call, timeout, &mut op)).await
                     } else {
                         let attempt = match timeout {
                             None => Attempt::Done(call.await),
