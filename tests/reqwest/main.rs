@@ -263,6 +263,13 @@ fn hosts_are_keyed_by_origin() {
     assert_ne!(key("http://a.example/"), key("https://a.example/"));
     assert_ne!(key("http://a.example/"), key("http://b.example/"));
     assert_ne!(key("http://a.example:8080/"), key("http://a.example/"));
+    // neighbouring names and ports all get keys of their own
+    let mut keys = std::collections::HashSet::new();
+    for host in 0..2_000 {
+        for port in [80, 443, 8080] {
+            assert!(keys.insert(key(&format!("http://h{host}.example:{port}/"))));
+        }
+    }
 }
 
 /// Real time on loopback: 60 items through a vendor allowing 20/s burst 5 with the `RateLimit`

@@ -37,7 +37,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use http::Extensions;
@@ -52,19 +52,26 @@ use reqwest_middleware::{Error, Next};
 /// The key of a request's host: its scheme, host and port (the URL's origin), hashed.
 ///
 /// Two origins share a budget only if their 64-bit hashes collide (about one chance in
-/// 10^11 among a thousand hosts); computing it allocates nothing.
+/// 10^11 among a thousand hosts); computing it allocates nothing. The hash is foldhash with
+/// a fixed seed, so a key is the same in every process of one build (hosts are chosen by
+/// the client, not by its peers: a collision merges two budgets, and the keyed store under
+/// the limiter defends itself against colliding keys anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostKey(u64);
+
+/// `HostKey`'s hasher: fixed, so keys agree between processes.
+const HOST_HASH: foldhash::fast::FixedState =
+    foldhash::fast::FixedState::with_seed(0x6c69_6d69_7470_616c);
 
 impl HostKey {
     /// The key of `url`'s origin.
     #[must_use]
     pub fn of(url: &Url) -> Self {
-        let mut hasher = DefaultHasher::new();
-        url.scheme().hash(&mut hasher);
-        url.host_str().unwrap_or("").hash(&mut hasher);
-        url.port_or_known_default().hash(&mut hasher);
-        Self(hasher.finish())
+        Self(HOST_HASH.hash_one((
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default(),
+        )))
     }
 }
 
