@@ -239,11 +239,12 @@ impl<K: Send + Sync + 'static> reqwest_middleware::Middleware for Resilience<K> 
         let result = self
             .executor
             .run_with_key(key.as_ref(), || {
-                let copy = req.try_clone();
                 let next = next.clone();
                 let mut extensions = extensions.clone();
+                // the copy is made when the attempt starts, straight into `next.run`: the
+                // attempt's future holds a reference, not a 264-byte request to move around
                 async move {
-                    match copy {
+                    match req.try_clone() {
                         Some(copy) => next.run(copy, &mut extensions).await,
                         // cannot happen: a body held in memory always clones
                         None => Err(Error::middleware(TimedOut::new(0))),
