@@ -100,9 +100,10 @@ impl<K, Cl> AsyncResilientExecutor<K, Cl> {
         self.drive(Some(key), move || Some(op()), true)
     }
 
-    /// [`run`](Self::run) with a key that may be absent: without one the limiter is skipped
-    /// and the rest of the pipeline runs, as a layer's `MissingKey::Allow` does. For callers
-    /// that compute a key only when [`uses_key`](Self::uses_key) says it is used.
+    /// [`run`](Self::run) with a key that may be absent: without one the limiter and the
+    /// per-key stages are skipped and the rest of the pipeline runs (the plain breaker and
+    /// bulkhead, retries, timeouts), as a layer's `MissingKey::Allow` does. For callers that
+    /// compute a key only when [`uses_key`](Self::uses_key) says it is used.
     ///
     /// # Errors
     /// As [`run`](Self::run).
