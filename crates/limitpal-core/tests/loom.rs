@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use limitpal_core::{
-    Algorithm, CircuitBreaker, CircuitState, ManualClock, RateLimiter, SlidingWindow, TokenBucket,
+    Algorithm, CircuitBreaker, CircuitState, ManualClock, RateLimiter, RetryBudget, SlidingWindow,
+    TokenBucket,
 };
 use loom::thread;
 
@@ -38,6 +39,32 @@ fn gcra_cas_admits_exactly_the_capacity() {
         let (a, b) = both(move |_| l.check(&()).is_ok());
         assert!(a ^ b, "exactly one of two admitted: {a} {b}");
         assert!(limiter.check(&()).is_err());
+    });
+}
+
+/// The lock-free retry budget: a deposit racing a withdrawal is never lost, and two
+/// withdrawals racing for the last retry get it once.
+#[test]
+fn retry_budget_withdrawals_race_for_the_last_retry_exactly_once() {
+    loom::model(|| {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.5).unwrap();
+        let now = Duration::from_secs(1);
+        budget.deposit(now);
+        let b = budget.clone();
+        let (a, c) = both(move |i| {
+            if i == 0 {
+                b.deposit(now); // the second half of a retry
+                false
+            } else {
+                b.withdraw(now)
+            }
+        });
+        assert!(!a);
+        // two deposits at 0.5 buy one retry, whoever came first
+        assert_eq!(u64::from(c) + budget.available(now), 1);
+        let b = budget.clone();
+        let (x, y) = both(move |_| b.withdraw(now));
+        assert!(!(x && y), "the last retry given twice");
     });
 }
 

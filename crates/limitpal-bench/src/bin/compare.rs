@@ -11,6 +11,9 @@
 //! `compare reqwest` compares reqwest middleware: limitpal's `Resilience` next to reqwest-retry,
 //! the overhead alone (a canned answer) and the loopback round trip, time and allocations.
 //!
+//! `compare budget` times the retry budget next to tower's `TpsBudget`: a request's deposit on
+//! one thread and on two sharing the budget, and a deposit with a withdrawal.
+//!
 //! `compare layers` times only the tower layers (overheads, allocations, metrics on / off),
 //! for comparing two builds in turn.
 //!
@@ -102,6 +105,7 @@ fn main() {
             metrics_overhead(report);
         }),
         Some("breakers") => Some(breakers),
+        Some("budget") => Some(budget),
         _ => None,
     };
     if let Some(section) = section {
@@ -204,7 +208,67 @@ fn main() {
     hedging(&mut report);
     http(&mut report);
     waiting(&mut report);
+    budget(&mut report);
     println!("targets: {} met, {} missed", report.met, report.missed);
+}
+
+/// The retry budget against tower's `TpsBudget` (same ttl, floor and ratio): ours is given
+/// the time by its caller, so each of its calls here reads the clock too.
+fn budget(report: &mut Report) {
+    use limitpal::{Clock, MonotonicClock, RetryBudget};
+    use tower::retry::budget::{Budget, TpsBudget};
+    let ttl = Duration::from_secs(10);
+    let ours = RetryBudget::new(ttl, 10, 0.2).expect("valid budget");
+    let peer = TpsBudget::new(ttl, 10, 0.2);
+    let clock = MonotonicClock;
+    let (ours_ns, peer_ns) = pair_calls(
+        || {
+            ours.deposit(clock.now());
+            true
+        },
+        || {
+            peer.deposit();
+            true
+        },
+    );
+    report.line(
+        "budget deposit (vs tower TpsBudget)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        None,
+    );
+    let (ours_ns, peer_ns) = pair_calls(
+        || {
+            let now = clock.now();
+            ours.deposit(now);
+            ours.withdraw(now)
+        },
+        || {
+            peer.deposit();
+            peer.withdraw()
+        },
+    );
+    report.line(
+        "budget deposit + withdraw (vs tower TpsBudget)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        None,
+    );
+    let (ours_ns, peer_ns) = ns_per_op_pair_threads(
+        ROUNDS,
+        1_000_000,
+        |_| ours.deposit(clock.now()),
+        |_| peer.deposit(),
+    );
+    report.line(
+        "budget deposit, 2 threads (vs tower TpsBudget)",
+        ours_ns,
+        peer_ns,
+        "ns",
+        None,
+    );
 }
 
 /// Keyed checks spread over `keys` keys (inserted first), ours against governor's.

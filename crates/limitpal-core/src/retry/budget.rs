@@ -4,7 +4,7 @@ use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use crate::sync::{Mutex, lock};
+use crate::sync::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::ConfigError;
@@ -48,14 +48,41 @@ struct Inner {
     reserve: u64,
     /// Thousandths of a retry earned per request.
     per_request: u64,
-    ring: Mutex<[Bucket; BUCKETS]>,
+    /// The latest bucket seen: time that goes backwards stays here, so an earlier reading
+    /// can neither forget withdrawals nor count deposits twice.
+    latest: AtomicU64,
+    /// Requests per bucket of the ring, each packed with its bucket's id ([`Count`]).
+    deposits: [AtomicU64; BUCKETS],
+    /// Retries per bucket of the ring, packed alike.
+    withdrawals: [AtomicU64; BUCKETS],
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    id: u64,
-    deposits: u64,
-    withdrawals: u64,
+/// A bucket's count packed with (the low bits of) its id in one word, so that moving a slot
+/// of the ring on to a new bucket and counting in it are one compare-and-swap: no lock, and
+/// no count lost to a racing reset. Ids wrap after 2^40 buckets (35 years of 1 ms buckets);
+/// a count saturates at 2^24 − 1 per bucket (16.7 M requests per tenth of `ttl`), which can
+/// only make the budget stingier.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Count(u64);
+
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const TAG_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+impl Count {
+    const fn new(id: u64, count: u64) -> Self {
+        Self(((id & TAG_MASK) << COUNT_BITS) | count)
+    }
+
+    const fn count(self) -> u64 {
+        self.0 & COUNT_MAX
+    }
+
+    /// How many buckets this one is behind bucket `id` (`None`: ahead of it).
+    const fn behind(self, id: u64) -> Option<u64> {
+        let gap = (id & TAG_MASK).wrapping_sub(self.0 >> COUNT_BITS) & TAG_MASK;
+        if gap <= TAG_MASK / 2 { Some(gap) } else { None }
+    }
 }
 
 impl RetryBudget {
@@ -86,75 +113,116 @@ impl RetryBudget {
                 width: NonZeroU64::new(ttl_ns / BUCKETS_U64).unwrap_or(NonZeroU64::MIN),
                 reserve: u64::from(min_per_sec).saturating_mul(ttl_ms),
                 per_request,
-                ring: Mutex::new([Bucket::default(); BUCKETS]),
+                latest: AtomicU64::new(0),
+                deposits: std::array::from_fn(|_| AtomicU64::new(0)),
+                withdrawals: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
         })
     }
 
     /// Records a request (call once per request, before its first attempt).
     pub fn deposit(&self, now: Duration) {
-        self.inner.update(nanos(now), |bucket, _| {
-            bucket.deposits = bucket.deposits.saturating_add(1);
-            true
-        });
+        let inner = &*self.inner;
+        inner.count(&inner.deposits, nanos(now), |_, _| true);
     }
 
     /// Asks for one retry; `false` means the budget is spent and the caller must not retry.
+    ///
+    /// Exact under concurrency within a bucket (a racing withdrawal makes this one check the
+    /// balance again); two callers on either side of a bucket's boundary may overdraw it by
+    /// one between them.
     #[must_use]
     pub fn withdraw(&self, now: Duration) -> bool {
-        self.inner.update(nanos(now), |bucket, balance| {
-            if balance < MILLI {
-                return false;
-            }
-            bucket.withdrawals = bucket.withdrawals.saturating_add(1);
-            true
+        let inner = &*self.inner;
+        // the balance counts this slot as read: a racing withdrawal fails the swap
+        inner.count(&inner.withdrawals, nanos(now), |id, current| {
+            inner.balance(id, Some(current)) >= MILLI
         })
     }
 
     /// Retries that could be withdrawn now.
     #[must_use]
     pub fn available(&self, now: Duration) -> u64 {
-        let mut available = 0;
-        self.inner.update(nanos(now), |_, balance| {
-            available = balance / MILLI;
-            false
-        });
-        available
+        let inner = &*self.inner;
+        inner.balance(inner.bucket(nanos(now)), None) / MILLI
     }
 }
 
 impl Inner {
-    /// Runs `f` on the current bucket with the balance of the window ending now.
-    fn update(&self, now: u64, f: impl FnOnce(&mut Bucket, u64) -> bool) -> bool {
+    /// The bucket `now` falls in, or the latest seen if that is later.
+    fn bucket(&self, now: u64) -> u64 {
         // +1 keeps id 0 free; saturates at the end of the clock's range, never a panic
         let id = (now / self.width).saturating_add(1);
-        let mut ring = lock(&self.ring);
-        // time that goes backwards is no time passed: the window stays at the latest bucket
-        // seen, so an earlier reading can neither forget withdrawals nor count deposits twice
-        let id = ring.iter().map(|b| b.id).fold(id, u64::max);
-        let oldest = id.saturating_sub(BUCKETS_U64 - 1);
-        let (earned, spent) = ring.iter().filter(|b| b.id >= oldest && b.id <= id).fold(
-            (0_u64, 0_u64),
-            |(d, w), b| {
-                (
-                    d.saturating_add(b.deposits),
-                    w.saturating_add(b.withdrawals),
-                )
-            },
-        );
-        let balance = self
-            .reserve
-            .saturating_add(earned.saturating_mul(self.per_request))
-            .saturating_sub(spent.saturating_mul(MILLI));
-        #[allow(clippy::cast_possible_truncation)] // the modulus is < BUCKETS
-        let slot = &mut ring[(id % BUCKETS_U64) as usize];
-        if slot.id != id {
-            *slot = Bucket {
-                id,
-                ..Bucket::default()
-            };
+        let latest = self.latest.load(Ordering::Acquire);
+        if id > latest {
+            // one read-modify-write per bucket, not per call
+            self.latest.fetch_max(id, Ordering::AcqRel).max(id)
+        } else {
+            latest
         }
-        f(slot, balance)
+    }
+
+    /// The balance of the window ending with bucket `id`, in thousandths of a retry; the
+    /// withdrawals slot of `id` read as `current` (what a withdrawal will compare and swap).
+    fn balance(&self, id: u64, current: Option<Count>) -> u64 {
+        let in_window = |count: Count| match count.behind(id) {
+            Some(gap) if gap < BUCKETS_U64 => count.count(),
+            _ => 0,
+        };
+        let load = |slot: &AtomicU64| Count(slot.load(Ordering::Acquire));
+        let earned: u64 = self.deposits.iter().map(|slot| in_window(load(slot))).sum();
+        #[allow(clippy::cast_possible_truncation)] // the modulus is < BUCKETS
+        let mine = (id % BUCKETS_U64) as usize;
+        let spent: u64 = self
+            .withdrawals
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| match current {
+                Some(current) if i == mine => in_window(current),
+                _ => in_window(load(slot)),
+            })
+            .sum();
+        self.reserve
+            .saturating_add(earned.saturating_mul(self.per_request))
+            .saturating_sub(spent.saturating_mul(MILLI))
+    }
+
+    /// Counts one in `ring`'s slot for the bucket of `now`, if `allow` (given the bucket's
+    /// id and the slot as read, which the count then swaps from) says so; whether it counted.
+    /// A slot still holding an older bucket starts the new one; one taken by a newer bucket
+    /// (another thread saw time move on meanwhile) sends the count there.
+    fn count(
+        &self,
+        ring: &[AtomicU64; BUCKETS],
+        now: u64,
+        mut allow: impl FnMut(u64, Count) -> bool,
+    ) -> bool {
+        let mut id = self.bucket(now);
+        loop {
+            #[allow(clippy::cast_possible_truncation)] // the modulus is < BUCKETS
+            let slot = &ring[(id % BUCKETS_U64) as usize];
+            let current = Count(slot.load(Ordering::Acquire));
+            if !allow(id, current) {
+                return false;
+            }
+            let next = match current.behind(id) {
+                Some(0) => Count::new(id, current.count().saturating_add(1).min(COUNT_MAX)),
+                None if self.latest.load(Ordering::Acquire) > id => {
+                    id = self.bucket(now); // time moved on meanwhile: count there
+                    continue;
+                }
+                // older (by more than half the ids' range, if it looks ahead: ids only
+                // grow, and none is past the latest)
+                _ => Count::new(id, 1),
+            };
+            if slot
+                .compare_exchange_weak(current.0, next.0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+            // another caller counted in this slot first: a withdrawal checks the balance again
+        }
     }
 }
 
