@@ -65,6 +65,56 @@ fn an_enforcing_limiter_reports_its_denials() {
     assert_eq!((admitted, denials.load(Ordering::SeqCst)), (2, 8));
 }
 
+/// `on_key_rejection` names the key of every denial (`check`, `check_n`, `reserve`, and a request
+/// through a layer keyed by it), after the keyless `on_rejection`; admitted keys never appear.
+#[tokio::test(start_paused = true)]
+async fn a_key_rejection_listener_names_the_denied_keys_and_only_those() {
+    use limitpal::tower::{RateLimitLayer, TokioClock};
+    let keyed = Arc::new(Mutex::new(Vec::new()));
+    let keyless = Arc::new(AtomicU32::new(0));
+    let (log, count) = (Arc::clone(&keyed), Arc::clone(&keyless));
+    let limiter = RateLimiter::<String, _, _, _>::builder(TokenBucket::new(1, 1.0).unwrap())
+        .clock(TokioClock::new())
+        .on_rejection(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_key_rejection(move |user: &String, denied: &RateLimited| {
+            log.lock().unwrap().push((user.clone(), denied.retry_after));
+        })
+        .build()
+        .unwrap();
+    assert!(limiter.check("alice").is_ok());
+    assert!(limiter.check("alice").is_err());
+    assert!(limiter.check_n("bob", 1).is_ok());
+    assert!(limiter.check_n("bob", 1).is_err());
+    assert!(limiter.check("carol").is_ok());
+    assert!(limiter.reserve("carol", Duration::ZERO).is_err());
+    let svc = RateLimitLayer::new(limiter.clone(), |req: &String| req.clone()).layer(service_fn(
+        |req: String| async move { Ok::<_, std::convert::Infallible>(req) },
+    ));
+    assert!(svc.clone().oneshot("dave".to_owned()).await.is_ok());
+    assert!(svc.oneshot("dave".to_owned()).await.is_err());
+    let names: Vec<String> = keyed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol", "dave"]);
+    assert!(
+        keyed
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, wait)| *wait > Duration::ZERO)
+    );
+    assert_eq!(
+        keyless.load(Ordering::SeqCst),
+        4,
+        "both listeners hear each denial"
+    );
+}
+
 #[test]
 fn a_shadow_breaker_reports_rejections_lets_calls_through_and_learns_nothing_from_them() {
     let _ = events();

@@ -43,11 +43,15 @@ pub struct RateLimiter<K, A: Algorithm = TokenBucket, C = MonotonicClock, S = De
 /// Called with every denial (shadow ones included).
 type RejectionListener = Arc<dyn Fn(&RateLimited) + Send + Sync>;
 
+/// Called with every denial and its key (opt-in: keys are never reported otherwise).
+type KeyRejectionListener<K> = Arc<dyn Fn(&K, &RateLimited) + Send + Sync>;
+
 struct Inner<K, A: Algorithm, C, S> {
     algorithm: A,
     clock: C,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    on_key_rejection: Option<KeyRejectionListener<K>>,
     metrics: LimiterMetrics,
     idle_ttl: u64,
     /// The only cell when `K` is zero-sized (unkeyed use): no hashing, no lock.
@@ -73,6 +77,7 @@ impl<K, A: Algorithm> RateLimiter<K, A> {
             hasher: DefaultHashBuilder::default(),
             shadow: false,
             on_rejection: None,
+            on_key_rejection: None,
             name: None,
             idle_ttl: Duration::ZERO,
             max_keys: None,
@@ -101,7 +106,7 @@ where
     {
         self.decide(key, || now_nanos(&self.inner.clock), 1)
             .map(|()| self.inner.metrics.allowed())
-            .or_else(|wait| self.reject(wait))
+            .or_else(|wait| self.reject(key, wait))
     }
 
     /// [`check`](Self::check) as of `now`, a time read from this limiter's clock. Lets a
@@ -117,7 +122,7 @@ where
     {
         self.decide(key, || nanos(now), 1)
             .map(|()| self.inner.metrics.allowed())
-            .or_else(|wait| self.reject(wait))
+            .or_else(|wait| self.reject(key, wait))
     }
 
     /// Admits a batch costing `n` for `key` all at once, or nothing. `n == 0` always passes.
@@ -151,7 +156,7 @@ where
         }
         self.decide(key, || now_nanos(&self.inner.clock), n)
             .map(|()| self.inner.metrics.allowed())
-            .or_else(|wait| self.reject(wait).map_err(CheckNError::RateLimited))
+            .or_else(|wait| self.reject(key, wait).map_err(CheckNError::RateLimited))
     }
 
     /// Admits one request for `key`, waiting through the clock when the wait fits `timeout`.
@@ -324,7 +329,7 @@ where
         if inner.shadow {
             self.decide(key, || now, cost)
                 .map(|()| inner.metrics.allowed())
-                .or_else(|wait| self.reject(wait))?;
+                .or_else(|wait| self.reject(key, wait))?;
             return Ok((Reservation::now(), now));
         }
         let reserved = self.with_cell(
@@ -334,7 +339,7 @@ where
         );
         let (at, undo) = match reserved {
             Ok(slot) => slot,
-            Err(wait) => return self.reject(wait).map(|()| (Reservation::now(), now)),
+            Err(wait) => return self.reject(key, wait).map(|()| (Reservation::now(), now)),
         };
         inner.metrics.allowed();
         if at <= now {
@@ -391,7 +396,7 @@ where
             reset: Duration::from_nanos(reset),
         };
         let result = result.map(|()| self.inner.metrics.allowed());
-        (result.or_else(|wait| self.reject(wait)), quota)
+        (result.or_else(|wait| self.reject(key, wait)), quota)
     }
 
     /// The quota `key` has left now: (requests that would pass at once, time until its quota
@@ -446,10 +451,17 @@ where
     /// A denial: reported (when anything listens), then enforced — or, in shadow mode,
     /// only reported. Kept inline and cheap: the deny path must cost what the allow path does.
     #[inline]
-    fn reject(&self, wait: u64) -> Result<(), RateLimited> {
+    fn reject<Q>(&self, key: &Q, wait: u64) -> Result<(), RateLimited>
+    where
+        Q: ToOwned<Owned = K> + ?Sized,
+    {
         let inner = &*self.inner;
-        if inner.on_rejection.is_some() || inner.metrics.active() || tracing_on() {
-            self.report(wait);
+        if inner.on_rejection.is_some()
+            || inner.on_key_rejection.is_some()
+            || inner.metrics.active()
+            || tracing_on()
+        {
+            self.report(key, wait);
         }
         if inner.shadow {
             Ok(())
@@ -459,7 +471,10 @@ where
     }
 
     #[cold]
-    fn report(&self, wait: u64) {
+    fn report<Q>(&self, key: &Q, wait: u64)
+    where
+        Q: ToOwned<Owned = K> + ?Sized,
+    {
         let denied = denied(wait);
         #[cfg(feature = "tracing")]
         tracing::debug!(
@@ -471,6 +486,9 @@ where
         self.inner.metrics.denied();
         if let Some(listener) = &self.inner.on_rejection {
             listener(&denied);
+        }
+        if let Some(listener) = &self.inner.on_key_rejection {
+            listener(&key.to_owned(), &denied);
         }
     }
 
@@ -569,6 +587,7 @@ pub struct RateLimiterBuilder<K, A, C, S> {
     hasher: S,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    on_key_rejection: Option<KeyRejectionListener<K>>,
     name: Option<String>,
     idle_ttl: Duration,
     max_keys: Option<usize>,
@@ -585,6 +604,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             hasher: self.hasher,
             shadow: self.shadow,
             on_rejection: self.on_rejection,
+            on_key_rejection: self.on_key_rejection,
             name: self.name,
             idle_ttl: self.idle_ttl,
             max_keys: self.max_keys,
@@ -602,6 +622,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
             hasher,
             shadow: self.shadow,
             on_rejection: self.on_rejection,
+            on_key_rejection: self.on_key_rejection,
             name: self.name,
             idle_ttl: self.idle_ttl,
             max_keys: self.max_keys,
@@ -643,6 +664,37 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
     #[must_use]
     pub fn on_rejection(mut self, listener: impl Fn(&RateLimited) + Send + Sync + 'static) -> Self {
         self.on_rejection = Some(Arc::new(listener));
+        self
+    }
+
+    /// Called with the key and the denial, after [`on_rejection`](Self::on_rejection): the
+    /// opt-in way to see who is limited (keys are never logged nor labelled otherwise). The
+    /// key is the limiter's own type, made from the borrowed one checked (`to_owned`: a copy
+    /// for `u64` or `IpAddr` keys, an allocation per denial for `String` keys checked as
+    /// `&str`). Runs on the denied caller's thread: keep it short.
+    ///
+    /// ```
+    /// use limitpal_core::{ManualClock, RateLimiter, TokenBucket};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let limited = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&limited);
+    /// let limiter = RateLimiter::<String, _, _, _>::builder(TokenBucket::new(1, 1.0)?)
+    ///     .clock(ManualClock::new())
+    ///     .on_key_rejection(move |user: &String, _denied| log.lock().unwrap().push(user.clone()))
+    ///     .build()?;
+    /// assert!(limiter.check("alice").is_ok());
+    /// assert!(limiter.check("alice").is_err());
+    /// assert!(limiter.check("bob").is_ok());
+    /// assert_eq!(*limited.lock().unwrap(), ["alice"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_key_rejection(
+        mut self,
+        listener: impl Fn(&K, &RateLimited) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_key_rejection = Some(Arc::new(listener));
         self
     }
 
@@ -690,6 +742,7 @@ impl<K, A, C, S> RateLimiterBuilder<K, A, C, S> {
                 clock: self.clock,
                 shadow: self.shadow,
                 on_rejection: self.on_rejection,
+                on_key_rejection: self.on_key_rejection,
                 metrics: LimiterMetrics::new(self.name.as_deref()),
                 idle_ttl: nanos(self.idle_ttl),
                 store: Store::new(self.hasher, shards, self.max_keys),
