@@ -300,24 +300,33 @@ impl<B> KeyExtractor<Request<B>> for Authority {
     type Key = String;
 
     fn extract(&self, req: &Request<B>) -> Option<String> {
+        use std::fmt::Write as _;
         let uri = req.uri();
-        let (host, port) = match uri.authority() {
-            Some(authority) => (authority.host().to_owned(), authority.port_u16()),
+        let parsed;
+        let authority = match uri.authority() {
+            Some(authority) => authority,
             None => {
                 let value = req.headers().get(http::header::HOST)?.to_str().ok()?;
-                let authority: http::uri::Authority = value.parse().ok()?;
-                (authority.host().to_owned(), authority.port_u16())
+                parsed = value.parse::<http::uri::Authority>().ok()?;
+                &parsed
             }
         };
+        let host = authority.host();
         if host.is_empty() {
             return None;
         }
-        let port = port.unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
-        Some(format!("{}:{port}", host.to_ascii_lowercase()))
+        let port = authority
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        // one allocation: the host lower-cased, then the port
+        let mut key = String::with_capacity(host.len().saturating_add(6));
+        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        let _ = write!(key, ":{port}"); // writing to a String cannot fail
+        Some(key)
     }
 }
 
@@ -337,6 +346,31 @@ impl<B> KeyExtractor<Request<B>> for GlobalKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_keys_are_normalised_host_port_pairs() {
+        let key = |uri: &str, host: Option<&str>| {
+            let mut req = Request::get(uri);
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            Authority.extract(&req.body(()).unwrap())
+        };
+        assert_eq!(
+            key("http://[::1]:8080/x", None).as_deref(),
+            Some("[::1]:8080")
+        );
+        assert_eq!(
+            key("HTTPS://Api.Example.COM/", None).as_deref(),
+            Some("api.example.com:443")
+        );
+        assert_eq!(
+            key("/", Some("Svc.Local:9000")).as_deref(),
+            Some("svc.local:9000")
+        );
+        assert_eq!(key("/", Some("not a host")), None);
+        assert_eq!(key("/", Some("")), None);
+    }
 
     #[test]
     fn forwarded_chain_is_read_from_the_right_across_lines() {
