@@ -497,7 +497,7 @@ pub struct AdaptiveLimitConfig {
 }
 
 impl AdaptiveLimitConfig {
-    /// Builds the limit (on [`MonotonicClock`](crate::MonotonicClock)).
+    /// Builds the limit (on [`MonotonicClock`]).
     ///
     /// # Errors
     /// [`ConfigPathError`] under `adaptive_limit.`.

@@ -32,7 +32,7 @@
 //!
 //! Our own refusals come back as [`reqwest_middleware::Error::Middleware`] holding
 //! [`RateLimited`](limitpal_core::RateLimited), [`CircuitOpen`](limitpal_core::CircuitOpen),
-//! [`BulkheadFull`](limitpal_core::BulkheadFull) or [`TimedOut`](limitpal_tower::TimedOut);
+//! [`BulkheadFull`](limitpal_core::BulkheadFull) or [`TimedOut`];
 //! downcast to tell them apart.
 
 #![forbid(unsafe_code)]

@@ -988,7 +988,7 @@ fn waiting(report: &mut Report) {
     );
 }
 
-/// reqwest middleware, each stack of [`Stack::ALL`] on the same client: first answered by a
+/// reqwest middleware, each stack of `Stack::ALL` on the same client: first answered by a
 /// canned `200` (the middleware's own cost: its time minus the bare client's), then by a
 /// loopback axum server (the whole round trip). Allocations are counted on the client's
 /// thread only, so the server's are not in them.
