@@ -100,8 +100,9 @@ fn reqwest_allocations(stack: Stack) -> u64 {
 }
 
 /// A keyed breaker's held keys (each Closed with one failure counted, so none looks fresh):
-/// at most 128 bytes each (122 at 200 000 keys, 116 at 1 M: the table grows in steps), and
-/// admissions of held keys allocate nothing, with a key listener too.
+/// at most 128 bytes each (122 at 200 000 keys, 116 at 1 M: the table grows in steps), 64
+/// more with a key listener, and admissions of held keys allocate nothing, with a key
+/// listener too.
 fn keyed_breaker_memory_and_admissions() {
     use limitpal::{CallPermit, KeyedCircuitBreaker};
     const KEYS: u64 = 200_000;
@@ -114,12 +115,25 @@ fn keyed_breaker_memory_and_admissions() {
     #[allow(clippy::cast_precision_loss)]
     let per_key = (alloc::live_bytes() - before) as f64 / 200_000.0;
     assert!(per_key <= 128.0, "{per_key:.1} bytes per held key");
+    drop(plain);
+    let before = alloc::live_bytes();
     let listened: KeyedCircuitBreaker<u64> = KeyedCircuitBreaker::builder()
         .on_key_state_change(|_, _, _| {})
         .build()
         .unwrap();
-    for key in 0..1_000 {
+    for key in 0..KEYS {
         listened.try_acquire(&key).unwrap().failure();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let per_key = (alloc::live_bytes() - before) as f64 / 200_000.0;
+    // the key's listener: a 24-byte box and the closure holding a copy of the key
+    assert!(
+        per_key <= 128.0 + 64.0,
+        "{per_key:.1} bytes per key with a listener"
+    );
+    let plain: KeyedCircuitBreaker<u64> = KeyedCircuitBreaker::builder().build().unwrap();
+    for key in 0..1_000 {
+        plain.try_acquire(&key).unwrap().failure();
     }
     for breakers in [&plain, &listened] {
         let before = alloc::calls();

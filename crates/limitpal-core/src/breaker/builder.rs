@@ -368,7 +368,7 @@ impl<C> Template<C> {
     pub(super) fn make_with(&self, on_key_change: Option<Listener>) -> CircuitBreaker<C> {
         let extras = (self.window.is_some() || on_key_change.is_some()).then(|| {
             Box::new(Extras {
-                window: self.window.clone(),
+                window: self.window.clone().map(Box::new),
                 on_key_change,
             })
         });
