@@ -164,8 +164,9 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
     /// moved, for a log line or a metric of your own. Runs after
     /// [`on_state_change`](CircuitBreakerBuilder::on_state_change), which never sees keys.
     ///
-    /// Each key held keeps a copy of itself for this (one allocation per key made, none per
-    /// call); a key dropped as fresh and made again hears its transitions as before.
+    /// Each key held keeps a copy of itself for this (56 bytes in two allocations when the key
+    /// is made, for a `u64` key; none per call); a key dropped as fresh and made again hears
+    /// its transitions as before.
     ///
     /// ```
     /// use limitpal_core::{CircuitState, KeyedCircuitBreaker, ManualClock};
