@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::builder::{CircuitBreakerBuilder, KeyListeners, Keyed, Template};
-use super::{CallPermit, CircuitBreaker, CircuitState};
+use super::{CallPermit, CircuitBreaker, CircuitState, Listener};
 use crate::clock::{nanos, now_nanos};
 use crate::keyed::{Cells, DefaultHashBuilder, Store, default_shards};
 use crate::sync::{AtomicU64, Ordering, lock};
@@ -77,10 +77,12 @@ struct Breakers<K, C> {
 impl<K, C> Breakers<K, C> {
     /// A new key's cell: its breaker, told of its transitions with the key if so asked.
     fn cell_for(&self, key: &K) -> KeyCell<C> {
+        self.cell(self.on_key_change.as_ref().map(|listeners| listeners(key)))
+    }
+
+    fn cell(&self, on_key_change: Option<Listener>) -> KeyCell<C> {
         KeyCell {
-            breaker: self
-                .template
-                .make_with(self.on_key_change.as_ref().map(|listeners| listeners(key))),
+            breaker: self.template.make_with(on_key_change),
             used: AtomicU64::new(0),
         }
     }
@@ -95,11 +97,10 @@ struct KeyCell<C> {
 impl<K, C: Clock> Cells for Breakers<K, C> {
     type Cell = KeyCell<C>;
 
+    /// A cell that names no key: the store's plain insert path, which this stage does not
+    /// take (its keys are made with [`Breakers::cell_for`], so that a listener knows them).
     fn new_cell(&self) -> KeyCell<C> {
-        KeyCell {
-            breaker: self.template.make(),
-            used: AtomicU64::new(0),
-        }
+        self.cell(None)
     }
 
     fn cell_idle(&self, cell: &KeyCell<C>, now: u64, idle: u64) -> bool {
