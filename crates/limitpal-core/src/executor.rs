@@ -251,14 +251,15 @@ impl<K, Cl, T, Fb> ResilientExecutorBuilder<K, Cl, T, Fb> {
     /// [`PipelineBuilder::adaptive_limit_per`]).
     #[must_use]
     pub fn adaptive_limit_per<K2>(
-        self,
+        mut self,
         keyed: crate::KeyedAdaptiveLimit<K2>,
         key: impl Fn(&K) -> K2 + Send + Sync + 'static,
     ) -> Self
     where
         K2: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     {
-        self.bulkhead_per(keyed.into(), key)
+        self.pipeline = self.pipeline.adaptive_limit_per(keyed, key);
+        self
     }
 
     /// Classifies with a predicate: an `Err` is retried only when `retryable(&err)`.
