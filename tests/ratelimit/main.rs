@@ -410,6 +410,40 @@ fn sliding_window_counts_any_interval_not_aligned_ones() {
     assert_eq!(limiter.check_n(&1, 3), Ok(()));
 }
 
+/// A cost of any size is one entry of a sliding window's state: a `check_n` of four billion
+/// units neither allocates four billion timestamps nor answers differently from small ones.
+#[test]
+fn sliding_window_takes_a_cost_of_billions_in_one_entry() {
+    let (limiter, clock) = manual::<u64, _>(SlidingWindow::new(u32::MAX, 10 * SEC).unwrap());
+    assert_eq!(limiter.check_n(&1, u32::MAX - 1), Ok(()));
+    clock.set(2 * SEC);
+    assert_eq!(
+        limiter.check_n(&1, 1),
+        Ok(()),
+        "the last unit of the window"
+    );
+    assert_eq!(
+        limiter.check(&1),
+        Err(RateLimited::new(8 * SEC)),
+        "full until the first run leaves the window"
+    );
+    assert_eq!(
+        limiter.check_n(&2, u32::MAX),
+        Ok(()),
+        "a whole window at once"
+    );
+    let r = limiter
+        .reserve(&1, 20 * SEC)
+        .expect("a slot once the run at 0 has left");
+    assert_eq!(r.delay(), 8 * SEC);
+    clock.set(10 * SEC);
+    assert_eq!(
+        limiter.check_n(&1, u32::MAX - 2),
+        Ok(()),
+        "the run at 0 has left: all but the unit at 2 s and the reservation fit"
+    );
+}
+
 #[test]
 fn clock_going_backwards_never_over_admits() {
     for algorithm in 0..3 {

@@ -5,7 +5,7 @@
 //! | algorithm | per-key state | concurrency |
 //! |---|---|---|
 //! | [`TokenBucket`], [`LeakyBucket`] | one `u64` (GCRA theoretical arrival time) | lock-free CAS |
-//! | [`SlidingWindow`] | the last `limit` admission times, `O(limit)` | per-key lock |
+//! | [`SlidingWindow`] | the admissions in the window by instant, at most `limit` entries | per-key lock |
 //! | [`All`] (`a.and(b)`) | both parts' states | per-key lock |
 //!
 //! Time is integer nanoseconds since the clock's origin; nothing here reads a clock.

@@ -1,8 +1,9 @@
 //! An exact sliding window: at most `limit` admissions in any interval `[t, t + window)`.
 //!
-//! The state keeps the times of the last `limit` admissions (`O(limit)` memory per key, grown
-//! on demand). A cost `n` passes at `now` when, after it, no interval of length `window` ending
-//! at `now` would hold more than `limit` admissions.
+//! The state keeps the admissions still in the window, grouped by instant (`O(limit)` memory
+//! per key at most, grown on demand; a cost of `n` at one instant is one entry, not `n`). A
+//! cost `n` passes at `now` when, after it, no interval of length `window` ending at `now`
+//! would hold more than `limit` admissions.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use crate::clock::nanos;
 /// At most `limit` admissions in any interval of length `window` — not only in aligned
 /// windows, so there is no double burst at a window boundary.
 ///
-/// Per-key state grows to `limit` timestamps (8 bytes each) and is kept under a per-key lock;
+/// Per-key state holds one 16-byte entry per instant with admissions in the window (so at
+/// most `limit` entries; a `check_n` of any cost is one) and is kept under a per-key lock;
 /// prefer [`TokenBucket`](crate::TokenBucket) for large limits.
 ///
 /// ```
@@ -55,16 +57,63 @@ impl SlidingWindow {
     }
 }
 
-/// Admission times, oldest first (reserved ones may lie in the future), the latest `now` seen
-/// so that time going backwards counts as "no time passed", and the end of a hold.
+/// Admissions by instant, oldest first (reserved ones may lie in the future), the latest
+/// `now` seen so that time going backwards counts as "no time passed", and the end of a hold.
 ///
-/// At most `limit` times lie in any window; reservations waiting for their slot add theirs
-/// beyond it, so a key with waiters holds up to `limit` plus their count.
+/// At most `limit` admissions lie in any window; reservations waiting for their slot add
+/// theirs beyond it, so a key with waiters holds up to `limit` plus their count.
 #[derive(Debug, Default)]
 pub struct Admissions {
-    times: VecDeque<u64>,
+    /// `(time, count)`: `count` admissions at `time`, times never decreasing.
+    runs: VecDeque<(u64, u32)>,
+    /// The sum of the runs' counts.
+    total: u64,
     latest: u64,
     held: u64,
+}
+
+impl Admissions {
+    /// Records `cost` admissions at `at` (no earlier than any recorded).
+    fn push(&mut self, at: u64, cost: u32) {
+        if cost == 0 {
+            return;
+        }
+        match self.runs.back_mut() {
+            Some((time, count)) if *time == at && count.checked_add(cost).is_some() => {
+                *count = count.saturating_add(cost); // checked just above
+            }
+            _ => self.runs.push_back((at, cost)),
+        }
+        self.total = self.total.saturating_add(u64::from(cost));
+    }
+
+    /// The time of the `nth` oldest admission (`1 ..= total`), walking from the nearer end.
+    fn nth_oldest(&self, nth: u64) -> u64 {
+        let mut seen = 0_u64;
+        if nth <= self.total / 2 {
+            for &(time, count) in &self.runs {
+                seen = seen.saturating_add(u64::from(count));
+                if seen >= nth {
+                    return time;
+                }
+            }
+        } else {
+            // the same admission, counted from the newest: total - nth + 1 >= 1
+            let from_back = self.total.saturating_sub(nth).saturating_add(1);
+            for &(time, count) in self.runs.iter().rev() {
+                seen = seen.saturating_add(u64::from(count));
+                if seen >= from_back {
+                    return time;
+                }
+            }
+        }
+        self.runs.back().map_or(0, |&(time, _)| time)
+    }
+
+    /// The time of the newest admission.
+    fn last(&self) -> Option<u64> {
+        self.runs.back().map(|&(time, _)| time)
+    }
 }
 
 impl SlidingWindow {
@@ -77,15 +126,14 @@ impl SlidingWindow {
     fn next_slot(&self, s: &Admissions, now: u64, cost: u32) -> u64 {
         let base = now.max(s.latest);
         let mut at = base.max(s.held);
-        let len = s.times.len();
-        if let Some(&last) = s.times.back() {
+        if let Some(last) = s.last() {
             at = at.max(last);
         }
         // admissions that may stay in the window (the caller checks cost <= limit)
-        let keep = self.limit.saturating_sub(cost) as usize;
-        if len > keep {
-            // The (len - keep)-th oldest admission must have left the window.
-            let leaving = s.times[len.saturating_sub(keep).saturating_sub(1)]; // len > keep
+        let keep = u64::from(self.limit.saturating_sub(cost));
+        if s.total > keep {
+            // The (total - keep)-th oldest admission must have left the window.
+            let leaving = s.nth_oldest(s.total.saturating_sub(keep));
             at = at.max(leaving.saturating_add(self.window));
         }
         at
@@ -93,12 +141,11 @@ impl SlidingWindow {
 
     /// Forgets admissions that no later admission can share a window with.
     fn prune(&self, s: &mut Admissions) {
-        while s
-            .times
-            .front()
-            .is_some_and(|&t| t.saturating_add(self.window) <= s.latest)
+        while let Some(&(time, count)) = s.runs.front()
+            && time.saturating_add(self.window) <= s.latest
         {
-            s.times.pop_front();
+            s.runs.pop_front();
+            s.total = s.total.saturating_sub(u64::from(count));
         }
     }
 }
@@ -132,39 +179,37 @@ impl Sealed for SlidingWindow {
         self.peek(s, now, cost)?;
         s.latest = now.max(s.latest);
         self.prune(s);
-        let at = s.latest;
-        s.times.extend(std::iter::repeat_n(at, cost as usize));
+        s.push(s.latest, cost);
         Ok(())
     }
 
     fn plain_idle(&self, s: &Admissions, now: u64, idle: u64) -> bool {
-        s.times
-            .back()
-            .is_none_or(|&last| last.saturating_add(self.window).saturating_add(idle) <= now)
+        s.last()
+            .is_none_or(|last| last.saturating_add(self.window).saturating_add(idle) <= now)
             && s.latest <= now
             && s.held.saturating_add(idle) <= now
     }
 
     fn plain_recency(&self, s: &Admissions) -> u64 {
-        s.latest.max(s.times.back().copied().unwrap_or(0))
+        s.latest.max(s.last().unwrap_or(0))
     }
 
     fn plain_quota(&self, s: &Admissions, now: u64) -> (u32, u64) {
         let now = now.max(s.latest);
-        let inside = s
-            .times
+        let inside: u64 = s
+            .runs
             .iter()
-            .filter(|&&t| t.saturating_add(self.window) > now)
-            .count();
+            .filter(|&&(time, _)| time.saturating_add(self.window) > now)
+            .map(|&(_, count)| u64::from(count))
+            .sum();
         let remaining = if s.held > now {
             0
         } else {
-            (self.limit as usize).saturating_sub(inside)
+            u64::from(self.limit).saturating_sub(inside)
         };
         let reset = s
-            .times
-            .back()
-            .map_or(0, |&t| t.saturating_add(self.window).saturating_sub(now))
+            .last()
+            .map_or(0, |t| t.saturating_add(self.window).saturating_sub(now))
             .max(s.held.saturating_sub(now));
         (u32::try_from(remaining).unwrap_or(u32::MAX), reset)
     }
@@ -177,16 +222,23 @@ impl Sealed for SlidingWindow {
 
     fn take(&self, s: &mut Admissions, at: u64, cost: u32) -> u64 {
         self.prune(s);
-        s.times.extend(std::iter::repeat_n(at, cost as usize));
+        s.push(at, cost);
         at
     }
 
     fn untake(&self, s: &mut Admissions, &at: &u64, cost: u32) {
         // Removing admissions never lets any window hold more than it did.
-        for _ in 0..cost {
-            match s.times.iter().rposition(|&t| t == at) {
-                Some(i) => drop(s.times.remove(i)),
-                None => break,
+        let mut left = cost;
+        while left > 0
+            && let Some(i) = s.runs.iter().rposition(|&(time, _)| time == at)
+        {
+            let count = &mut s.runs[i].1;
+            let taken = left.min(*count);
+            *count = count.saturating_sub(taken);
+            left = left.saturating_sub(taken);
+            s.total = s.total.saturating_sub(u64::from(taken));
+            if *count == 0 {
+                s.runs.remove(i);
             }
         }
     }
@@ -246,5 +298,149 @@ mod tests {
         w.hold(&mut s, 50);
         assert_eq!(w.apply(&mut s, 20, 1), Err(30));
         assert!(w.apply(&mut s, 50, 5).is_ok());
+    }
+
+    #[test]
+    fn a_large_cost_is_one_entry_and_leaves_the_window_as_a_whole() {
+        let w = SlidingWindow::new(u32::MAX, Duration::from_nanos(10)).expect("valid");
+        let mut s = w.new_plain();
+        assert!(w.apply(&mut s, 0, u32::MAX - 1).is_ok());
+        assert_eq!(s.runs.len(), 1, "one instant, one entry");
+        assert!(w.apply(&mut s, 3, 1).is_ok(), "the last unit");
+        assert_eq!(
+            w.apply(&mut s, 4, 1),
+            Err(6),
+            "full until the big run leaves"
+        );
+        assert!(
+            w.apply(&mut s, 10, u32::MAX - 1).is_ok(),
+            "at 10 the big run has left: as large a cost fits again"
+        );
+        assert_eq!(w.apply(&mut s, 12, 1), Err(1), "the unit at 3 leaves at 13");
+        assert!(w.apply(&mut s, 13, 1).is_ok());
+    }
+
+    #[test]
+    fn giving_back_part_of_a_run_keeps_the_rest() {
+        let w = SlidingWindow::new(4, Duration::from_nanos(10)).expect("valid");
+        let mut s = w.new_plain();
+        assert!(w.apply(&mut s, 0, 3).is_ok());
+        let at = w.take(&mut s, 0, 1);
+        assert_eq!(w.slot(&s, 0, 1), 10, "full");
+        w.untake(&mut s, &at, 1);
+        assert_eq!(w.slot(&s, 0, 1), 0, "one unit free again");
+        w.untake(&mut s, &at, 2);
+        assert_eq!(w.slot(&s, 0, 3), 0, "two more given back from the run at 0");
+        assert_eq!(w.slot(&s, 0, 4), 10, "but not the third, still taken");
+    }
+
+    /// The window as it was first written: one time per unit admitted.
+    #[derive(Default)]
+    struct Units {
+        times: Vec<u64>,
+        latest: u64,
+        held: u64,
+    }
+
+    impl Units {
+        fn slot(&self, limit: u32, window: u64, now: u64, cost: u32) -> u64 {
+            let mut at = now.max(self.latest).max(self.held);
+            if let Some(&last) = self.times.last() {
+                at = at.max(last);
+            }
+            let keep = (limit - cost) as usize;
+            if self.times.len() > keep {
+                at = at.max(self.times[self.times.len() - keep - 1] + window);
+            }
+            at
+        }
+
+        fn prune(&mut self, window: u64) {
+            let latest = self.latest;
+            self.times.retain(|&t| t + window > latest);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Apply { advance: u64, cost: u32 },
+        Take { advance: u64, cost: u32 },
+        Untake(usize),
+        Hold(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0_u64..8, 1_u32..5).prop_map(|(advance, cost)| Op::Apply { advance, cost }),
+            2 => (0_u64..8, 1_u32..5).prop_map(|(advance, cost)| Op::Take { advance, cost }),
+            1 => any::<usize>().prop_map(Op::Untake),
+            1 => (0_u64..20).prop_map(Op::Hold),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Grouping admissions by instant changes no answer: the same checks, reservations,
+        /// give-backs and holds get the same answers as one time per unit.
+        #[test]
+        fn grouped_by_instant_answers_as_one_time_per_unit(
+            limit in 1_u32..6,
+            window in 1_u64..12,
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let w = SlidingWindow::new(limit, Duration::from_nanos(window)).expect("valid");
+            let mut s = w.new_plain();
+            let mut model = Units::default();
+            let mut taken: Vec<(u64, u32)> = Vec::new();
+            let mut now = 0_u64;
+            for op in ops {
+                match op {
+                    Op::Apply { advance, cost } => {
+                        now += advance;
+                        let cost = cost.min(limit);
+                        let expected = match model.slot(limit, window, now, cost) - now.max(model.latest) {
+                            0 => {
+                                model.latest = now.max(model.latest);
+                                model.prune(window);
+                                model.times.extend(std::iter::repeat_n(model.latest, cost as usize));
+                                Ok(())
+                            }
+                            wait => Err(wait),
+                        };
+                        proptest::prop_assert_eq!(w.apply(&mut s, now, cost), expected);
+                    }
+                    Op::Take { advance, cost } => {
+                        now += advance;
+                        let cost = cost.min(limit);
+                        let at = model.slot(limit, window, now, cost);
+                        proptest::prop_assert_eq!(w.slot(&s, now, cost), at);
+                        model.prune(window);
+                        model.times.extend(std::iter::repeat_n(at, cost as usize));
+                        taken.push((w.take(&mut s, at, cost), cost));
+                    }
+                    Op::Untake(i) if !taken.is_empty() => {
+                        let (at, cost) = taken.swap_remove(i % taken.len());
+                        for _ in 0..cost {
+                            if let Some(i) = model.times.iter().rposition(|&t| t == at) {
+                                model.times.remove(i);
+                            }
+                        }
+                        w.untake(&mut s, &at, cost);
+                    }
+                    Op::Untake(_) => {}
+                    Op::Hold(d) => {
+                        model.held = model.held.max(now + d);
+                        w.hold(&mut s, now + d);
+                    }
+                }
+                for cost in 1..=limit {
+                    proptest::prop_assert_eq!(
+                        w.slot(&s, now, cost),
+                        model.slot(limit, window, now, cost)
+                    );
+                }
+                proptest::prop_assert_eq!(s.total, model.times.len() as u64);
+            }
+        }
     }
 }
