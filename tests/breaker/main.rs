@@ -821,6 +821,74 @@ mod keyed {
         );
     }
 
+    /// `on_key_rejection` hears each refusal with its key and its `retry_after`, after the
+    /// keyless `on_rejection`, through `try_acquire` and through a pipeline's
+    /// `circuit_breaker_per`; shadow-mode refusals too, whose calls go ahead.
+    #[test]
+    fn key_rejection_listener_hears_each_refusal_with_its_key() {
+        use std::sync::{Arc, Mutex};
+        let clock = ManualClock::new();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let (log, order) = (Arc::clone(&heard), Arc::clone(&heard));
+        let breakers = KeyedCircuitBreaker::<String, _>::builder()
+            .failure_threshold(1)
+            .recovery_timeout(5 * SEC)
+            .clock(clock.clone())
+            .on_rejection(move |_| order.lock().unwrap().push(("(any key)".to_owned(), None)))
+            .on_key_rejection(move |key: &String, open| {
+                log.lock()
+                    .unwrap()
+                    .push((key.clone(), Some(open.retry_after)));
+            })
+            .build()
+            .unwrap();
+        breakers.try_acquire("a").unwrap().failure();
+        breakers.try_acquire("b").unwrap().success();
+        clock.advance(2 * SEC);
+        assert!(breakers.try_acquire("a").is_err());
+        assert!(
+            breakers.try_acquire("b").is_ok(),
+            "b is closed: nothing to hear"
+        );
+        let exec = limitpal::ResilientExecutor::builder()
+            .circuit_breaker_per(breakers.clone(), |host: &&str| (*host).to_owned())
+            .build()
+            .unwrap();
+        clock.advance(SEC);
+        let refused = exec.run(&"a", || Ok::<_, ()>(()));
+        assert!(
+            matches!(refused, Err(limitpal::Error::CircuitOpen(_))),
+            "{refused:?}"
+        );
+        let any = || ("(any key)".to_owned(), None);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                any(),
+                ("a".to_owned(), Some(3 * SEC)),
+                any(),
+                ("a".to_owned(), Some(2 * SEC)),
+            ]
+        );
+
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&heard);
+        let shadow = KeyedCircuitBreaker::<u64, _>::builder()
+            .failure_threshold(1)
+            .shadow(true)
+            .clock(clock.clone())
+            .on_key_rejection(move |key: &u64, _| log.lock().unwrap().push(*key))
+            .build()
+            .unwrap();
+        shadow.try_acquire(&9).unwrap().failure();
+        shadow
+            .try_acquire(&9)
+            .expect("shadow mode lets the call through")
+            .success();
+        assert_eq!(*heard.lock().unwrap(), [9]);
+        assert_eq!(shadow.state(&9), CircuitState::Open);
+    }
+
     #[test]
     fn reset_closes_one_key() {
         let (breakers, _clock) = keyed(1);

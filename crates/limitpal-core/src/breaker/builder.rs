@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    CircuitBreaker, CircuitState, Config, Extras, FailureWindow, Inner, Listener, RateTrigger,
-    RejectionListener, Shared, SlowState, Word,
+    CircuitBreaker, CircuitState, Config, Extras, FailureWindow, Inner, KeyHooks, Listener,
+    RateTrigger, RejectionListener, Shared, SlowState, Word,
 };
 use crate::clock::nanos;
 use crate::metrics::BreakerMetrics;
@@ -97,18 +97,73 @@ pub struct Single;
 pub struct Keyed<K> {
     pub(super) max_keys: Option<usize>,
     pub(super) idle_ttl: Duration,
-    pub(super) on_key_change: Option<KeyListeners<K>>,
+    pub(super) listeners: KeyListeners<K>,
 }
 
-/// Makes a key's own state-change listener: the user's, bound to a copy of the key.
-pub(super) type KeyListeners<K> = Arc<dyn Fn(&K) -> Listener + Send + Sync>;
+/// The listeners that hear a key, shared by every key; each key's breaker calls them through
+/// a [`BoundKey`] that holds its copy of the key.
+pub(super) struct KeyListeners<K> {
+    pub(super) on_change: Option<KeyChangeListener<K>>,
+    pub(super) on_rejection: Option<KeyRejectionListener<K>>,
+    /// Binds the listeners to a copy of a key (set with the first listener, where
+    /// `K: Clone` is known).
+    pub(super) bind: Option<BindKey<K>>,
+}
+
+type KeyChangeListener<K> = Arc<dyn Fn(&K, CircuitState, CircuitState) + Send + Sync>;
+type KeyRejectionListener<K> = Arc<dyn Fn(&K, &CircuitOpen) + Send + Sync>;
+type BindKey<K> = fn(&Arc<KeyListeners<K>>, &K) -> Arc<dyn KeyHooks>;
+
+impl<K> Default for KeyListeners<K> {
+    fn default() -> Self {
+        Self {
+            on_change: None,
+            on_rejection: None,
+            bind: None,
+        }
+    }
+}
+
+/// A key's copy and the listeners to call with it.
+struct BoundKey<K> {
+    key: K,
+    listeners: Arc<KeyListeners<K>>,
+}
+
+impl<K: Send + Sync> KeyHooks for BoundKey<K> {
+    fn changed(&self, from: CircuitState, to: CircuitState) {
+        if let Some(listener) = &self.listeners.on_change {
+            listener(&self.key, from, to);
+        }
+    }
+
+    fn rejected(&self, open: &CircuitOpen) {
+        if let Some(listener) = &self.listeners.on_rejection {
+            listener(&self.key, open);
+        }
+    }
+}
+
+impl<K: Clone + Send + Sync + 'static> KeyListeners<K> {
+    fn bind(listeners: &Arc<Self>, key: &K) -> Arc<dyn KeyHooks> {
+        Arc::new(BoundKey {
+            key: key.clone(),
+            listeners: Arc::clone(listeners),
+        })
+    }
+
+    /// Notes that `K: Clone`, so keys can be bound.
+    pub(super) fn bindable(&mut self) {
+        self.bind = Some(Self::bind);
+    }
+}
 
 impl<K> Default for Keyed<K> {
     fn default() -> Self {
         Self {
             max_keys: None,
             idle_ttl: Duration::ZERO,
-            on_key_change: None,
+            listeners: KeyListeners::default(),
         }
     }
 }
@@ -118,7 +173,8 @@ impl<K> fmt::Debug for Keyed<K> {
         f.debug_struct("Keyed")
             .field("max_keys", &self.max_keys)
             .field("idle_ttl", &self.idle_ttl)
-            .field("on_key_state_change", &self.on_key_change.is_some())
+            .field("on_key_state_change", &self.listeners.on_change.is_some())
+            .field("on_key_rejection", &self.listeners.on_rejection.is_some())
             .finish()
     }
 }
@@ -262,7 +318,11 @@ impl<C, T> CircuitBreakerBuilder<C, T> {
     ///
     /// `named`: whether the breaker's metrics carry its `name` (a keyed breaker's keys are
     /// never labels, so it records none).
-    pub(super) fn into_template(self, named: bool) -> Result<(Template<C>, T), ConfigError> {
+    pub(super) fn into_template(
+        self,
+        named: bool,
+        key_rejections: bool,
+    ) -> Result<(Template<C>, T), ConfigError> {
         let nonzero = |value: u32, field| {
             if value == 0 {
                 Err(ConfigError::Zero { field })
@@ -324,6 +384,7 @@ impl<C, T> CircuitBreakerBuilder<C, T> {
                 listener: self.listener,
                 shadow: self.shadow,
                 on_rejection: self.on_rejection,
+                key_rejections,
                 metrics,
             }),
             window,
@@ -344,7 +405,7 @@ impl<C> CircuitBreakerBuilder<C> {
     where
         C: Clock,
     {
-        let (template, Single) = self.into_template(true)?;
+        let (template, Single) = self.into_template(true, false)?;
         Ok(template.make())
     }
 }
@@ -363,13 +424,13 @@ impl<C> Template<C> {
         self.make_with(None)
     }
 
-    /// [`make`](Self::make), telling `on_key_change` (a key's own listener) of its
-    /// transitions.
-    pub(super) fn make_with(&self, on_key_change: Option<Listener>) -> CircuitBreaker<C> {
-        let extras = (self.window.is_some() || on_key_change.is_some()).then(|| {
+    /// [`make`](Self::make), telling `key` (a key's own listeners) of its transitions and
+    /// rejections.
+    pub(super) fn make_with(&self, key: Option<Arc<dyn KeyHooks>>) -> CircuitBreaker<C> {
+        let extras = (self.window.is_some() || key.is_some()).then(|| {
             Box::new(Extras {
                 window: self.window.clone().map(Box::new),
-                on_key_change,
+                key,
             })
         });
         CircuitBreaker {

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::builder::{CircuitBreakerBuilder, KeyListeners, Keyed, Template};
-use super::{CallPermit, CircuitBreaker, CircuitState, Listener};
+use super::{CallPermit, CircuitBreaker, CircuitState, KeyHooks};
 use crate::clock::{nanos, now_nanos};
 use crate::keyed::{Cells, DefaultHashBuilder, Store, default_shards};
 use crate::sync::{AtomicU64, Ordering, lock};
@@ -25,8 +25,9 @@ use crate::{CircuitOpen, Clock, ConfigError, MonotonicClock};
 /// Closed key goes first, and while every key held is Open or busy the store holds them all
 /// (more than `max_keys`) rather than forget an open breaker. Keys are never metric labels
 /// and never logged: a keyed breaker records no per-key metrics, and its `on_state_change`
-/// listener hears `(from, to)` alone. To hear which key moved, opt in with
-/// [`on_key_state_change`](CircuitBreakerBuilder::on_key_state_change).
+/// and `on_rejection` listeners hear no key. To hear which key moved or refused a call, opt
+/// in with [`on_key_state_change`](CircuitBreakerBuilder::on_key_state_change) and
+/// [`on_key_rejection`](CircuitBreakerBuilder::on_key_rejection).
 ///
 /// ```
 /// use limitpal_core::{CircuitState, KeyedCircuitBreaker, ManualClock};
@@ -71,18 +72,23 @@ struct Inner<K, C: Clock> {
 /// How every key's breaker is made.
 struct Breakers<K, C> {
     template: Template<C>,
-    on_key_change: Option<KeyListeners<K>>,
+    /// The listeners that hear keys, if any was given.
+    listeners: Option<Arc<KeyListeners<K>>>,
 }
 
 impl<K, C> Breakers<K, C> {
-    /// A new key's cell: its breaker, told of its transitions with the key if so asked.
+    /// A new key's cell: its breaker, its listeners bound to a copy of the key if so asked.
     fn cell_for(&self, key: &K) -> KeyCell<C> {
-        self.cell(self.on_key_change.as_ref().map(|listeners| listeners(key)))
+        self.cell(
+            self.listeners
+                .as_ref()
+                .and_then(|listeners| listeners.bind.map(|bind| bind(listeners, key))),
+        )
     }
 
-    fn cell(&self, on_key_change: Option<Listener>) -> KeyCell<C> {
+    fn cell(&self, key: Option<Arc<dyn KeyHooks>>) -> KeyCell<C> {
         KeyCell {
-            breaker: self.template.make_with(on_key_change),
+            breaker: self.template.make_with(key),
             used: AtomicU64::new(0),
         }
     }
@@ -165,9 +171,10 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
     /// moved, for a log line or a metric of your own. Runs after
     /// [`on_state_change`](CircuitBreakerBuilder::on_state_change), which never sees keys.
     ///
-    /// Each key held keeps a copy of itself for this (56 bytes in two allocations when the key
-    /// is made, for a `u64` key; none per call); a key dropped as fresh and made again hears
-    /// its transitions as before.
+    /// Each key held keeps a copy of itself for this and
+    /// [`on_key_rejection`](Self::on_key_rejection) (56 bytes in two allocations when the key
+    /// is made, for a `u64` key, for either listener or both; none per call); a key dropped as
+    /// fresh and made again hears its transitions as before.
     ///
     /// ```
     /// use limitpal_core::{CircuitState, KeyedCircuitBreaker, ManualClock};
@@ -197,12 +204,53 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
     where
         K: Clone + Send + Sync + 'static,
     {
-        let listener = Arc::new(listener);
-        self.target_mut().on_key_change = Some(Arc::new(move |key: &K| {
-            let key = key.clone();
-            let listener = Arc::clone(&listener);
-            Arc::new(move |from, to| listener(&key, from, to))
-        }));
+        let listeners = &mut self.target_mut().listeners;
+        listeners.on_change = Some(Arc::new(listener));
+        listeners.bindable();
+        self
+    }
+
+    /// Called with `(key, &CircuitOpen)` for every call a key's breaker refuses (shadow-mode
+    /// refusals too), after [`on_rejection`](CircuitBreakerBuilder::on_rejection), which never
+    /// sees keys: the opt-in way to count fail-fast calls per host or tenant. Runs on the
+    /// refused caller's thread, outside the breaker's lock: keep it short. Through a pipeline
+    /// (`circuit_breaker_per`) it hears the pipeline's refusals as well.
+    ///
+    /// The key is the copy its breaker holds (see
+    /// [`on_key_state_change`](Self::on_key_state_change)): nothing is made per refusal.
+    ///
+    /// ```
+    /// use limitpal_core::{KeyedCircuitBreaker, ManualClock};
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    ///
+    /// let refused = Arc::new(Mutex::new(Vec::new()));
+    /// let log = Arc::clone(&refused);
+    /// let breakers = KeyedCircuitBreaker::<String, _>::builder()
+    ///     .failure_threshold(1)
+    ///     .recovery_timeout(Duration::from_secs(5))
+    ///     .clock(ManualClock::new())
+    ///     .on_key_rejection(move |host: &String, open| {
+    ///         log.lock().unwrap().push((host.clone(), open.retry_after));
+    ///     })
+    ///     .build()?;
+    /// breakers.try_acquire("db-1")?.failure();
+    /// assert!(breakers.try_acquire("db-1").is_err());
+    /// breakers.try_acquire("db-2")?.success();
+    /// assert_eq!(*refused.lock().unwrap(), [("db-1".to_string(), Duration::from_secs(5))]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn on_key_rejection(
+        mut self,
+        listener: impl Fn(&K, &CircuitOpen) + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Clone + Send + Sync + 'static,
+    {
+        let listeners = &mut self.target_mut().listeners;
+        listeners.on_rejection = Some(Arc::new(listener));
+        listeners.bindable();
         self
     }
 
@@ -210,8 +258,9 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
     ///
     /// # Errors
     /// As [`CircuitBreakerBuilder::build`], and [`ConfigError::Zero`] for a zero `max_keys`.
-    pub fn build(self) -> Result<KeyedCircuitBreaker<K, C>, ConfigError> {
-        let (template, keyed) = self.into_template(false)?;
+    pub fn build(mut self) -> Result<KeyedCircuitBreaker<K, C>, ConfigError> {
+        let key_rejections = self.target_mut().listeners.on_rejection.is_some();
+        let (template, keyed) = self.into_template(false, key_rejections)?;
         if keyed.max_keys == Some(0) {
             return Err(ConfigError::Zero { field: "max_keys" });
         }
@@ -219,7 +268,11 @@ impl<K: Hash + Eq, C: Clock> CircuitBreakerBuilder<C, Keyed<K>> {
             inner: Arc::new(Inner {
                 breakers: Breakers {
                     template,
-                    on_key_change: keyed.on_key_change,
+                    listeners: keyed
+                        .listeners
+                        .bind
+                        .is_some()
+                        .then(|| Arc::new(keyed.listeners)),
                 },
                 store: Store::new(
                     DefaultHashBuilder::default(),

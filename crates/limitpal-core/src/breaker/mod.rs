@@ -140,10 +140,20 @@ struct Shared<C> {
     listener: Option<Listener>,
     shadow: bool,
     on_rejection: Option<RejectionListener>,
+    /// Whether a key's own rejection listener is to be told (a keyed breaker's
+    /// `on_key_rejection`): only then does a rejection look for it.
+    key_rejections: bool,
     metrics: BreakerMetrics,
 }
 
 type RejectionListener = Arc<dyn Fn(&CircuitOpen) + Send + Sync>;
+
+/// A keyed breaker's listeners that hear the key (`on_key_state_change`, `on_key_rejection`),
+/// bound to one key's copy: what a key's breaker calls them through.
+trait KeyHooks: Send + Sync {
+    fn changed(&self, from: CircuitState, to: CircuitState);
+    fn rejected(&self, open: &CircuitOpen);
+}
 
 /// State touched only under the mutex.
 #[derive(Debug)]
@@ -156,19 +166,19 @@ struct SlowState {
 }
 
 /// What only some breakers have: 24 bytes, the ring (168) boxed on its own so that a key
-/// with only a listener does not pay for one.
+/// with only listeners does not pay for one.
 struct Extras {
     /// The failure-rate trigger's ring.
     window: Option<Box<FailureWindow>>,
-    /// A keyed breaker's `on_key_state_change`, bound to this breaker's key.
-    on_key_change: Option<Listener>,
+    /// A keyed breaker's listeners that hear the key, bound to this breaker's key.
+    key: Option<Arc<dyn KeyHooks>>,
 }
 
 impl fmt::Debug for Extras {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Extras")
             .field("window", &self.window)
-            .field("on_key_change", &self.on_key_change.is_some())
+            .field("key_listeners", &self.key.is_some())
             .finish()
     }
 }
@@ -191,8 +201,8 @@ impl SlowState {
 struct Change {
     from: CircuitState,
     to: CircuitState,
-    /// The key's own listener, if its keyed breaker has one.
-    on_key_change: Option<Listener>,
+    /// The key's own listeners, if its keyed breaker has them.
+    key: Option<Arc<dyn KeyHooks>>,
 }
 
 /// What happened to a permitted call.
@@ -363,6 +373,16 @@ impl<C: Clock> Inner<C> {
         self.shared.metrics.rejected();
         if let Some(listener) = &self.shared.on_rejection {
             listener(&open);
+        }
+        if self.shared.key_rejections {
+            // cloned out, so the listener runs without the lock (it may use the breaker)
+            let key = lock(&self.slow)
+                .extras
+                .as_ref()
+                .and_then(|extras| extras.key.clone());
+            if let Some(key) = key {
+                key.rejected(&open);
+            }
         }
         if self.shared.shadow {
             Ok(CallPermit {
@@ -656,22 +676,14 @@ impl<C: Clock> Inner<C> {
         Some(Change {
             from: from.state(),
             to,
-            on_key_change: slow
-                .extras
-                .as_ref()
-                .and_then(|extras| extras.on_key_change.clone()),
+            key: slow.extras.as_ref().and_then(|extras| extras.key.clone()),
         })
     }
 
     /// Tells listeners and tracing about a transition; called after the mutex is released so
     /// a listener may use the breaker.
     fn announce(&self, changed: Option<Change>) {
-        let Some(Change {
-            from,
-            to,
-            on_key_change,
-        }) = changed
-        else {
+        let Some(Change { from, to, key }) = changed else {
             return;
         };
         #[cfg(feature = "tracing")]
@@ -685,8 +697,8 @@ impl<C: Clock> Inner<C> {
         if let Some(listener) = &self.shared.listener {
             listener(from, to);
         }
-        if let Some(listener) = on_key_change {
-            listener(from, to);
+        if let Some(key) = key {
+            key.changed(from, to);
         }
     }
 }
