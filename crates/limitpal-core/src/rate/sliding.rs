@@ -15,9 +15,10 @@ use crate::clock::nanos;
 /// At most `limit` admissions in any interval of length `window` — not only in aligned
 /// windows, so there is no double burst at a window boundary.
 ///
-/// Per-key state holds one 16-byte entry per instant with admissions in the window (so at
-/// most `limit` entries; a `check_n` of any cost is one) and is kept under a per-key lock;
-/// prefer [`TokenBucket`](crate::TokenBucket) for large limits.
+/// Per-key state holds the instants with admissions in the window: 8 bytes each (16 more for
+/// an instant with several, such as a `check_n`, whatever its cost), so at most `limit`
+/// instants; it is kept under a per-key lock. Prefer [`TokenBucket`](crate::TokenBucket) for
+/// large limits.
 ///
 /// ```
 /// use limitpal_core::{ManualClock, RateLimiter, SlidingWindow};
@@ -60,13 +61,19 @@ impl SlidingWindow {
 /// Admissions by instant, oldest first (reserved ones may lie in the future), the latest
 /// `now` seen so that time going backwards counts as "no time passed", and the end of a hold.
 ///
+/// An instant with one admission is one `u64`; an instant with more (a `check_n`, or checks
+/// that read one clock value) also has its count in `counts`, so memory is 8 bytes per
+/// instant unless costs are batched, and never grows with a cost's size.
+///
 /// At most `limit` admissions lie in any window; reservations waiting for their slot add
 /// theirs beyond it, so a key with waiters holds up to `limit` plus their count.
 #[derive(Debug, Default)]
 pub struct Admissions {
-    /// `(time, count)`: `count` admissions at `time`, times never decreasing.
-    runs: VecDeque<(u64, u32)>,
-    /// The sum of the runs' counts.
+    /// The instants with admissions, strictly increasing.
+    times: VecDeque<u64>,
+    /// `(time, count)` for the instants of `times` with more than one admission, in order.
+    counts: VecDeque<(u64, u64)>,
+    /// Admissions in all: the sum of every instant's count.
     total: u64,
     latest: u64,
     held: u64,
@@ -78,21 +85,53 @@ impl Admissions {
         if cost == 0 {
             return;
         }
-        match self.runs.back_mut() {
-            Some((time, count)) if *time == at && count.checked_add(cost).is_some() => {
-                *count = count.saturating_add(cost); // checked just above
+        let cost = u64::from(cost);
+        match self.times.back() {
+            Some(&last) if last >= at => {
+                // the latest instant again (never an earlier one: see the callers)
+                match self.counts.back_mut() {
+                    Some((time, count)) if *time == last => *count = count.saturating_add(cost),
+                    _ => self.counts.push_back((last, cost.saturating_add(1))),
+                }
             }
-            _ => self.runs.push_back((at, cost)),
+            _ => {
+                self.times.push_back(at);
+                if cost > 1 {
+                    self.counts.push_back((at, cost));
+                }
+            }
         }
-        self.total = self.total.saturating_add(u64::from(cost));
+        self.total = self.total.saturating_add(cost);
+    }
+
+    /// The instants and their counts, oldest first.
+    fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut counts = self.counts.iter().peekable();
+        self.times.iter().map(move |&time| {
+            let count = counts
+                .next_if(|&&(t, _)| t == time)
+                .map_or(1, |&(_, count)| count);
+            (time, count)
+        })
+    }
+
+    /// The instants and their counts, newest first.
+    fn runs_rev(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut counts = self.counts.iter().rev().peekable();
+        self.times.iter().rev().map(move |&time| {
+            let count = counts
+                .next_if(|&&(t, _)| t == time)
+                .map_or(1, |&(_, count)| count);
+            (time, count)
+        })
     }
 
     /// The time of the `nth` oldest admission (`1 ..= total`), walking from the nearer end.
     fn nth_oldest(&self, nth: u64) -> u64 {
         let mut seen = 0_u64;
         if nth <= self.total / 2 {
-            for &(time, count) in &self.runs {
-                seen = seen.saturating_add(u64::from(count));
+            for (time, count) in self.runs() {
+                seen = seen.saturating_add(count);
                 if seen >= nth {
                     return time;
                 }
@@ -100,19 +139,72 @@ impl Admissions {
         } else {
             // the same admission, counted from the newest: total - nth + 1 >= 1
             let from_back = self.total.saturating_sub(nth).saturating_add(1);
-            for &(time, count) in self.runs.iter().rev() {
-                seen = seen.saturating_add(u64::from(count));
+            for (time, count) in self.runs_rev() {
+                seen = seen.saturating_add(count);
                 if seen >= from_back {
                     return time;
                 }
             }
         }
-        self.runs.back().map_or(0, |&(time, _)| time)
+        self.last().unwrap_or(0)
     }
 
     /// The time of the newest admission.
     fn last(&self) -> Option<u64> {
-        self.runs.back().map(|&(time, _)| time)
+        self.times.back().copied()
+    }
+
+    /// Forgets the instants for which `gone` holds, oldest first, until one does not.
+    fn forget_while(&mut self, gone: impl Fn(u64) -> bool) {
+        while let Some(&time) = self.times.front()
+            && gone(time)
+        {
+            self.times.pop_front();
+            let count = match self.counts.front() {
+                Some(&(t, count)) if t == time => {
+                    self.counts.pop_front();
+                    count
+                }
+                _ => 1,
+            };
+            self.total = self.total.saturating_sub(count);
+        }
+    }
+
+    /// Admissions at times for which `inside` holds, newest first, until one does not.
+    fn count_back_while(&self, inside: impl Fn(u64) -> bool) -> u64 {
+        self.runs_rev()
+            .take_while(|&(time, _)| inside(time))
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Removes up to `cost` admissions at `at` (none if nothing was admitted then).
+    fn remove(&mut self, at: u64, cost: u32) {
+        let Ok(i) = self.times.binary_search(&at) else {
+            return;
+        };
+        let counted = self
+            .counts
+            .binary_search_by_key(&at, |&(time, _)| time)
+            .ok();
+        let count = counted.map_or(1, |j| self.counts[j].1);
+        let taken = count.min(u64::from(cost));
+        let left = count.saturating_sub(taken);
+        self.total = self.total.saturating_sub(taken);
+        match (left, counted) {
+            (0, _) => {
+                self.times.remove(i);
+                if let Some(j) = counted {
+                    self.counts.remove(j);
+                }
+            }
+            (1, Some(j)) => {
+                self.counts.remove(j);
+            }
+            (_, Some(j)) => self.counts[j].1 = left,
+            (_, None) => {} // a single admission, none taken (cost 0)
+        }
     }
 }
 
@@ -141,12 +233,8 @@ impl SlidingWindow {
 
     /// Forgets admissions that no later admission can share a window with.
     fn prune(&self, s: &mut Admissions) {
-        while let Some(&(time, count)) = s.runs.front()
-            && time.saturating_add(self.window) <= s.latest
-        {
-            s.runs.pop_front();
-            s.total = s.total.saturating_sub(u64::from(count));
-        }
+        let (window, latest) = (self.window, s.latest);
+        s.forget_while(|time| time.saturating_add(window) <= latest);
     }
 }
 
@@ -196,12 +284,7 @@ impl Sealed for SlidingWindow {
 
     fn plain_quota(&self, s: &Admissions, now: u64) -> (u32, u64) {
         let now = now.max(s.latest);
-        let inside: u64 = s
-            .runs
-            .iter()
-            .filter(|&&(time, _)| time.saturating_add(self.window) > now)
-            .map(|&(_, count)| u64::from(count))
-            .sum();
+        let inside = s.count_back_while(|time| time.saturating_add(self.window) > now);
         let remaining = if s.held > now {
             0
         } else {
@@ -228,19 +311,7 @@ impl Sealed for SlidingWindow {
 
     fn untake(&self, s: &mut Admissions, &at: &u64, cost: u32) {
         // Removing admissions never lets any window hold more than it did.
-        let mut left = cost;
-        while left > 0
-            && let Some(i) = s.runs.iter().rposition(|&(time, _)| time == at)
-        {
-            let count = &mut s.runs[i].1;
-            let taken = left.min(*count);
-            *count = count.saturating_sub(taken);
-            left = left.saturating_sub(taken);
-            s.total = s.total.saturating_sub(u64::from(taken));
-            if *count == 0 {
-                s.runs.remove(i);
-            }
-        }
+        s.remove(at, cost);
     }
 
     fn hold(&self, s: &mut Admissions, until: u64) {
@@ -305,7 +376,11 @@ mod tests {
         let w = SlidingWindow::new(u32::MAX, Duration::from_nanos(10)).expect("valid");
         let mut s = w.new_plain();
         assert!(w.apply(&mut s, 0, u32::MAX - 1).is_ok());
-        assert_eq!(s.runs.len(), 1, "one instant, one entry");
+        assert_eq!(
+            (s.times.len(), s.counts.len()),
+            (1, 1),
+            "one instant, one entry"
+        );
         assert!(w.apply(&mut s, 3, 1).is_ok(), "the last unit");
         assert_eq!(
             w.apply(&mut s, 4, 1),
@@ -318,6 +393,34 @@ mod tests {
         );
         assert_eq!(w.apply(&mut s, 12, 1), Err(1), "the unit at 3 leaves at 13");
         assert!(w.apply(&mut s, 13, 1).is_ok());
+    }
+
+    #[test]
+    fn single_admissions_take_one_word_each() {
+        let w = SlidingWindow::new(100, Duration::from_nanos(1_000)).expect("valid");
+        let mut s = w.new_plain();
+        for t in 0..100 {
+            assert!(w.apply(&mut s, t, 1).is_ok());
+        }
+        assert_eq!((s.times.len(), s.counts.len()), (100, 0));
+        assert!(w.apply(&mut s, 100, 1).is_err());
+        assert!(w.apply(&mut s, 1_000, 1).is_ok(), "the one at 0 has left");
+        assert_eq!(
+            w.apply(&mut s, 1_000, 1),
+            Err(1),
+            "the one at 1 leaves at 1 001"
+        );
+        assert!(w.apply(&mut s, 1_100, 1).is_ok());
+        assert!(
+            w.apply(&mut s, 1_100, 1).is_ok(),
+            "two at one instant: one time, one count"
+        );
+        assert_eq!(
+            (s.times.len(), s.total),
+            (2, 3),
+            "the ones at 1 000 and 1 100"
+        );
+        assert_eq!(s.counts.iter().copied().collect::<Vec<_>>(), [(1_100, 2)]);
     }
 
     #[test]
