@@ -106,24 +106,12 @@ impl Admissions {
 
     /// The instants and their counts, oldest first.
     fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let mut counts = self.counts.iter().peekable();
-        self.times.iter().map(move |&time| {
-            let count = counts
-                .next_if(|&&(t, _)| t == time)
-                .map_or(1, |&(_, count)| count);
-            (time, count)
-        })
+        with_counts(self.times.iter(), self.counts.iter())
     }
 
     /// The instants and their counts, newest first.
     fn runs_rev(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let mut counts = self.counts.iter().rev().peekable();
-        self.times.iter().rev().map(move |&time| {
-            let count = counts
-                .next_if(|&&(t, _)| t == time)
-                .map_or(1, |&(_, count)| count);
-            (time, count)
-        })
+        with_counts(self.times.iter().rev(), self.counts.iter().rev())
     }
 
     /// The time of the `nth` oldest admission (`1 ..= total`), walking from the nearer end.
@@ -206,6 +194,21 @@ impl Admissions {
             (_, None) => {} // a single admission, none taken (cost 0)
         }
     }
+}
+
+/// Each of `times` with its count: the matching entry of `counts` (both in the same order),
+/// else one.
+fn with_counts<'a>(
+    times: impl Iterator<Item = &'a u64>,
+    counts: impl Iterator<Item = &'a (u64, u64)>,
+) -> impl Iterator<Item = (u64, u64)> {
+    let mut counts = counts.peekable();
+    times.map(move |&time| {
+        let count = counts
+            .next_if(|&&(t, _)| t == time)
+            .map_or(1, |&(_, count)| count);
+        (time, count)
+    })
 }
 
 impl SlidingWindow {
